@@ -1,0 +1,93 @@
+//! What every stage binary shares, so they all behave the same under a terminal, `make` or a
+//! workflow scheduler:
+//!
+//! * [`LogArgs`]: `-v`/`-vv` for more, `-q` for errors only, `--log-format json` for machine
+//!   readable logs on stderr. Quiet by default (warnings and a one-line summary).
+//! * [`progress_bar`]: a bar on stderr when it is a terminal and not `-q`/JSON; hidden otherwise.
+//! * [`run`]: runs a stage's `main`, prints the error chain as `error: ...` and maps it to exit
+//!   code 1 (2 is clap's usage error), never a panic message for a bad input.
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Logging flags, flattened into every binary's arguments.
+#[derive(Debug, Clone, Args, Default)]
+pub struct LogArgs {
+    /// More output: -v info, -vv debug, -vvv trace.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Errors only, no progress bar.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Log format on stderr: text, or json (one object per line, for schedulers).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    /// Installs the global tracing subscriber. `RUST_LOG` overrides the level flags.
+    pub fn init(&self) {
+        let level = match (self.quiet, self.verbose) {
+            (true, _) => "error",
+            (false, 0) => "warn",
+            (false, 1) => "info",
+            (false, 2) => "debug",
+            _ => "trace",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        let _ = match self.log_format {
+            LogFormat::Text => builder.with_target(false).without_time().try_init(),
+            LogFormat::Json => builder.json().try_init(),
+        };
+    }
+
+    /// Whether progress bars and human summaries should be shown.
+    pub fn interactive(&self) -> bool {
+        !self.quiet && self.log_format == LogFormat::Text
+    }
+}
+
+/// A progress bar over `len` items with a rate, drawn only when `show` and stderr is a terminal.
+pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(len),
+        if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+    );
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {per_sec:>10} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// Runs a stage: on error prints `error: <context>: <cause>: ...` and returns exit code 1.
+pub fn run(main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::debug!(error = ?err, "stage failed");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a one-line human summary on stdout unless quiet (schedulers read the JSON files).
+pub fn summary(log: &LogArgs, line: impl std::fmt::Display) {
+    if !log.quiet {
+        println!("{line}");
+    }
+}

@@ -1,0 +1,121 @@
+//! Crash-safe artifact writing: everything goes to a temporary file in the destination folder
+//! and is renamed into place only once complete (make's `.DELETE_ON_ERROR`, done by
+//! construction). A crash or kill leaves at most a `.partial-*` file, never a truncated file
+//! under the real name.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// A file being written; becomes visible under its final name on [`AtomicFile::commit`].
+/// Dropping it without commit deletes the temporary file.
+pub struct AtomicFile {
+    path: PathBuf,
+    writer: BufWriter<tempfile::NamedTempFile>,
+}
+
+impl AtomicFile {
+    pub fn create(path: impl AsRef<Path>) -> Result<AtomicFile, WriteError> {
+        let path = path.as_ref().to_path_buf();
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let err = |source| WriteError { path: path.clone(), source };
+        std::fs::create_dir_all(&dir).map_err(err)?;
+        let tmp = tempfile::Builder::new().prefix(".partial-").tempfile_in(&dir).map_err(err)?;
+        Ok(AtomicFile { writer: BufWriter::with_capacity(1 << 20, tmp), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Flushes, syncs and renames into place.
+    pub fn commit(self) -> Result<(), WriteError> {
+        let path = self.path;
+        let err = |source| WriteError { path: path.clone(), source };
+        let tmp = self.writer.into_inner().map_err(|e| err(e.into_error()))?;
+        tmp.as_file().sync_all().map_err(err)?;
+        tmp.persist(&path).map_err(|e| err(e.error))?;
+        Ok(())
+    }
+
+    pub(crate) fn io_error(&self, source: std::io::Error) -> WriteError {
+        WriteError { path: self.path.clone(), source }
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writer.write(buf)
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.writer.write_all(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), WriteError> {
+    let mut f = AtomicFile::create(path)?;
+    f.write_all(bytes).map_err(|e| f.io_error(e))?;
+    f.commit()
+}
+
+/// Writes pretty JSON (with a trailing newline) to `path` atomically.
+pub fn write_json(path: impl AsRef<Path>, value: &impl serde::Serialize) -> Result<(), WriteError> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| WriteError {
+        path: path.as_ref().to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    text.push('\n');
+    write_bytes(path, text.as_bytes())
+}
+
+/// Writes lines (each followed by `\n`) to `path` atomically.
+pub fn write_lines<S: AsRef<str>>(path: impl AsRef<Path>, lines: &[S]) -> Result<(), WriteError> {
+    let mut text = String::new();
+    for l in lines {
+        text.push_str(l.as_ref());
+        text.push('\n');
+    }
+    write_bytes(path, text.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncommitted_file_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        {
+            let mut f = AtomicFile::create(&path).unwrap();
+            f.write_all(b"half").unwrap();
+            // dropped: as if the stage failed half way
+        }
+        assert!(!path.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn commit_replaces_existing_file_and_creates_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/out.json");
+        write_json(&path, &serde_json::json!({"x": 1})).unwrap();
+        write_json(&path, &serde_json::json!({"x": 2})).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\n  \"x\": 2\n}\n");
+        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,12 @@
+//! Data on disk, shared by every stage: class-folder data sets ([`dataset`]), image decoding
+//! and resizing ([`image`]), VGG preprocessing ([`preprocess`]) and crash-safe artifacts
+//! ([`artifact`], [`npy`]).
+
+pub mod artifact;
+pub mod dataset;
+pub mod image;
+pub mod npy;
+pub mod preprocess;
+
+pub use dataset::{Dataset, Sample};
+pub use preprocess::Preprocess;

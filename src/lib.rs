@@ -1,0 +1,1 @@
+//! smalldata: see README.md. The binaries live in src/bin; the logic in crates/.
