@@ -3,7 +3,5 @@
 fn main() {
     println!("cargo:rerun-if-changed=proto/onnx.proto");
     let descriptors = protox::compile(["onnx.proto"], ["proto"]).expect("compile proto/onnx.proto");
-    prost_build::Config::new()
-        .compile_fds(descriptors)
-        .expect("generate Rust code for onnx.proto");
+    prost_build::Config::new().compile_fds(descriptors).expect("generate Rust code for onnx.proto");
 }

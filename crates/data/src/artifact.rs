@@ -74,10 +74,8 @@ pub fn write_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), WriteErro
 
 /// Writes pretty JSON (with a trailing newline) to `path` atomically.
 pub fn write_json(path: impl AsRef<Path>, value: &impl serde::Serialize) -> Result<(), WriteError> {
-    let mut text = serde_json::to_string_pretty(value).map_err(|e| WriteError {
-        path: path.as_ref().to_path_buf(),
-        source: std::io::Error::other(e),
-    })?;
+    let mut text = serde_json::to_string_pretty(value)
+        .map_err(|e| WriteError { path: path.as_ref().to_path_buf(), source: std::io::Error::other(e) })?;
     text.push('\n');
     write_bytes(path, text.as_bytes())
 }

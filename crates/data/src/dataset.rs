@@ -19,7 +19,9 @@ pub enum DatasetError {
     NoClasses(PathBuf),
     #[error("class folder {path} holds no images (looked for {exts}); add images or remove the folder", exts = IMAGE_EXTENSIONS.join(", "))]
     EmptyClass { path: PathBuf },
-    #[error("{root} has classes {found:?}, but {expected:?} were expected (from {source_of_expected}); use the same class folders for every split")]
+    #[error(
+        "{root} has classes {found:?}, but {expected:?} were expected (from {source_of_expected}); use the same class folders for every split"
+    )]
     ClassMismatch { root: PathBuf, found: Vec<String>, expected: Vec<String>, source_of_expected: String },
 }
 
@@ -161,7 +163,14 @@ mod tests {
     #[test]
     fn classes_sorted_files_sorted_labels_by_class() {
         let dir = tempfile::tempdir().unwrap();
-        for f in ["dogs/dog.2.jpg", "cats/cat.10.JPG", "cats/cat.2.png", "dogs/dog.1.jpeg", "cats/notes.txt", "cats/.DS_Store"] {
+        for f in [
+            "dogs/dog.2.jpg",
+            "cats/cat.10.JPG",
+            "cats/cat.2.png",
+            "dogs/dog.1.jpeg",
+            "cats/notes.txt",
+            "cats/.DS_Store",
+        ] {
             touch(dir.path(), f);
         }
         let ds = Dataset::scan(dir.path()).unwrap();

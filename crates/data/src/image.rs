@@ -120,7 +120,12 @@ pub fn resize(img: RgbImage, width: u32, height: u32, filter: ResizeFilter) -> R
 }
 
 /// Decodes and resizes in one step: what every stage does per image.
-pub fn load_resized(path: impl AsRef<Path>, width: u32, height: u32, filter: ResizeFilter) -> Result<RgbImage, ImageError> {
+pub fn load_resized(
+    path: impl AsRef<Path>,
+    width: u32,
+    height: u32,
+    filter: ResizeFilter,
+) -> Result<RgbImage, ImageError> {
     resize(load_rgb(path)?, width, height, filter)
 }
 
@@ -202,7 +207,8 @@ mod tests {
     fn bilinear_shrink_averages_where_nearest_aliases() {
         // Alternating black/white columns shrunk 2x: bilinear gives grey away from the borders
         // (where edge clamping tilts the average), nearest picks black or white.
-        let img = image::RgbImage::from_fn(8, 2, |x, _| if x % 2 == 0 { image::Rgb([0; 3]) } else { image::Rgb([255; 3]) });
+        let img =
+            image::RgbImage::from_fn(8, 2, |x, _| if x % 2 == 0 { image::Rgb([0; 3]) } else { image::Rgb([255; 3]) });
         let bil = resize(img.clone(), 4, 2, ResizeFilter::Bilinear).unwrap();
         for x in 1..3 {
             assert!((bil.get_pixel(x, 0).0[0] as i32 - 128).abs() <= 2, "{bil:?}");

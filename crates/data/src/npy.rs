@@ -112,14 +112,21 @@ impl<T: NpyElement> NpyWriter<T> {
     /// Checks the row count and moves the file into place.
     pub fn finish(self) -> Result<(), NpyError> {
         if self.written != self.declared {
-            return Err(NpyError::RowCount { path: self.file.path().into(), written: self.written, declared: self.declared });
+            return Err(NpyError::RowCount {
+                path: self.file.path().into(),
+                written: self.written,
+                declared: self.declared,
+            });
         }
         Ok(self.file.commit()?)
     }
 }
 
 /// Writes a whole array atomically.
-pub fn write<T: NpyElement, S: Data<Elem = T>, D: Dimension>(path: impl AsRef<Path>, array: &ArrayBase<S, D>) -> Result<(), NpyError> {
+pub fn write<T: NpyElement, S: Data<Elem = T>, D: Dimension>(
+    path: impl AsRef<Path>,
+    array: &ArrayBase<S, D>,
+) -> Result<(), NpyError> {
     let shape = array.shape();
     let (rows, row_shape) = match shape.split_first() {
         Some((r, rest)) => (*r, rest.to_vec()),

@@ -30,11 +30,9 @@ impl Preprocess {
     #[inline]
     pub fn pixel(self, [r, g, b]: [u8; 3]) -> [f32; 3] {
         match self {
-            Preprocess::Caffe => [
-                b as f32 - CAFFE_MEAN_BGR[0],
-                g as f32 - CAFFE_MEAN_BGR[1],
-                r as f32 - CAFFE_MEAN_BGR[2],
-            ],
+            Preprocess::Caffe => {
+                [b as f32 - CAFFE_MEAN_BGR[0], g as f32 - CAFFE_MEAN_BGR[1], r as f32 - CAFFE_MEAN_BGR[2]]
+            }
             Preprocess::Rescale => [r as f32 / 255.0, g as f32 / 255.0, b as f32 / 255.0],
         }
     }

@@ -19,8 +19,8 @@ pub mod proto {
 }
 
 pub use proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto,
 };
 
 /// ONNX `TensorProto.DataType` codes used here.
@@ -36,7 +36,9 @@ pub const IR_VERSION: i64 = 8;
 pub enum OnnxError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not an ONNX model (protobuf decoding failed: {source}); check that the file is a complete .onnx export")]
+    #[error(
+        "{path} is not an ONNX model (protobuf decoding failed: {source}); check that the file is a complete .onnx export"
+    )]
     Decode { path: PathBuf, source: prost::DecodeError },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
@@ -75,10 +77,7 @@ pub fn save(model: &ModelProto, path: impl AsRef<Path>) -> Result<()> {
         _ => Path::new("."),
     };
     std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".partial-")
-        .tempfile_in(dir)
-        .map_err(err)?;
+    let mut tmp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).map_err(err)?;
     tmp.write_all(&model.encode_to_vec()).map_err(err)?;
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
@@ -324,9 +323,7 @@ pub fn extract(graph: &GraphProto, outputs: &[&str]) -> Result<GraphProto> {
         input: graph
             .input
             .iter()
-            .filter(|i| {
-                i.name.as_deref().is_some_and(|n| needed_tensors.contains(n) && !initializer_names.contains(n))
-            })
+            .filter(|i| i.name.as_deref().is_some_and(|n| needed_tensors.contains(n) && !initializer_names.contains(n)))
             .cloned()
             .collect(),
         ..Default::default()
@@ -364,7 +361,10 @@ mod tests {
                 node("Abs", "unused", &["x"], &["c"], vec![]),
                 node("Add", "add", &["a", "k"], &["b"], vec![]),
             ],
-            initializer: vec![tensor_from_array("k", &array![1.0f32].into_dyn()), tensor_from_array("z", &array![0.0f32].into_dyn())],
+            initializer: vec![
+                tensor_from_array("k", &array![1.0f32].into_dyn()),
+                tensor_from_array("z", &array![0.0f32].into_dyn()),
+            ],
             input: vec![value_info("x", dtype::FLOAT, &[Dim::named("N")])],
             ..Default::default()
         }
