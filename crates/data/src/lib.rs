@@ -5,6 +5,7 @@
 pub mod artifact;
 pub mod dataset;
 pub mod image;
+pub mod loader;
 pub mod npy;
 pub mod preprocess;
 
