@@ -65,6 +65,51 @@ impl Write for AtomicFile {
     }
 }
 
+/// A folder of outputs built under a temporary name next to its destination and renamed into
+/// place on [`StagingDir::commit`], replacing an older version. Until then readers see either
+/// the old folder or none, never a half-filled one; dropping it uncommitted deletes it.
+pub struct StagingDir {
+    target: PathBuf,
+    temp: Option<tempfile::TempDir>,
+}
+
+impl StagingDir {
+    pub fn create(target: impl AsRef<Path>) -> Result<StagingDir, WriteError> {
+        let target = target.as_ref().to_path_buf();
+        let err = |source| WriteError { path: target.clone(), source };
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).map_err(err)?;
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let temp = tempfile::Builder::new().prefix(&format!(".{name}.partial-")).tempdir_in(&parent).map_err(err)?;
+        Ok(StagingDir { target, temp: Some(temp) })
+    }
+
+    /// Where to write the files now.
+    pub fn path(&self) -> &Path {
+        self.temp.as_ref().expect("not committed").path()
+    }
+
+    /// The final folder.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Replaces the target folder (or file) with the staged one.
+    pub fn commit(mut self) -> Result<(), WriteError> {
+        let err = |source| WriteError { path: self.target.clone(), source };
+        let staged = self.temp.take().expect("not committed").keep();
+        if self.target.is_dir() {
+            std::fs::remove_dir_all(&self.target).map_err(err)?;
+        } else if self.target.exists() {
+            std::fs::remove_file(&self.target).map_err(err)?;
+        }
+        std::fs::rename(&staged, &self.target).map_err(err)
+    }
+}
+
 /// Writes `bytes` to `path` atomically.
 pub fn write_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), WriteError> {
     let mut f = AtomicFile::create(path)?;
@@ -105,6 +150,26 @@ mod tests {
         }
         assert!(!path.exists());
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn staging_dir_replaces_old_folder_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out");
+        write_bytes(target.join("old.txt"), b"old").unwrap();
+        {
+            let s = StagingDir::create(&target).unwrap();
+            write_bytes(s.path().join("new.txt"), b"new").unwrap();
+            // dropped: failed stage
+        }
+        assert!(target.join("old.txt").exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        let s = StagingDir::create(&target).unwrap();
+        write_bytes(s.path().join("new.txt"), b"new").unwrap();
+        s.commit().unwrap();
+        assert!(!target.join("old.txt").exists());
+        assert_eq!(std::fs::read(target.join("new.txt")).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -36,10 +36,8 @@ pub const IR_VERSION: i64 = 8;
 pub enum OnnxError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error(
-        "{path} is not an ONNX model (protobuf decoding failed: {source}); check that the file is a complete .onnx export"
-    )]
-    Decode { path: PathBuf, source: prost::DecodeError },
+    #[error("{path} is not an ONNX model ({reason}); check that the file is a complete .onnx export")]
+    Decode { path: PathBuf, reason: String },
     #[error("cannot write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
     #[error("tensor '{name}': {reason}")]
@@ -54,15 +52,15 @@ pub type Result<T, E = OnnxError> = std::result::Result<T, E>;
 pub fn load(path: impl AsRef<Path>) -> Result<ModelProto> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| OnnxError::Read { path: path.into(), source })?;
-    decode(&bytes).map_err(|source| OnnxError::Decode { path: path.into(), source })
+    decode(&bytes).map_err(|reason| OnnxError::Decode { path: path.into(), reason })
 }
 
 /// Decodes an ONNX model from bytes; rejects inputs that decode to an empty graph (protobuf
 /// happily decodes many non-ONNX files into an empty message).
-pub fn decode(bytes: &[u8]) -> Result<ModelProto, prost::DecodeError> {
-    let model = ModelProto::decode(bytes)?;
+pub fn decode(bytes: &[u8]) -> Result<ModelProto, String> {
+    let model = ModelProto::decode(bytes).map_err(|e| format!("protobuf decoding failed: {e}"))?;
     if model.graph.as_ref().is_none_or(|g| g.node.is_empty()) {
-        return Err(prost::DecodeError::new("no graph with nodes in the file"));
+        return Err("no graph with nodes in the file".into());
     }
     Ok(model)
 }

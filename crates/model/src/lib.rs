@@ -1,0 +1,10 @@
+//! `prepare-model`: finds VGG16 in an ONNX export by its structure, verifies the ImageNet
+//! weights, and writes the conv base, the frozen part for fine-tuning and block 5's weights.
+
+pub mod cli;
+pub mod fingerprint;
+pub mod prepare;
+pub mod structure;
+pub mod testing;
+
+pub use prepare::{BLOCK4_POOL, FEATURES, FingerprintCheck, INPUT, ModelInfo, prepare};

@@ -1,0 +1,302 @@
+//! Cutting a VGG16 export into what the stages run:
+//!
+//! * `conv_base.onnx`: input `input` float32 NHWC `[N, H, W, 3]` (already preprocessed, see
+//!   `sd_data::Preprocess`), output `features` NHWC `[N, H/32, W/32, 512]` (Keras' layout, so
+//!   the head's Flatten order matches Keras). H and W are dynamic.
+//! * `frozen_base.onnx`: the same input, output `block4_pool` NHWC `[N, H/16, W/16, 512]`: the
+//!   part that stays frozen when fine-tuning block 5.
+//! * `block5/block5_conv{1,2,3}_{kernel,bias}.npy`: block 5's weights, kernel `[Cout, Cin, 3, 3]`
+//!   (ONNX/PyTorch OIHW), bias `[Cout]`, as the fine-tuning starting point.
+//! * `model.json`: what was found and written.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ndarray::ArrayD;
+use sd_onnx::{Dim, GraphProto, ModelProto, attr_ints, dtype, node, value_info};
+use serde::Serialize;
+
+use crate::fingerprint::{Fingerprint, KERAS_IMAGENET, LayerFingerprint};
+use crate::structure::{self, Layout, Vgg16};
+
+/// Names of the tensors the prepared models expose.
+pub const INPUT: &str = "input";
+pub const FEATURES: &str = "features";
+pub const BLOCK4_POOL: &str = "block4_pool";
+
+/// Which weights the conv layers must have.
+#[derive(Debug, Clone)]
+pub enum FingerprintCheck {
+    /// The Keras ImageNet weights (embedded copy of the shared fingerprint).
+    KerasImagenet,
+    File(PathBuf),
+    /// Accept any weights (e.g. torchvision's VGG16, which expects other preprocessing).
+    Skip,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LayerInfo {
+    pub name: String,
+    pub node: String,
+    pub kernel_shape: Vec<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WeightFiles {
+    pub name: String,
+    pub kernel: String,
+    pub bias: String,
+}
+
+/// The contents of `model.json`.
+#[derive(Debug, Serialize)]
+pub struct ModelInfo {
+    pub source: String,
+    pub source_blake3: String,
+    pub source_input: String,
+    pub source_input_layout: Layout,
+    pub input: &'static str,
+    pub input_layout: Layout,
+    pub conv_base: &'static str,
+    pub conv_base_output: &'static str,
+    pub frozen_base: &'static str,
+    pub frozen_base_output: &'static str,
+    pub channels: Vec<usize>,
+    /// `"keras-imagenet"`, a fingerprint file's path, or `"skipped"`.
+    pub weights_verified_against: String,
+    /// The preprocessing these weights expect, when known (the Keras ImageNet weights: caffe).
+    pub preprocess: Option<&'static str>,
+    pub layers: Vec<LayerInfo>,
+    pub block5: Vec<WeightFiles>,
+}
+
+/// Reads `source`, checks it, and writes the prepared models into `out` (replacing it as a
+/// whole once everything is written).
+pub fn prepare(source: &Path, out: &Path, check: &FingerprintCheck) -> Result<ModelInfo> {
+    let model = sd_onnx::load(source).context("reading the source model")?;
+    let graph = model.graph.as_ref().context("the source model has no graph")?;
+    let vgg = structure::find(graph).with_context(|| format!("{} is not usable as VGG16", source.display()))?;
+    tracing::info!(input = %vgg.input, layout = ?vgg.input_layout, "found VGG16 structure");
+
+    let mut weights = Vec::new();
+    let mut fingerprints = Vec::new();
+    for layer in &vgg.convs {
+        let kernel = constant_array(graph, &layer.weight)
+            .with_context(|| format!("{}: weights of {} ('{}')", source.display(), layer.name, layer.weight))?;
+        let bias = match &layer.bias {
+            Some(b) => {
+                constant_array(graph, b).with_context(|| format!("{}: bias of {}", source.display(), layer.name))?
+            }
+            None => ArrayD::zeros(vec![kernel.shape()[0]]),
+        };
+        fingerprints.push(LayerFingerprint::of(&layer.name, &kernel, &bias));
+        weights.push((kernel, bias));
+    }
+    let verified = verify(&fingerprints, check, source)?;
+
+    let staging = sd_data::artifact::StagingDir::create(out)?;
+    let dir = staging.path();
+    let conv_base = cut(&model, &vgg, &vgg.pools[4], FEATURES).context("cutting the conv base")?;
+    sd_onnx::save(&conv_base, dir.join("conv_base.onnx"))?;
+    let frozen = cut(&model, &vgg, &vgg.pools[3], BLOCK4_POOL).context("cutting the frozen part")?;
+    sd_onnx::save(&frozen, dir.join("frozen_base.onnx"))?;
+
+    let mut block5 = Vec::new();
+    for (layer, (kernel, bias)) in vgg.convs.iter().zip(&weights).skip(10) {
+        let files = WeightFiles {
+            name: layer.name.clone(),
+            kernel: format!("block5/{}_kernel.npy", layer.name),
+            bias: format!("block5/{}_bias.npy", layer.name),
+        };
+        sd_data::npy::write(dir.join(&files.kernel), kernel)?;
+        sd_data::npy::write(dir.join(&files.bias), bias)?;
+        block5.push(files);
+    }
+
+    let source_bytes = std::fs::read(source).with_context(|| format!("reading {}", source.display()))?;
+    let info = ModelInfo {
+        source: source.display().to_string(),
+        source_blake3: blake3::hash(&source_bytes).to_hex().to_string(),
+        source_input: vgg.input.clone(),
+        source_input_layout: vgg.input_layout,
+        input: INPUT,
+        input_layout: Layout::Nhwc,
+        conv_base: "conv_base.onnx",
+        conv_base_output: FEATURES,
+        frozen_base: "frozen_base.onnx",
+        frozen_base_output: BLOCK4_POOL,
+        channels: weights.iter().map(|(k, _)| k.shape()[0]).collect(),
+        preprocess: matches!(check, FingerprintCheck::KerasImagenet).then_some("caffe"),
+        weights_verified_against: verified,
+        layers: vgg
+            .convs
+            .iter()
+            .zip(&weights)
+            .map(|(l, (k, _))| LayerInfo {
+                name: l.name.clone(),
+                node: l.node_name.clone(),
+                kernel_shape: k.shape().to_vec(),
+            })
+            .collect(),
+        block5,
+    };
+    sd_data::artifact::write_json(dir.join("model.json"), &info)?;
+    staging.commit()?;
+    Ok(info)
+}
+
+fn constant_array(graph: &GraphProto, name: &str) -> Result<ArrayD<f32>> {
+    let t = sd_onnx::constant(graph, name)
+        .with_context(|| format!("'{name}' is not a constant (initializer) of the graph"))?;
+    Ok(sd_onnx::array_from_tensor(t)?)
+}
+
+fn verify(layers: &[LayerFingerprint], check: &FingerprintCheck, source: &Path) -> Result<String> {
+    let (fingerprint, label) = match check {
+        FingerprintCheck::Skip => {
+            tracing::warn!(
+                "weights not verified (--skip-fingerprint): make sure --preprocess matches what they expect"
+            );
+            return Ok("skipped".into());
+        }
+        FingerprintCheck::KerasImagenet => (Fingerprint::parse(KERAS_IMAGENET)?, "keras-imagenet".to_string()),
+        FingerprintCheck::File(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading fingerprint {}", p.display()))?;
+            let f = Fingerprint::parse(&text).with_context(|| format!("{} is not a fingerprint JSON", p.display()))?;
+            (f, p.display().to_string())
+        }
+    };
+    let report = fingerprint.compare(layers);
+    if !report.is_empty() {
+        bail!(
+            "the conv weights of {} differ from the {label} fingerprint in {} of {} layers:\n  {}\n\
+             If these are the weights you mean to use, pass --skip-fingerprint (and pick the matching --preprocess)",
+            source.display(),
+            report.len(),
+            fingerprint.layers.len(),
+            report.join("\n  ")
+        );
+    }
+    Ok(label)
+}
+
+/// The sub-model from the image input to `pool_output`, with an NHWC input named [`INPUT`] and
+/// the pooled map transposed to NHWC as `output_name`.
+fn cut(model: &ModelProto, vgg: &Vgg16, pool_output: &str, output_name: &str) -> Result<ModelProto> {
+    let source = model.graph.as_ref().expect("checked by caller");
+    let mut graph = sd_onnx::extract(source, &[pool_output])?;
+    match vgg.input_layout {
+        Layout::Nhwc => {
+            for n in &mut graph.node {
+                for i in &mut n.input {
+                    if *i == vgg.input {
+                        *i = INPUT.into();
+                    }
+                }
+            }
+        }
+        Layout::Nchw => {
+            let to_nchw = node(
+                "Transpose",
+                "input_to_nchw",
+                &[INPUT],
+                &[&vgg.first_conv_input],
+                vec![attr_ints("perm", &[0, 3, 1, 2])],
+            );
+            graph.node.insert(0, to_nchw);
+        }
+    }
+    graph.node.push(node(
+        "Transpose",
+        &format!("{output_name}_to_nhwc"),
+        &[pool_output],
+        &[output_name],
+        vec![attr_ints("perm", &[0, 2, 3, 1])],
+    ));
+    let n = Dim::named("N");
+    graph.input = vec![value_info(INPUT, dtype::FLOAT, &[n.clone(), Dim::named("H"), Dim::named("W"), Dim::Fixed(3)])];
+    let channels = last_conv_channels(source, &graph)?;
+    graph.output =
+        vec![value_info(output_name, dtype::FLOAT, &[n, Dim::named("h"), Dim::named("w"), Dim::Fixed(channels)])];
+    graph.name = Some(output_name.into());
+    let mut out = model.clone();
+    out.graph = Some(graph);
+    out.producer_name = Some("smalldata prepare-model".into());
+    out.producer_version = Some(env!("CARGO_PKG_VERSION").into());
+    // Keep the metadata honest: this is no longer the source's full model.
+    out.metadata_props.clear();
+    Ok(out)
+}
+
+fn last_conv_channels(source: &GraphProto, cut: &GraphProto) -> Result<i64> {
+    let conv =
+        cut.node.iter().rev().find(|n| n.op_type.as_deref() == Some("Conv")).context("no convolution in the cut")?;
+    let w = sd_onnx::constant(source, &conv.input[1]).context("convolution weights are not constant")?;
+    Ok(w.dims[0])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::tiny_vgg;
+
+    fn write_source(dir: &Path, layout: Layout) -> PathBuf {
+        let p = dir.join("tiny.onnx");
+        sd_onnx::save(&tiny_vgg(&[2, 3, 4, 5, 6], layout, 7), &p).unwrap();
+        p
+    }
+
+    #[test]
+    fn writes_conv_base_frozen_part_block5_and_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = write_source(dir.path(), Layout::Nhwc);
+        let out = dir.path().join("model");
+        let info = prepare(&src, &out, &FingerprintCheck::Skip).unwrap();
+        assert_eq!(info.channels, [2, 2, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6]);
+        for f in [
+            "conv_base.onnx",
+            "frozen_base.onnx",
+            "model.json",
+            "block5/block5_conv3_kernel.npy",
+            "block5/block5_conv1_bias.npy",
+        ] {
+            assert!(out.join(f).is_file(), "{f}");
+        }
+        let k = sd_data::npy::read::<f32>(out.join("block5/block5_conv2_kernel.npy")).unwrap();
+        assert_eq!(k.shape(), [6, 6, 3, 3]);
+
+        let base = sd_onnx::load(out.join("conv_base.onnx")).unwrap();
+        let g = base.graph.unwrap();
+        assert_eq!(g.input.len(), 1);
+        assert_eq!(g.input[0].name.as_deref(), Some(INPUT));
+        assert_eq!(g.output[0].name.as_deref(), Some(FEATURES));
+        assert!(g.node.iter().all(|n| !matches!(n.op_type.as_deref(), Some("Gemm" | "Softmax" | "Flatten"))));
+        assert_eq!(g.node.iter().filter(|n| n.op_type.as_deref() == Some("Conv")).count(), 13);
+        let frozen = sd_onnx::load(out.join("frozen_base.onnx")).unwrap().graph.unwrap();
+        assert_eq!(frozen.node.iter().filter(|n| n.op_type.as_deref() == Some("Conv")).count(), 10);
+        assert_eq!(frozen.output[0].name.as_deref(), Some(BLOCK4_POOL));
+    }
+
+    #[test]
+    fn nchw_sources_get_an_nhwc_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = write_source(dir.path(), Layout::Nchw);
+        let out = dir.path().join("model");
+        prepare(&src, &out, &FingerprintCheck::Skip).unwrap();
+        let g = sd_onnx::load(out.join("conv_base.onnx")).unwrap().graph.unwrap();
+        assert_eq!(g.node[0].op_type.as_deref(), Some("Transpose"));
+        assert_eq!(g.node[0].input, [INPUT]);
+    }
+
+    #[test]
+    fn other_weights_fail_the_imagenet_check_naming_layers_and_leave_no_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = write_source(dir.path(), Layout::Nhwc);
+        let out = dir.path().join("model");
+        let err = format!("{:#}", prepare(&src, &out, &FingerprintCheck::KerasImagenet).unwrap_err());
+        assert!(err.contains("13 of 13 layers") && err.contains("block1_conv1: kernel shape"), "{err}");
+        assert!(err.contains("--skip-fingerprint"), "{err}");
+        assert!(!out.exists());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "only the source remains");
+    }
+}
