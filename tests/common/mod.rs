@@ -21,13 +21,60 @@ pub fn python() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// Runs a binary of this package and returns its output.
-pub fn run(bin: &str, args: &[&str], cwd: &Path) -> Output {
+/// A command for a binary of this package, run in `cwd`.
+pub fn cmd(bin: &str, cwd: &Path) -> Command {
     let exe = match bin {
         "prepare-model" => env!("CARGO_BIN_EXE_prepare-model"),
+        "bottleneck" => env!("CARGO_BIN_EXE_bottleneck"),
         other => panic!("unknown binary {other}"),
     };
-    Command::new(exe).args(args).current_dir(cwd).output().expect("binary runs")
+    let mut c = Command::new(exe);
+    c.current_dir(cwd);
+    c
+}
+
+/// Runs a binary of this package and returns its output.
+pub fn run(bin: &str, args: &[&str], cwd: &Path) -> Output {
+    cmd(bin, cwd).args(args).output().expect("binary runs")
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The real VGG16 conv base, prepared once per test binary into the target's temp folder.
+pub fn prepared_model() -> &'static Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        // One folder per test binary: binaries may run in parallel (nextest), runs of one reuse it.
+        let exe = std::env::current_exe().unwrap();
+        let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("model-{}", exe.file_stem().unwrap().to_string_lossy()));
+        ok(run(
+            "prepare-model",
+            &["--source", source_model().to_str().unwrap(), "--out", out.to_str().unwrap(), "-q"],
+            &root(),
+        ));
+        out
+    })
+}
+
+/// Copies files from data/sample into a fresh class-folder data set: (class, file name) pairs.
+pub fn sample_subset(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    for (class, name) in files {
+        let to = dir.join(class).join(name);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(root().join("data/sample/train").join(class).join(name), to).unwrap();
+    }
+    dir.to_path_buf()
 }
 
 pub fn stderr(o: &Output) -> String {

@@ -36,11 +36,12 @@ pub struct LogArgs {
 impl LogArgs {
     /// Installs the global tracing subscriber. `RUST_LOG` overrides the level flags.
     pub fn init(&self) {
+        // ONNX Runtime logs through `ort` at info level in volumes: one level quieter than ours.
         let level = match (self.quiet, self.verbose) {
             (true, _) => "error",
             (false, 0) => "warn",
-            (false, 1) => "info",
-            (false, 2) => "debug",
+            (false, 1) => "info,ort=warn",
+            (false, 2) => "debug,ort=info",
             _ => "trace",
         };
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()

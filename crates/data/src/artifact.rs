@@ -43,6 +43,7 @@ impl AtomicFile {
         let path = self.path;
         let err = |source| WriteError { path: path.clone(), source };
         let tmp = self.writer.into_inner().map_err(|e| err(e.into_error()))?;
+        set_mode(tmp.path(), 0o644).map_err(err)?;
         tmp.as_file().sync_all().map_err(err)?;
         tmp.persist(&path).map_err(|e| err(e.error))?;
         Ok(())
@@ -101,6 +102,7 @@ impl StagingDir {
     pub fn commit(mut self) -> Result<(), WriteError> {
         let err = |source| WriteError { path: self.target.clone(), source };
         let staged = self.temp.take().expect("not committed").keep();
+        set_mode(&staged, 0o755).map_err(err)?;
         if self.target.is_dir() {
             std::fs::remove_dir_all(&self.target).map_err(err)?;
         } else if self.target.exists() {
@@ -108,6 +110,19 @@ impl StagingDir {
         }
         std::fs::rename(&staged, &self.target).map_err(err)
     }
+}
+
+/// Temporary files are created private (0600/0700); artifacts are shared like any output
+/// (the process umask is not consulted: outputs of a pipeline are meant to be read by others).
+pub fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically.

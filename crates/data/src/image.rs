@@ -30,8 +30,42 @@ pub enum ImageError {
     Resize(String),
 }
 
+/// A target image size, parsed from `150` (square) or `WxH` such as `224x160`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImageSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl ImageSize {
+    pub const fn square(side: u32) -> Self {
+        ImageSize { width: side, height: side }
+    }
+}
+
+impl FromStr for ImageSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parse = |v: &str| v.trim().parse::<u32>().ok().filter(|&v| v >= 32);
+        let size = match s.split_once(['x', 'X']) {
+            Some((w, h)) => parse(w).zip(parse(h)).map(|(width, height)| ImageSize { width, height }),
+            None => parse(s).map(ImageSize::square),
+        };
+        size.ok_or_else(|| {
+            format!("bad image size '{s}': expected N or WxH with sides of at least 32 pixels, e.g. 150 or 224x160")
+        })
+    }
+}
+
+impl fmt::Display for ImageSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
 /// Resampling filter for [`resize`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ResizeFilter {
     /// Nearest neighbour (Keras' default; aliases when shrinking).
     Nearest,
@@ -215,6 +249,16 @@ mod tests {
         }
         let near = resize(img, 4, 2, ResizeFilter::Nearest).unwrap();
         assert!(near.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
+    }
+
+    #[test]
+    fn image_sizes_parse() {
+        assert_eq!("150".parse::<ImageSize>().unwrap(), ImageSize::square(150));
+        assert_eq!("224x160".parse::<ImageSize>().unwrap(), ImageSize { width: 224, height: 160 });
+        assert_eq!(ImageSize { width: 224, height: 160 }.to_string(), "224x160");
+        for bad in ["", "0", "16", "x150", "150x", "a"] {
+            assert!(bad.parse::<ImageSize>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub fn save(model: &ModelProto, path: impl AsRef<Path>) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(err)?;
     let mut tmp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).map_err(err)?;
     tmp.write_all(&model.encode_to_vec()).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(err)?;
+    }
     tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())

@@ -22,7 +22,7 @@ use ndarray::{ArrayD, ArrayViewD};
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::TensorRef;
+use ort::value::{Outlet, TensorElementType, TensorRef, ValueType};
 
 pub use device::Device;
 pub use library::{LibraryKind, find_library};
@@ -59,6 +59,8 @@ pub enum RuntimeError {
     Model { path: PathBuf, reason: String },
     #[error("model {path} must have exactly one input and one output, it has {inputs} and {outputs}")]
     Signature { path: PathBuf, inputs: usize, outputs: usize },
+    #[error("model {path}: {what} '{name}' is not a float32 tensor")]
+    NotFloat { path: PathBuf, what: &'static str, name: String },
     #[error("running {path} on input of shape {shape:?}: {reason}")]
     Run { path: PathBuf, shape: Vec<usize>, reason: String },
 }
@@ -110,6 +112,9 @@ pub struct Model {
     path: PathBuf,
     input: String,
     output: String,
+    /// Declared input and output shapes; -1 marks a dynamic dimension.
+    pub input_shape: Vec<i64>,
+    pub output_shape: Vec<i64>,
     /// Where it runs: `cpu` or `cuda:N`.
     pub device: Device,
 }
@@ -135,10 +140,16 @@ impl Model {
         if inputs != 1 || outputs != 1 {
             return Err(RuntimeError::Signature { path, inputs, outputs });
         }
+        let float_shape = |o: &Outlet, what: &'static str| match o.dtype() {
+            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => Ok(shape.to_vec()),
+            _ => Err(RuntimeError::NotFloat { path: path.clone(), what, name: o.name().to_string() }),
+        };
+        let input_shape = float_shape(&session.inputs()[0], "input")?;
+        let output_shape = float_shape(&session.outputs()[0], "output")?;
         let input = session.inputs()[0].name().to_string();
         let output = session.outputs()[0].name().to_string();
-        tracing::debug!(model = %path.display(), %input, %output, %device, "session ready");
-        Ok(Model { session, path, input, output, device })
+        tracing::debug!(model = %path.display(), %input, ?input_shape, %output, ?output_shape, %device, "session ready");
+        Ok(Model { session, path, input, output, input_shape, output_shape, device })
     }
 
     pub fn path(&self) -> &Path {
