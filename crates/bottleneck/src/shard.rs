@@ -57,7 +57,7 @@ mod tests {
                 for index in 0..count {
                     let r = Shard { index, count }.range(total, 16);
                     assert_eq!(r.start, next, "total {total} shard {index}/{count}");
-                    assert!(r.start % 16 == 0 || r.start == total);
+                    assert!(r.start.is_multiple_of(16) || r.start == total);
                     next = r.end;
                 }
                 assert_eq!(next, total);

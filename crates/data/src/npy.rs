@@ -93,7 +93,7 @@ impl<T: NpyElement> NpyWriter<T> {
 
     /// Appends one or more whole rows (`values.len()` a multiple of the row length).
     pub fn write_rows(&mut self, values: &[T]) -> Result<(), NpyError> {
-        if self.row_len == 0 || values.len() % self.row_len != 0 {
+        if self.row_len == 0 || !values.len().is_multiple_of(self.row_len) {
             return Err(NpyError::RowShape { path: self.file.path().into(), got: values.len(), row_len: self.row_len });
         }
         self.buf.clear();
