@@ -184,7 +184,13 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
                     .iter()
                     .map(|r| {
                         let (old, new) = (r.previous, r.value);
-                        vec![r.file.clone(), r.metric.clone(), metrics::show(old), metrics::show(new), metrics::change(old, new)]
+                        vec![
+                            r.file.clone(),
+                            r.metric.clone(),
+                            metrics::show(old),
+                            metrics::show(new),
+                            metrics::change(old, new),
+                        ]
                     })
                     .collect();
                 print!("{}", metrics::table(&["file", "metric", "previous", "now", "change"], &cells));

@@ -91,7 +91,8 @@ pub fn run(cx: &mut Context, dag: &Dag, lock: &mut Lock, opts: &RunOptions) -> a
         }
     };
     let prefix_output = opts.jobs > 1;
-    let mut state: Vec<State> = (0..n).map(|s| if selected.contains(&s) { State::Waiting } else { State::UpToDate }).collect();
+    let mut state: Vec<State> =
+        (0..n).map(|s| if selected.contains(&s) { State::Waiting } else { State::UpToDate }).collect();
     let mut before: Vec<Option<StageLock>> = vec![None; n];
     let (tx, rx) = mpsc::channel::<(usize, io::Result<ExitStatus>, Duration)>();
     let (mut running, mut stop) = (0, false);
@@ -116,7 +117,7 @@ pub fn run(cx: &mut Context, dag: &Dag, lock: &mut Lock, opts: &RunOptions) -> a
                 moved = true;
                 let stage = &p.stages[s];
                 let now = cx.fingerprint(stage)?;
-                let mut reasons = compare(&now, lock.stages.get(&stage.name));
+                let mut reasons = compare(stage, &now, lock.stages.get(&stage.name));
                 if forced.contains(&s) {
                     reasons.insert(0, Reason::Forced);
                 }

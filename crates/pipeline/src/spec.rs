@@ -74,6 +74,8 @@ pub struct Stage {
     pub desc: Option<String>,
     /// The command with params substituted, run by `sh -c`.
     pub cmd: String,
+    /// The command as written, with `${param}`s.
+    pub template: String,
     /// The params the stage lists, with their values.
     pub params: BTreeMap<String, String>,
     pub deps: Vec<PathSpec>,
@@ -89,6 +91,11 @@ pub struct PathSpec {
 }
 
 impl Stage {
+    /// The command with other values for the params; `None` if one is missing.
+    pub fn cmd_with(&self, params: &BTreeMap<String, String>) -> Option<String> {
+        render(&self.template, |_| (), |name, _| params.get(name).cloned().ok_or(())).ok()
+    }
+
     /// Everything the stage writes: its outs, and the metrics files that are not inside one of them.
     pub fn written(&self) -> impl Iterator<Item = &PathSpec> {
         let extra = self.metrics.iter().filter(|m| !self.outs.iter().any(|o| m.path.starts_with(&o.path)));
@@ -244,6 +251,7 @@ impl<'a> Parser<'a> {
         let Some(cmd_node) = fields.get("cmd") else {
             return Err(self.at(key, format!("{what} has no `cmd`")));
         };
+        let template = self.scalar(cmd_node, &format!("`cmd` of {what}"))?;
         let cmd = text(cmd_node, "cmd")?;
         if cmd.trim().is_empty() {
             return Err(self.at(cmd_node, format!("{what} has an empty `cmd`")));
@@ -271,10 +279,10 @@ impl<'a> Parser<'a> {
         let deps = paths("deps", false)?;
         let outs = paths("outs", true)?;
         let metrics = paths("metrics", true)?;
-        Ok(Stage { name, loc: Loc::of(&key.span.start), desc, cmd, params: listed, deps, outs, metrics })
+        Ok(Stage { name, loc: Loc::of(&key.span.start), desc, cmd, template, params: listed, deps, outs, metrics })
     }
 
-    /// Replaces `${name}` by the param's value (`$${` stays a literal `${`, for the shell).
+    /// Replaces `${name}` by the param's value, with located errors.
     fn substitute(
         &self,
         node: &Node<'a>,
@@ -283,41 +291,22 @@ impl<'a> Parser<'a> {
         listed: &BTreeMap<String, String>,
         params: &BTreeMap<String, Param>,
     ) -> Result<String, ConfigError> {
-        let mut out = String::with_capacity(raw.len());
-        let mut rest = raw;
-        let mut seen = 0; // `${` occurrences consumed so far, to find this one in the source text
-        while let Some(i) = rest.find("${") {
-            let escaped = rest[..i].ends_with('$');
-            out.push_str(&rest[..i - escaped as usize]);
-            let loc = self.locate(node, seen);
-            seen += 1;
-            if escaped {
-                out.push_str("${");
-                rest = &rest[i + 2..];
-                continue;
+        let unterminated = |nth| self.err(self.locate(node, nth), "unterminated `${` (write `$${` for a literal `${`)");
+        render(raw, unterminated, |name, nth| {
+            if let Some(value) = listed.get(name) {
+                return Ok(value.clone());
             }
-            let Some(len) = rest[i + 2..].find('}') else {
-                return Err(self.err(loc, "unterminated `${` (write `$${` for a literal `${`)"));
+            let loc = self.locate(node, nth);
+            if params.contains_key(name) {
+                return Err(self.err(loc, format!("{what} uses param `{name}` but does not list it in its `params`")));
+            }
+            let hint = if name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                format!(" (for the shell variable write `${name}` or `$${{{name}}}`)")
+            } else {
+                known(params)
             };
-            let name = &rest[i + 2..i + 2 + len];
-            match listed.get(name) {
-                Some(value) => out.push_str(value),
-                None if params.contains_key(name) => {
-                    return Err(self.err(loc, format!("{what} uses param `{name}` but does not list it in its `params`")));
-                }
-                None => {
-                    let hint = if name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
-                        format!(" (for the shell variable write `${name}` or `$${{{name}}}`)")
-                    } else {
-                        known(params)
-                    };
-                    return Err(self.err(loc, format!("unknown param `{name}`{hint}")));
-                }
-            }
-            rest = &rest[i + 3 + len..];
-        }
-        out.push_str(rest);
-        Ok(out)
+            Err(self.err(loc, format!("unknown param `{name}`{hint}")))
+        })
     }
 
     /// Where the `nth` `${` of a scalar is in the source (the scalar's start if it cannot be found,
@@ -360,6 +349,34 @@ impl<'a> Parser<'a> {
             _ => Err(self.at(node, format!("{what} must be a single value, not a list or mapping"))),
         }
     }
+}
+
+/// Replaces each `${name}` in `text` by `value(name, nth)`, where `nth` counts the `${` before
+/// it; `$${` is a literal `${` (for the shell). `unterminated(nth)` is the error for a `${`
+/// without `}`.
+pub fn render<E>(
+    text: &str,
+    unterminated: impl FnOnce(usize) -> E,
+    mut value: impl FnMut(&str, usize) -> Result<String, E>,
+) -> Result<String, E> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut nth = 0;
+    while let Some(i) = rest.find("${") {
+        let escaped = rest[..i].ends_with('$');
+        out.push_str(&rest[..i - usize::from(escaped)]);
+        if escaped {
+            out.push_str("${");
+            rest = &rest[i + 2..];
+        } else {
+            let Some(len) = rest[i + 2..].find('}') else { return Err(unterminated(nth)) };
+            out.push_str(&value(&rest[i + 2..i + 2 + len], nth)?);
+            rest = &rest[i + 3 + len..];
+        }
+        nth += 1;
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 fn is_null(node: &Node) -> bool {
@@ -430,7 +447,8 @@ mod tests {
 
     #[test]
     fn unknown_param_points_at_its_use() {
-        let src = "params:\n  lr: 1\nstages:\n  a:\n    params: [lr]\n    cmd: >-\n      train ${lr}\n      --x ${nope}\n";
+        let src =
+            "params:\n  lr: 1\nstages:\n  a:\n    params: [lr]\n    cmd: >-\n      train ${lr}\n      --x ${nope}\n";
         assert_eq!(error(src), "dir/pipeline.yaml:8:11: unknown param `nope` (defined: lr)");
         let src = "params:\n  lr: 1\nstages:\n  a:\n    cmd: \"train ${lr}\"\n";
         assert_eq!(

@@ -45,9 +45,12 @@ pub struct Split {
 }
 
 /// The `prefix.N.ext` files of `source` per class prefix, sorted by N.
-fn scan(source: &Path) -> Result<BTreeMap<&'static str, Vec<(u64, String)>>, SplitError> {
+/// Files of one class: (N, file name), sorted by N.
+type Numbered = Vec<(u64, String)>;
+
+fn scan(source: &Path) -> Result<BTreeMap<&'static str, Numbered>, SplitError> {
     let read = |e| SplitError::Read { path: source.to_path_buf(), source: e };
-    let mut found: BTreeMap<&str, Vec<(u64, String)>> = CLASSES.iter().map(|(p, _)| (*p, Vec::new())).collect();
+    let mut found: BTreeMap<&str, Numbered> = CLASSES.iter().map(|(p, _)| (*p, Vec::new())).collect();
     for entry in std::fs::read_dir(source).map_err(read)? {
         let name = entry.map_err(read)?.file_name().to_string_lossy().into_owned();
         let mut parts = name.splitn(3, '.');
@@ -172,9 +175,11 @@ pub fn main() -> ExitCode {
         if s.copied {
             tracing::warn!("hard links were not possible: copied the files instead");
         }
-        let counts: Vec<String> =
-            s.classes.iter().map(|(c, (t, v))| format!("{c} {}+{}", t.len(), v.len())).collect();
-        sd_cli::summary(&args.log, format!("split: {} (train+validation) -> {}", counts.join(", "), args.out.display()));
+        let counts: Vec<String> = s.classes.iter().map(|(c, (t, v))| format!("{c} {}+{}", t.len(), v.len())).collect();
+        sd_cli::summary(
+            &args.log,
+            format!("split: {} (train+validation) -> {}", counts.join(", "), args.out.display()),
+        );
         Ok(())
     })
 }
@@ -216,7 +221,7 @@ mod tests {
         split(&src, &out, 2, 1, Link::Symlink).unwrap();
         assert_eq!(names(&out.join("validation/cats")), ["cat.2.jpg"]);
         assert!(std::fs::symlink_metadata(out.join("train/cats/cat.0.jpg")).unwrap().is_symlink());
-        assert_eq!(names(&out.parent().unwrap().to_path_buf()), ["split"], "no temporary folder left");
+        assert_eq!(names(out.parent().unwrap()), ["split"], "no temporary folder left");
     }
 
     #[test]

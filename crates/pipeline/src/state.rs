@@ -19,14 +19,30 @@ pub enum Reason {
     NeverRun,
     Forced,
     CmdChanged,
-    ParamChanged { param: String, old: Option<String>, new: Option<String> },
-    ProgramChanged { program: String },
-    DepMissing { path: String },
-    DepChanged { path: String },
-    OutMissing { path: String },
-    OutChanged { path: String },
+    ParamChanged {
+        param: String,
+        old: Option<String>,
+        new: Option<String>,
+    },
+    ProgramChanged {
+        program: String,
+    },
+    DepMissing {
+        path: String,
+    },
+    DepChanged {
+        path: String,
+    },
+    OutMissing {
+        path: String,
+    },
+    OutChanged {
+        path: String,
+    },
     /// An upstream stage is out of date (status) or will run first (dry run).
-    Upstream { stage: String },
+    Upstream {
+        stage: String,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -79,12 +95,17 @@ impl<'p> Context<'p> {
         let deps = digests(&mut stage.deps.iter().map(|d| &d.path))?;
         let outs = digests(&mut stage.written().map(|o| &o.path))?;
         let program = match self.program(&stage.cmd) {
-            Some((name, path)) => {
-                self.hashes.digest(&path)?.map(|d| Program { name: name.to_string(), hash: d.hash })
-            }
+            Some((name, path)) => self.hashes.digest(&path)?.map(|d| Program { name: name.to_string(), hash: d.hash }),
             None => None,
         };
-        Ok(StageLock { cmd: stage.cmd.clone(), params: stage.params.clone(), program, deps, outs, ..Default::default() })
+        Ok(StageLock {
+            cmd: stage.cmd.clone(),
+            params: stage.params.clone(),
+            program,
+            deps,
+            outs,
+            ..Default::default()
+        })
     }
 
     /// The file the command starts: its first word (after `VAR=value` assignments), found in the
@@ -97,7 +118,8 @@ impl<'p> Context<'p> {
             let path = self.pipeline.resolve(Path::new(name));
             return is_executable(&path).then_some((name, path));
         }
-        let path_dirs = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or(Vec::new());
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path_dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
         self.bin_dir.iter().chain(&path_dirs).map(|d| d.join(name)).find(|p| is_executable(p)).map(|p| (name, p))
     }
 }
@@ -106,8 +128,8 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Why `now` differs from what the lock recorded (empty: up to date).
-pub fn compare(now: &StageLock, locked: Option<&StageLock>) -> Vec<Reason> {
+/// Why `now` (the fingerprint of `stage`) differs from what the lock recorded (empty: up to date).
+pub fn compare(stage: &Stage, now: &StageLock, locked: Option<&StageLock>) -> Vec<Reason> {
     let mut reasons = Vec::new();
     for (path, d) in &now.deps {
         if d.is_none() {
@@ -123,7 +145,8 @@ pub fn compare(now: &StageLock, locked: Option<&StageLock>) -> Vec<Reason> {
         reasons.insert(0, Reason::NeverRun);
         return reasons;
     };
-    if now.cmd != old.cmd {
+    // A command that differs only by its params is reported as the params that changed.
+    if now.cmd != old.cmd && stage.cmd_with(&old.params).as_ref() != Some(&old.cmd) {
         reasons.push(Reason::CmdChanged);
     }
     let names: std::collections::BTreeSet<&String> = now.params.keys().chain(old.params.keys()).collect();
@@ -191,7 +214,7 @@ pub fn status(cx: &mut Context, dag: &Dag, lock: &Lock) -> anyhow::Result<Vec<St
     let mut out = Vec::new();
     for &s in &dag.order {
         let stage = &p.stages[s];
-        let mut reasons = compare(&cx.fingerprint(stage)?, lock.stages.get(&stage.name));
+        let mut reasons = compare(stage, &cx.fingerprint(stage)?, lock.stages.get(&stage.name));
         for &u in &dag.upstream[s] {
             if stale[u] {
                 reasons.push(Reason::Upstream { stage: p.stages[u].name.clone() });
@@ -211,6 +234,10 @@ mod tests {
     #[test]
     fn compare_names_every_difference() {
         let d = |h: &str| Some(crate::hash::Digest { hash: h.into(), size: 1, files: None });
+        let p =
+            Pipeline::parse(Path::new("p.yaml"), "params: {x: 3}\nstages:\n  s:\n    cmd: a ${x}\n    params: [x]\n")
+                .unwrap();
+        let stage = &p.stages[0];
         let old = StageLock {
             cmd: "a".into(),
             params: BTreeMap::from([("x".into(), "1".into()), ("y".into(), "2".into())]),
@@ -219,7 +246,7 @@ mod tests {
             outs: BTreeMap::from([("o1".into(), d("1")), ("o2".into(), d("2"))]),
             ..Default::default()
         };
-        assert_eq!(compare(&old, Some(&old)), vec![]);
+        assert_eq!(compare(stage, &old, Some(&old)), vec![]);
         let now = StageLock {
             cmd: "b".into(),
             params: BTreeMap::from([("x".into(), "3".into())]),
@@ -228,7 +255,7 @@ mod tests {
             outs: BTreeMap::from([("o1".into(), None), ("o2".into(), d("9"))]),
             ..Default::default()
         };
-        let reasons: Vec<String> = compare(&now, Some(&old)).iter().map(ToString::to_string).collect();
+        let reasons: Vec<String> = compare(stage, &now, Some(&old)).iter().map(ToString::to_string).collect();
         assert_eq!(
             reasons,
             [
@@ -243,7 +270,16 @@ mod tests {
                 "out o2 changed"
             ]
         );
-        assert_eq!(compare(&old, None), vec![Reason::NeverRun]);
+        assert_eq!(compare(stage, &old, None), vec![Reason::NeverRun]);
+        // `a 1` -> `a 3` is the param x changing, not the command.
+        let old =
+            StageLock { cmd: "a 1".into(), params: BTreeMap::from([("x".into(), "1".into())]), ..Default::default() };
+        let now =
+            StageLock { cmd: "a 3".into(), params: BTreeMap::from([("x".into(), "3".into())]), ..Default::default() };
+        assert_eq!(
+            compare(stage, &now, Some(&old)).iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["param x: 1 -> 3"]
+        );
     }
 
     #[test]
