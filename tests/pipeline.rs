@@ -122,6 +122,17 @@ fn changing_a_param_reruns_the_stages_using_it_and_their_downstream() {
     assert!(status.contains("\ngreet changed: param greeting: hello -> hi\n"), "{status}");
     assert!(status.contains("\nshout changed: upstream greet out of date\n"), "{status}");
     assert_eq!(status.matches("up to date\n").count(), 6, "{status}");
+    let json: serde_json::Value = serde_json::from_str(&f.ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["up_to_date"], false);
+    let greet = &json["stages"][6];
+    assert_eq!(greet["stage"], "greet");
+    assert_eq!(greet["cmd"], "echo greet >> runs.log && echo hi > greet.txt", "the command a scheduler would run");
+    assert_eq!(
+        greet["reasons"],
+        serde_json::json!([{"reason": "param-changed", "param": "greeting", "old": "hello", "new": "hi",
+                            "message": "param greeting: hello -> hi"}])
+    );
+    assert_eq!(json["stages"][7]["upstream"], serde_json::json!(["greet"]));
     let plan = f.ok(&["run", "--dry-run"]);
     assert_eq!(plan, "would run greet: param greeting: hello -> hi\nwould run shout: upstream greet out of date\n");
     assert!(f.runs().is_empty(), "a dry run runs nothing");
@@ -329,4 +340,21 @@ fn a_stage_that_does_not_write_its_out_fails() {
         text(&out)
     );
     assert!(!dir.path().join("pipeline.lock").exists());
+}
+
+#[test]
+fn concurrent_runs_of_different_stages_keep_each_others_lock_entries() {
+    // As a scheduler would: one `pipeline run STAGE` per stage, at the same time.
+    let (dir, _) = write_pipeline(
+        "stages:\n  slow:\n    cmd: sleep 1 && echo slow > slow.txt\n    outs: [slow.txt]\n  \
+         fast:\n    cmd: echo fast > fast.txt\n    outs: [fast.txt]\n",
+    );
+    let slow = Command::new(PIPELINE).args(["run", "slow"]).current_dir(dir.path()).spawn().unwrap();
+    let fast = Command::new(PIPELINE).args(["run", "fast"]).current_dir(dir.path()).output().unwrap();
+    assert!(fast.status.success());
+    assert!(slow.wait_with_output().unwrap().status.success());
+    let lock: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("pipeline.lock")).unwrap()).unwrap();
+    let stages: Vec<&String> = lock["stages"].as_object().unwrap().keys().collect();
+    assert_eq!(stages, ["fast", "slow"]);
 }

@@ -128,23 +128,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             cx.hashes.save(true)?;
             let stages = stages?;
             if *json {
-                let stages: Vec<_> = stages
-                    .iter()
-                    .map(|s| {
-                        let reasons: Vec<_> = s
-                            .reasons
-                            .iter()
-                            .map(|r| {
-                                let mut v = serde_json::to_value(r).expect("serialisable");
-                                v["message"] = r.to_string().into();
-                                v
-                            })
-                            .collect();
-                        json!({"stage": s.stage, "up_to_date": s.up_to_date, "reasons": reasons})
-                    })
-                    .collect();
-                let all = stages.iter().all(|s| s["up_to_date"] == true);
-                println!("{}", serde_json::to_string_pretty(&json!({"up_to_date": all, "stages": stages}))?);
+                println!("{}", serde_json::to_string_pretty(&status_json(&p, &dag, &stages))?);
             } else {
                 let width = stages.iter().map(|s| s.stage.len()).max().unwrap_or(0);
                 for s in &stages {
@@ -207,4 +191,40 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `status --json`: per stage (in run order) whether it is up to date, why not, and what a
+/// scheduler needs to run it itself: the command (run in the pipeline's folder), its upstream
+/// stages, deps and outs.
+fn status_json(p: &Pipeline, dag: &Dag, stages: &[state::StageStatus]) -> serde_json::Value {
+    let paths = |l: &mut dyn Iterator<Item = &crate::spec::PathSpec>| -> Vec<String> {
+        l.map(|d| d.path.to_string_lossy().into_owned()).collect()
+    };
+    let stages: Vec<_> = stages
+        .iter()
+        .map(|st| {
+            let reasons: Vec<_> = st
+                .reasons
+                .iter()
+                .map(|r| {
+                    let mut v = serde_json::to_value(r).expect("serialisable");
+                    v["message"] = r.to_string().into();
+                    v
+                })
+                .collect();
+            let stage = &p.stages[st.index];
+            let upstream: Vec<&str> = dag.upstream[st.index].iter().map(|&u| p.stages[u].name.as_str()).collect();
+            json!({
+                "stage": stage.name,
+                "up_to_date": st.up_to_date,
+                "reasons": reasons,
+                "cmd": stage.cmd,
+                "upstream": upstream,
+                "deps": paths(&mut stage.deps.iter()),
+                "outs": paths(&mut stage.written()),
+            })
+        })
+        .collect();
+    let all = stages.iter().all(|s| s["up_to_date"] == true);
+    json!({"up_to_date": all, "stages": stages})
 }

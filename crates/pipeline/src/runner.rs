@@ -209,8 +209,13 @@ fn record(cx: &mut Context, lock: &mut Lock, stage: &Stage, before: StageLock) -
     }
     let previous_metrics = lock.stages.get(&stage.name).map(|old| old.metrics.clone()).unwrap_or_default();
     let entry = StageLock { outs: after.outs, metrics, previous_metrics, ..before };
-    lock.stages.insert(stage.name.clone(), entry);
+    // Merge into the lock as it is on disk now, so that another `pipeline run` of other stages
+    // of the same pipeline (e.g. one per shard, from a scheduler) does not lose its entries.
     let path = cx.pipeline.lock_path();
+    if let Ok(on_disk) = Lock::load(&path) {
+        *lock = on_disk;
+    }
+    lock.stages.insert(stage.name.clone(), entry);
     lock.save(&path).with_context(|| format!("cannot write the lock file {}", path.display()))?;
     Ok(())
 }

@@ -142,6 +142,8 @@ pub fn compare(stage: &Stage, now: &StageLock, locked: Option<&StageLock>) -> Ve
         }
     }
     let Some(old) = locked else {
+        // Outs missing before the first run go without saying.
+        reasons.retain(|r| !matches!(r, Reason::OutMissing { .. }));
         reasons.insert(0, Reason::NeverRun);
         return reasons;
     };
@@ -201,6 +203,9 @@ pub fn check_sources(p: &Pipeline) -> Result<(), ConfigError> {
 /// A stage's state in `pipeline status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageStatus {
+    /// The stage's index in the pipeline.
+    #[serde(skip)]
+    pub index: usize,
     pub stage: String,
     pub up_to_date: bool,
     pub reasons: Vec<Reason>,
@@ -221,7 +226,7 @@ pub fn status(cx: &mut Context, dag: &Dag, lock: &Lock) -> anyhow::Result<Vec<St
             }
         }
         stale[s] = !reasons.is_empty();
-        out.push(StageStatus { stage: stage.name.clone(), up_to_date: reasons.is_empty(), reasons });
+        out.push(StageStatus { index: s, stage: stage.name.clone(), up_to_date: reasons.is_empty(), reasons });
     }
     Ok(out)
 }
