@@ -358,3 +358,35 @@ fn concurrent_runs_of_different_stages_keep_each_others_lock_entries() {
     let stages: Vec<&String> = lock["stages"].as_object().unwrap().keys().collect();
     assert_eq!(stages, ["fast", "slow"]);
 }
+
+#[test]
+fn changing_the_stage_program_reruns_it_and_commands_run_in_the_pipeline_folder() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("project");
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("pipeline.yaml"), "stages:\n  make:\n    cmd: ./tool.sh out.txt\n    outs: [out.txt]\n")
+        .unwrap();
+    let tool = sub.join("tool.sh");
+    std::fs::write(&tool, "#!/bin/sh\necho v1 > \"$1\"\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(PIPELINE)
+            .args(["--file", "project/pipeline.yaml"])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    run(&["run"]);
+    assert_eq!(std::fs::read_to_string(sub.join("out.txt")).unwrap(), "v1\n");
+    assert!(sub.join("pipeline.lock").exists(), "the lock lives next to the pipeline file");
+    assert!(run(&["run", "-n"]).contains("would run 0"));
+
+    std::fs::write(&tool, "#!/bin/sh\necho v2 > \"$1\"\n").unwrap();
+    assert_eq!(run(&["run", "--dry-run", "-q"]), "would run make: program ./tool.sh changed\n");
+    run(&["run"]);
+    assert_eq!(std::fs::read_to_string(sub.join("out.txt")).unwrap(), "v2\n");
+}

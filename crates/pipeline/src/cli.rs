@@ -88,7 +88,7 @@ pub fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let p = Pipeline::load(&args.file)?;
     let dag = Dag::build(&p)?;
-    let open_cache = || HashCache::open(p.dir.join(".pipeline/hashes.json"));
+    let open_cache = || HashCache::open(&p.dir);
     match &args.command {
         Cmd::Run { stages, force, downstream, dry_run, keep_going, jobs } => {
             state::check_sources(&p)?;

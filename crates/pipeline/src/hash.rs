@@ -55,6 +55,8 @@ const RACY: Duration = Duration::from_secs(2);
 
 pub struct HashCache {
     file: Option<PathBuf>,
+    /// Keys are relative to this folder, so that the cache holds wherever `pipeline` runs from.
+    base: PathBuf,
     entries: HashMap<String, (Stat, String)>,
     used: HashSet<String>,
     dirty: bool,
@@ -63,8 +65,10 @@ pub struct HashCache {
 }
 
 impl HashCache {
-    /// The cache stored in `file` (an unreadable or outdated file gives an empty cache).
-    pub fn open(file: PathBuf) -> HashCache {
+    /// The cache of the pipeline in folder `base`, stored in `base/.pipeline/hashes.json` (an
+    /// unreadable or outdated file gives an empty cache).
+    pub fn open(base: &Path) -> HashCache {
+        let file = base.join(".pipeline/hashes.json");
         let entries = match std::fs::read(&file) {
             Ok(bytes) => match serde_json::from_slice::<CacheFile>(&bytes) {
                 Ok(c) if c.version == CACHE_VERSION => c.entries,
@@ -75,11 +79,18 @@ impl HashCache {
             },
             Err(_) => HashMap::new(),
         };
-        HashCache { file: Some(file), entries, ..HashCache::in_memory() }
+        HashCache { file: Some(file), base: base.to_path_buf(), entries, ..HashCache::in_memory() }
     }
 
     pub fn in_memory() -> HashCache {
-        HashCache { file: None, entries: HashMap::new(), used: HashSet::new(), dirty: false, memo: HashMap::new() }
+        HashCache {
+            file: None,
+            base: PathBuf::new(),
+            entries: HashMap::new(),
+            used: HashSet::new(),
+            dirty: false,
+            memo: HashMap::new(),
+        }
     }
 
     /// The digest of a file or folder, `None` if it does not exist.
@@ -126,7 +137,8 @@ impl HashCache {
 
     /// Hashes of `files`, from the cache where their stat is unchanged, else read (in parallel).
     fn hash_files(&mut self, files: &[(PathBuf, Metadata)]) -> io::Result<Vec<String>> {
-        let keys: Vec<String> = files.iter().map(|(p, _)| p.to_string_lossy().into_owned()).collect();
+        let keys: Vec<String> =
+            files.iter().map(|(p, _)| p.strip_prefix(&self.base).unwrap_or(p).to_string_lossy().into_owned()).collect();
         let stats: Vec<Stat> = files.iter().map(|(_, m)| Stat::of(m)).collect();
         let mut hashes: Vec<Option<String>> = keys
             .iter()
@@ -231,10 +243,10 @@ mod tests {
     #[test]
     fn cache_trusts_unchanged_stat_and_rehashes_otherwise() {
         let t = tempfile::tempdir().unwrap();
-        let (f, cache_file) = (t.path().join("f"), t.path().join(".cache/hashes"));
+        let (f, cache_file) = (t.path().join("f"), t.path().join(".pipeline/hashes.json"));
         fs::write(&f, "one").unwrap();
         age(&f);
-        let mut cache = HashCache::open(cache_file.clone());
+        let mut cache = HashCache::open(t.path());
         let one = cache.digest(&f).unwrap().unwrap().hash;
         cache.save(true).unwrap();
 
@@ -242,12 +254,12 @@ mod tests {
         let mtime = fs::metadata(&f).unwrap().modified().unwrap();
         fs::write(&f, "two").unwrap();
         fs::File::options().write(true).open(&f).unwrap().set_modified(mtime).unwrap();
-        assert_eq!(HashCache::open(cache_file.clone()).digest(&f).unwrap().unwrap().hash, one);
+        assert_eq!(HashCache::open(t.path()).digest(&f).unwrap().unwrap().hash, one);
 
         // A new mtime: hashed again.
         age(&f);
         fs::File::options().write(true).open(&f).unwrap().set_modified(mtime + Duration::from_secs(1)).unwrap();
-        let mut cache = HashCache::open(cache_file.clone());
+        let mut cache = HashCache::open(t.path());
         assert_eq!(cache.digest(&f).unwrap().unwrap().hash, blake3::hash(b"two").to_hex().to_string());
 
         // A file written just now is not trusted yet.
@@ -256,7 +268,7 @@ mod tests {
         cache.digest(&g).unwrap();
         cache.save(false).unwrap();
         let saved: CacheFile = serde_json::from_slice(&fs::read(&cache_file).unwrap()).unwrap();
-        assert!(saved.entries.contains_key(f.to_str().unwrap()));
-        assert!(!saved.entries.contains_key(g.to_str().unwrap()));
+        assert!(saved.entries.contains_key("f"), "keys are relative to the pipeline folder");
+        assert!(!saved.entries.contains_key("g"));
     }
 }
