@@ -18,7 +18,9 @@ fn main() -> anyhow::Result<()> {
 
     let mut model = Model::load(model_path, &SessionConfig { device, threads: None })?;
     // Deterministic pseudo-pixels in the caffe range.
-    let input = Array4::from_shape_fn((batch, size, size, 3), |(n, y, x, c)| ((n * 31 + y * 7 + x * 3 + c) % 255) as f32 - 120.0);
+    let input = Array4::from_shape_fn((batch, size, size, 3), |(n, y, x, c)| {
+        ((n * 31 + y * 7 + x * 3 + c) % 255) as f32 - 120.0
+    });
     model.run(input.view().into_dyn())?; // warm-up: allocations, kernel selection
     let start = Instant::now();
     for _ in 0..batches {
