@@ -90,10 +90,10 @@ impl Affine {
 
 const FRAC_BITS: u32 = 32;
 const ONE: f64 = (1u64 << FRAC_BITS) as f64;
-/// Bits of the interpolation weights; `W_ONE * W_ONE * 255` must fit in a u32.
-const W_BITS: u32 = 10;
+/// Fractional bits of the interpolation weights (1/128 pixel). The four 2-D weights sum to
+/// `1 << 2 * W_BITS` and each fits an i16, which the SSE2 kernel's `pmaddwd` needs.
+const W_BITS: u32 = 7;
 const W_ONE: u32 = 1 << W_BITS;
-const W_MASK: i64 = (W_ONE - 1) as i64;
 const ROUND: u32 = 1 << (2 * W_BITS - 1);
 
 #[inline]
@@ -102,9 +102,17 @@ fn fixed(v: f64) -> i64 {
     (v * ONE).round() as i64
 }
 
+/// The weight of the second neighbour, the fraction rounded to `0..=W_ONE` (W_ONE puts all
+/// the weight on the second neighbour, which is how rounding up carries).
 #[inline]
 fn weight(v: i64) -> u32 {
-    ((v >> (FRAC_BITS - W_BITS)) & W_MASK) as u32
+    ((((v >> (FRAC_BITS - W_BITS - 1)) & (2 * W_ONE as i64 - 1)) + 1) >> 1) as u32
+}
+
+/// Input coordinates of the first pixel of output row `r`, fixed point.
+#[inline]
+fn row_origin(m: &Affine, r: usize) -> (i64, i64) {
+    (fixed(m.0[0][0] * r as f64 + m.0[0][2]), fixed(m.0[1][0] * r as f64 + m.0[1][2]))
 }
 
 /// Resamples `src` (`height` x `width` interleaved RGB) through `m` into `out` (same size):
@@ -116,38 +124,113 @@ pub fn warp_rgb(src: &[u8], height: usize, width: usize, m: &Affine, mode: FillM
     if h == 0 || w == 0 {
         return;
     }
-    let s = Sampler { src, h, w, mode, cval: [cval; 3] };
+    // One copy of the loop per mode, so that the border path's mode match is resolved at
+    // compile time.
+    match mode {
+        FillMode::Nearest => warp_mode(Sampler { src, h, w, mode: FillMode::Nearest, cval: [cval; 4] }, m, out),
+        FillMode::Reflect => warp_mode(Sampler { src, h, w, mode: FillMode::Reflect, cval: [cval; 4] }, m, out),
+        FillMode::Wrap => warp_mode(Sampler { src, h, w, mode: FillMode::Wrap, cval: [cval; 4] }, m, out),
+        FillMode::Constant => warp_mode(Sampler { src, h, w, mode: FillMode::Constant, cval: [cval; 4] }, m, out),
+    }
+}
+
+#[inline(always)]
+fn warp_mode(s: Sampler, m: &Affine, out: &mut [u8]) {
+    let (src, h, w) = (s.src, s.h, s.w);
     let (dy, dx) = (fixed(m.0[0][1]), fixed(m.0[1][1]));
     // The fast path needs floor(y) + 1 <= h - 1, i.e. 0 <= y < h - 1 (and the same for x).
     let (y_end, x_end) = (((h - 1) as i64) << FRAC_BITS, ((w - 1) as i64) << FRAC_BITS);
     let stride = w * 3;
     for (r, row) in out.chunks_exact_mut(stride).enumerate() {
-        let y0 = fixed(m.0[0][0] * r as f64 + m.0[0][2]);
-        let x0 = fixed(m.0[1][0] * r as f64 + m.0[1][2]);
+        let (y0, x0) = row_origin(m, r);
         let (ya, yb) = inside(y0, dy, y_end, w);
         let (xa, xb) = inside(x0, dx, x_end, w);
         let (a, b) = (ya.max(xa), yb.min(xb));
         let (a, b) = if a < b { (a, b) } else { (w, w) };
         let at = |c: usize| (y0 + c as i64 * dy, x0 + c as i64 * dx);
-
         for c in (0..a).chain(b..w) {
             let (y, x) = at(c);
-            row[c * 3..c * 3 + 3].copy_from_slice(&s.border(y, x));
+            row[c * 3..c * 3 + 3].copy_from_slice(&s.border(y, x)[..3]);
         }
-        let (mut y, mut x) = at(a);
-        for px in row[a * 3..b * 3].chunks_exact_mut(3) {
+        let (y, x) = at(a);
+        interior(src, w, (y, x), (dy, dx), &mut row[a * 3..b * 3]);
+    }
+}
+
+/// The fast path: every output pixel of `out` has all four neighbours inside the image.
+fn interior(src: &[u8], w: usize, (mut y, mut x): (i64, i64), (dy, dx): (i64, i64), out: &mut [u8]) {
+    let stride = w * 3;
+    let base = src.as_ptr();
+    // SAFETY: `inside` proved 0 <= floor(y) < h - 1 and 0 <= floor(x) < w - 1 for every pixel
+    // here (exact integer arithmetic on these same values), so the 4-byte reads at i, i + 2,
+    // i + stride and i + stride + 2 (the last one ends at the last byte of pixel
+    // (yi + 1, xi + 1)) stay inside `src`; debug builds re-check each one.
+    unsafe {
+        let load = |p: *const u8| (p as *const u32).read_unaligned();
+        // The right neighbour's bytes, read from one byte earlier so as not to read past it.
+        let load_right = |p: *const u8| (p.sub(1) as *const u32).read_unaligned() >> 8;
+        for px in out.chunks_exact_mut(3) {
             let i = ((y >> FRAC_BITS) as usize * w + (x >> FRAC_BITS) as usize) * 3;
-            let (fy, fx) = (weight(y), weight(x));
-            let [w00, w01, w10, w11] = weights(fy, fx);
-            let p = &src[i..i + 6];
-            let q = &src[i + stride..i + stride + 6];
-            for k in 0..3 {
-                let v = p[k] as u32 * w00 + p[k + 3] as u32 * w01 + q[k] as u32 * w10 + q[k + 3] as u32 * w11;
-                px[k] = ((v + ROUND) >> (2 * W_BITS)) as u8;
-            }
+            debug_assert!(i + stride + 6 <= src.len());
+            let p = base.add(i);
+            let q = p.add(stride);
+            let v = blend([load(p), load_right(p.add(3)), load(q), load_right(q.add(3))], weight(y), weight(x));
+            px.copy_from_slice(&v[..3]);
             y += dy;
             x += dx;
         }
+    }
+}
+
+/// Bilinear blend of four pixels (RGB in the low three bytes of each) with second-neighbour
+/// weights `fy`, `fx`: one `pmaddwd` per pair of rows.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn blend([p00, p01, p10, p11]: [u32; 4], fy: u32, fx: u32) -> [u8; 4] {
+    use std::arch::x86_64::*;
+    let [w00, w01, w10, w11] = weights(fy, fx);
+    // SAFETY: SSE2 is part of x86_64; these are register-only operations.
+    unsafe {
+        let zero = _mm_setzero_si128();
+        let v = |p: u32| _mm_cvtsi32_si128(p as i32);
+        // i16 lanes [R0 R1 G0 G1 B0 B1 X0 X1]: pmaddwd gives R0*wa + R1*wb per channel.
+        let top = _mm_unpacklo_epi8(_mm_unpacklo_epi8(v(p00), v(p01)), zero);
+        let bottom = _mm_unpacklo_epi8(_mm_unpacklo_epi8(v(p10), v(p11)), zero);
+        let wt = _mm_set1_epi32((w00 | w01 << 16) as i32);
+        let wb = _mm_set1_epi32((w10 | w11 << 16) as i32);
+        let sum = _mm_add_epi32(_mm_madd_epi16(top, wt), _mm_madd_epi16(bottom, wb));
+        let sum = _mm_srli_epi32(_mm_add_epi32(sum, _mm_set1_epi32(ROUND as i32)), 2 * W_BITS as i32);
+        let packed = _mm_packus_epi16(_mm_packs_epi32(sum, zero), zero);
+        (_mm_cvtsi128_si32(packed) as u32).to_le_bytes()
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn blend(p: [u32; 4], fy: u32, fx: u32) -> [u8; 4] {
+    let [w00, w01, w10, w11] = weights(fy, fx);
+    let ch = |v: u32, k: u32| (v >> (8 * k)) & 0xff;
+    std::array::from_fn(|k| {
+        let k = k as u32;
+        let v = ch(p[0], k) * w00 + ch(p[1], k) * w01 + ch(p[2], k) * w10 + ch(p[3], k) * w11;
+        ((v + ROUND) >> (2 * W_BITS)) as u8
+    })
+}
+
+/// Reference for [`interior`]: the textbook formula, bounds-checked.
+#[cfg(test)]
+fn interior_scalar(src: &[u8], w: usize, (mut y, mut x): (i64, i64), (dy, dx): (i64, i64), out: &mut [u8]) {
+    let stride = w * 3;
+    for px in out.chunks_exact_mut(3) {
+        let i = ((y >> FRAC_BITS) as usize * w + (x >> FRAC_BITS) as usize) * 3;
+        let [w00, w01, w10, w11] = weights(weight(y), weight(x));
+        let (p, q) = (&src[i..i + 6], &src[i + stride..i + stride + 6]);
+        for k in 0..3 {
+            let v = p[k] as u32 * w00 + p[k + 3] as u32 * w01 + q[k] as u32 * w10 + q[k + 3] as u32 * w11;
+            px[k] = ((v + ROUND) >> (2 * W_BITS)) as u8;
+        }
+        y += dy;
+        x += dx;
     }
 }
 
@@ -179,28 +262,25 @@ struct Sampler<'a> {
     h: usize,
     w: usize,
     mode: FillMode,
-    cval: [u8; 3],
+    cval: [u8; 4],
 }
 
 impl Sampler<'_> {
     /// One output pixel at input coordinate `(y, x)` (fixed point), any position.
-    fn border(&self, y: i64, x: i64) -> [u8; 3] {
+    #[inline(always)]
+    fn border(&self, y: i64, x: i64) -> [u8; 4] {
         let Some((y0, y1, fy)) = self.axis(y, self.h) else { return self.cval };
         let Some((x0, x1, fx)) = self.axis(x, self.w) else { return self.cval };
         let px = |r: usize, c: usize| {
             let i = (r * self.w + c) * 3;
-            [self.src[i] as u32, self.src[i + 1] as u32, self.src[i + 2] as u32]
+            u32::from_le_bytes([self.src[i], self.src[i + 1], self.src[i + 2], 0])
         };
-        let (p00, p01, p10, p11) = (px(y0, x0), px(y0, x1), px(y1, x0), px(y1, x1));
-        let [w00, w01, w10, w11] = weights(fy, fx);
-        std::array::from_fn(|k| {
-            let v = p00[k] * w00 + p01[k] * w01 + p10[k] * w10 + p11[k] * w11;
-            ((v + ROUND) >> (2 * W_BITS)) as u8
-        })
+        blend([px(y0, x0), px(y0, x1), px(y1, x0), px(y1, x1)], fy, fx)
     }
 
     /// The two neighbour indices along an axis of length `n` and the weight of the second, or
     /// `None` for `Constant` outside the image.
+    #[inline(always)]
     fn axis(&self, v: i64, n: usize) -> Option<(usize, usize, u32)> {
         let end = ((n - 1) as i64) << FRAC_BITS;
         let v = match self.mode {
@@ -304,16 +384,34 @@ mod tests {
         for mode in [FillMode::Nearest, FillMode::Reflect, FillMode::Wrap, FillMode::Constant] {
             let mut out = vec![0; src.len()];
             warp_rgb(&src, h, w, &m, mode, 99, &mut out);
-            let s = Sampler { src: &src, h, w, mode, cval: [99; 3] };
+            let s = Sampler { src: &src, h, w, mode, cval: [99; 4] };
             for r in 0..h {
                 for c in 0..w {
-                    let want = s.border(fixed(m.0[0][0] * r as f64 + m.0[0][2]) + c as i64 * fixed(m.0[0][1]), {
-                        fixed(m.0[1][0] * r as f64 + m.0[1][2]) + c as i64 * fixed(m.0[1][1])
-                    });
-                    assert_eq!(&out[(r * w + c) * 3..][..3], &want, "{mode} at ({r}, {c})");
+                    let (y0, x0) = row_origin(&m, r);
+                    let want = s.border(y0 + c as i64 * fixed(m.0[0][1]), x0 + c as i64 * fixed(m.0[1][1]));
+                    assert_eq!(&out[(r * w + c) * 3..][..3], &want[..3], "{mode} at ({r}, {c})");
                 }
             }
         }
+    }
+
+    #[test]
+    fn fast_path_matches_the_textbook_formula() {
+        let (h, w) = (12, 17);
+        let src: Vec<u8> = (0..h * w * 3).map(|i| ((i * 7919 + 13) % 256) as u8).collect();
+        let step = (fixed(0.3791), fixed(0.8123));
+        let start = (fixed(0.25), fixed(0.0));
+        let n = 13; // the last pixel reaches row 4.9, column 9.8: all inside
+        let (mut a, mut b) = (vec![0; n * 3], vec![0; n * 3]);
+        interior(&src, w, start, step, &mut a);
+        interior_scalar(&src, w, start, step, &mut b);
+        assert_eq!(a, b);
+        // The bottom-right corner pixel, whose right neighbour is the last byte of the image.
+        let start = (fixed(h as f64 - 1.5), fixed(w as f64 - 1.5));
+        let (mut a, mut b) = (vec![0; 3], vec![0; 3]);
+        interior(&src, w, start, step, &mut a);
+        interior_scalar(&src, w, start, step, &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]
