@@ -9,7 +9,7 @@ use image::{Rgb, RgbImage};
 fn augment(args: &[&str], threads: usize) -> Output {
     Command::new(env!("CARGO_BIN_EXE_augment"))
         .args(args)
-        .env("RAYON_NUM_THREADS", threads.to_string())
+        .args(["--threads", &threads.to_string()])
         .output()
         .expect("run augment")
 }
@@ -38,7 +38,7 @@ fn dataset(root: &Path, n: usize) -> PathBuf {
     for (c, class) in ["cats", "dogs"].iter().enumerate() {
         std::fs::create_dir_all(data.join(class)).unwrap();
         for i in 0..n {
-            let img = picture(30 + 7 * i as u32, 24 + 5 * c as u32, (c * 50 + i) as u8);
+            let img = picture(40 + 7 * i as u32, 34 + 5 * c as u32, (c * 50 + i) as u8);
             img.save(data.join(class).join(format!("{}.{i}.png", &class[..3]))).unwrap();
         }
     }
@@ -111,7 +111,7 @@ fn rounds_write_class_folders_and_are_thread_count_independent() {
             "--rounds",
             "2",
             "--size",
-            "20",
+            "32x40",
             "--seed",
             "5",
             "--preset",
@@ -148,7 +148,7 @@ fn rounds_write_class_folders_and_are_thread_count_independent() {
     );
     for name in &images {
         let img = image::load_from_memory(&files[*name]).unwrap();
-        assert_eq!((img.width(), img.height()), (20, 20));
+        assert_eq!((img.width(), img.height()), (32, 40));
     }
     assert_ne!(files["cats/cat.0_r0.png"], files["cats/cat.0_r1.png"], "rounds differ");
     let manifest: serde_json::Value = serde_json::from_slice(&files["augment.json"]).unwrap();
@@ -156,15 +156,18 @@ fn rounds_write_class_folders_and_are_thread_count_independent() {
     assert_eq!(manifest["augmentation"]["rotation_range"], 40.0);
     assert_eq!(manifest["augmentation"]["fill_mode"], "reflect", "flags override the preset");
     assert_eq!(manifest["classes"]["dogs"], 1);
+    // What `bottleneck --data` reads: a plain class-folder set (the manifest is not a class).
+    let scanned = sd_data::Dataset::scan(&one).unwrap();
+    assert_eq!((scanned.classes.as_slice(), scanned.len()), (["cats".to_string(), "dogs".to_string()].as_slice(), 12));
 
     // A second run with fewer rounds replaces the folder as a whole: no stale round 1.
     let args =
-        ["rounds", "--data", data.to_str().unwrap(), "--out", one.to_str().unwrap(), "--rounds", "1", "--size", "20"];
+        ["rounds", "--data", data.to_str().unwrap(), "--out", one.to_str().unwrap(), "--rounds", "1", "--size", "32"];
     ok(augment(&args, 2));
     let files = tree(&one);
     assert!(files.contains_key("cats/cat.0_r0.png") && !files.contains_key("cats/cat.0_r1.png"));
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert!(leftovers.iter().all(|n| !n.to_string_lossy().starts_with(".augment")), "{leftovers:?}");
+    assert!(leftovers.iter().all(|n| !n.to_string_lossy().starts_with('.')), "{leftovers:?}");
 }
 
 #[test]
@@ -172,7 +175,7 @@ fn rounds_as_npy_shards_with_labels() {
     let dir = tempfile::tempdir().unwrap();
     let data = dataset(dir.path(), 2);
     let (out, scaled) = (dir.path().join("npy"), dir.path().join("scaled"));
-    let base = ["rounds", "--data", data.to_str().unwrap(), "--rounds", "3", "--size", "16", "--format", "npy"];
+    let base = ["rounds", "--data", data.to_str().unwrap(), "--rounds", "3", "--size", "32", "--format", "npy"];
     let run = |out: &Path, extra: &[&str], threads| {
         let mut args = base.to_vec();
         args.extend(["--out", out.to_str().unwrap(), "--preset", "tutorial"]);
@@ -182,7 +185,7 @@ fn rounds_as_npy_shards_with_labels() {
     run(&out, &[], 1);
     let r0 = out.join("round-000");
     let images: ndarray::ArrayD<u8> = ndarray_npy::read_npy(r0.join("images.npy")).unwrap();
-    assert_eq!(images.shape(), [4, 16, 16, 3]);
+    assert_eq!(images.shape(), [4, 32, 32, 3]);
     let labels: ndarray::ArrayD<i64> = ndarray_npy::read_npy(r0.join("labels.npy")).unwrap();
     assert_eq!(labels.as_slice().unwrap(), [0, 0, 1, 1]);
     assert_eq!(
@@ -217,16 +220,10 @@ fn bad_inputs_fail_with_messages_naming_the_file() {
     };
 
     std::fs::write(data.join("dogs/dog.1.png"), b"not a png").unwrap();
-    let err = failed(rounds(&data, &out, &["--size", "8"]));
+    let err = failed(rounds(&data, &out, &["--size", "32"]));
     assert!(err.contains("dog.1.png") && err.contains("corrupt"), "{err}");
     assert!(!out.exists(), "no partial output");
-    assert!(
-        std::fs::read_dir(dir.path()).unwrap().all(|e| !e
-            .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .starts_with(".augment"))
-    );
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with('.')));
     std::fs::remove_file(data.join("dogs/dog.1.png")).unwrap();
 
     std::fs::create_dir(data.join("birds")).unwrap();

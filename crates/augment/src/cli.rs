@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use image::RgbImage;
 use rayon::prelude::*;
 use sd_cli::LogArgs;
-use sd_data::artifact::{write_bytes, write_json, write_lines};
-use sd_data::image::{ResizeFilter, load_rgb, resize};
+use sd_data::artifact::{StagingDir, write_bytes, write_json, write_lines};
+use sd_data::image::{ImageSize, ResizeFilter, load_resized, load_rgb, resize};
 use sd_data::npy::NpyWriter;
 use sd_data::{Dataset, Sample};
 use serde_json::json;
@@ -21,7 +21,7 @@ use crate::params::{AugmentConfig, Preset, parse_zoom};
 use crate::{Augmenter, FillMode};
 
 /// Keras ImageDataGenerator-style augmentation: one affine resampling per image, seeded per
-/// image (same bytes whatever the thread count; RAYON_NUM_THREADS sets it).
+/// image (the same bytes whatever the thread count).
 #[derive(Debug, Parser)]
 #[command(name = "augment", version)]
 pub struct Cli {
@@ -52,9 +52,9 @@ pub struct PreviewArgs {
     pub prefix: String,
     #[arg(long, value_enum, default_value_t = ImageFormat::Jpeg)]
     pub format: ImageFormat,
-    /// Resize to SIZE x SIZE first (default: keep the image's size, as the blog's preview).
+    /// Resize first: N (square) or WxH (default: keep the image's size, as the blog's preview).
     #[arg(long)]
-    pub size: Option<u32>,
+    pub size: Option<ImageSize>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -70,13 +70,14 @@ pub struct RoundsArgs {
     pub out: PathBuf,
     #[arg(long)]
     pub rounds: u32,
-    /// Images are resized to SIZE x SIZE before augmentation (Keras' target_size).
-    #[arg(long, default_value_t = 150)]
-    pub size: u32,
+    /// Images are resized to N x N (or WxH) before augmentation (Keras' target_size).
+    #[arg(long, default_value_t = ImageSize::square(150))]
+    pub size: ImageSize,
     /// png (lossless, default), jpeg (re-encoding loses quality) or npy (uint8 [n,H,W,3]).
     #[arg(long, value_enum, default_value_t = RoundsFormat::Png)]
     pub format: RoundsFormat,
-    #[arg(long, default_value_t = ResizeFilter::default(), value_parser = |s: &str| s.parse::<ResizeFilter>())]
+    /// Resize filter: bilinear (anti-aliased, like PIL), nearest (Keras' default), bicubic, lanczos3.
+    #[arg(long, default_value_t = ResizeFilter::Bilinear)]
     pub resize_filter: ResizeFilter,
     /// Multiply pixels by this after the transform (e.g. 1/255) and write float32 images.npy;
     /// npy only (for model input, prefer bottleneck's --preprocess).
@@ -91,6 +92,9 @@ pub struct CommonArgs {
     /// Seed of every random draw (each image's draw is keyed by seed, round and sample).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Worker threads (default: all cores); the output does not depend on it.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     /// JPEG quality (1-100).
     #[arg(long, default_value_t = 95, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
@@ -185,9 +189,19 @@ fn parse_factor(s: &str) -> Result<f32, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
-    sd_cli::run(|| match cli.command {
-        Command::Preview(args) => preview(&args, &cli.log),
-        Command::Rounds(args) => rounds(&args, &cli.log),
+    sd_cli::run(|| {
+        let common = match &cli.command {
+            Command::Preview(a) => &a.common,
+            Command::Rounds(a) => &a.common,
+        };
+        let mut pool = rayon::ThreadPoolBuilder::new();
+        if let Some(n) = common.threads {
+            pool = pool.num_threads(n as usize);
+        }
+        pool.build().context("cannot start worker threads")?.install(|| match &cli.command {
+            Command::Preview(args) => preview(args, &cli.log),
+            Command::Rounds(args) => rounds(args, &cli.log),
+        })
     })
 }
 
@@ -210,8 +224,7 @@ fn preview(args: &PreviewArgs, log: &LogArgs) -> Result<()> {
     let aug = augmenter(&args.common)?;
     let mut img = load_rgb(&args.image)?;
     if let Some(s) = args.size {
-        ensure!(s > 0, "--size must be positive");
-        img = resize(img, s, s, ResizeFilter::default())?;
+        img = resize(img, s.width, s.height, ResizeFilter::Bilinear)?;
     }
     let width = args.count.saturating_sub(1).to_string().len();
     (0..args.count).into_par_iter().try_for_each(|i| -> Result<()> {
@@ -233,35 +246,27 @@ const MANIFEST: &str = "augment.json";
 fn rounds(args: &RoundsArgs, log: &LogArgs) -> Result<()> {
     let aug = augmenter(&args.common)?;
     ensure!(args.rounds > 0, "--rounds must be at least 1");
-    ensure!(args.size > 0, "--size must be positive");
     if args.rescale.is_some() && args.format != RoundsFormat::Npy {
         bail!("--rescale needs --format npy (it makes float32 arrays; images stay 0..255)");
     }
     let data = Dataset::scan(&args.data)?;
     let out = &args.out;
     check_out_folder(&args.data, out)?;
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix(".augment-partial-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("cannot create a temporary folder in {}", parent.display()))?;
+    // Built under a temporary name and renamed into place: never a half-written data set.
+    let staging = StagingDir::create(out)?;
+    let tmp = staging.path();
 
     let names = output_names(&data)?;
     let total = data.len() as u64 * args.rounds as u64;
     let bar = sd_cli::progress_bar(total, "augment", log.interactive());
-    let size = args.size as usize;
-    let load = |s: &Sample| sd_data::image::load_resized(&s.path, args.size, args.size, args.resize_filter);
+    let load = |s: &Sample| load_resized(&s.path, args.size.width, args.size.height, args.resize_filter);
     match args.format {
         RoundsFormat::Png | RoundsFormat::Jpeg => {
             let format = if args.format == RoundsFormat::Png { ImageFormat::Png } else { ImageFormat::Jpeg };
             data.samples.par_iter().zip(&names).enumerate().try_for_each(|(i, (s, name))| -> Result<()> {
                 let img = load(s)?;
                 for k in 0..args.rounds {
-                    let path = tmp.path().join(format!("{name}_r{k}.{}", format.extension()));
+                    let path = tmp.join(format!("{name}_r{k}.{}", format.extension()));
                     let bytes = encode(&aug.augment(&img, k as u64, i as u64), format, args.common.jpeg_quality)?;
                     write_bytes(&path, &bytes)?;
                     bar.inc(1);
@@ -269,25 +274,25 @@ fn rounds(args: &RoundsArgs, log: &LogArgs) -> Result<()> {
                 Ok(())
             })?;
         }
-        RoundsFormat::Npy => write_npy_rounds(&aug, &data, args, tmp.path(), &load, &bar)?,
+        RoundsFormat::Npy => write_npy_rounds(&aug, &data, args, tmp, &load, &bar)?,
     }
     bar.finish_and_clear();
     write_json(
-        tmp.path().join(MANIFEST),
+        tmp.join(MANIFEST),
         &json!({
             "data": args.data,
             "classes": data.class_indices(),
             "samples": data.len(),
             "rounds": args.rounds,
-            "size": [size, size],
-            "resize_filter": args.resize_filter.to_string(),
+            "size": args.size,
+            "resize_filter": args.resize_filter,
             "format": format!("{:?}", args.format).to_lowercase(),
             "rescale": args.rescale,
             "seed": aug.seed(),
             "augmentation": aug.config(),
         }),
     )?;
-    replace_folder(tmp, out)?;
+    staging.commit()?;
     sd_cli::summary(
         log,
         format!("wrote {total} images ({} samples x {} rounds) to {}", data.len(), args.rounds, out.display()),
@@ -321,8 +326,7 @@ fn write_npy_rounds(
     load: &(dyn Fn(&Sample) -> Result<RgbImage, sd_data::image::ImageError> + Sync),
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
-    let size = args.size as usize;
-    let row = [size, size, 3];
+    let row = [args.size.height as usize, args.size.width as usize, 3];
     let k = args.rounds as usize;
     let round_dir = |r: usize| dir.join(format!("round-{r:0w$}", w = (k - 1).to_string().len().max(3)));
     let mut writers: Vec<Writer> = (0..k)
@@ -406,20 +410,6 @@ fn check_out_folder(data: &Path, out: &Path) -> Result<()> {
             "{} exists and was not written by `augment rounds` (no {MANIFEST}); remove it or choose another --out",
             out.display()
         );
-    }
-    Ok(())
-}
-
-/// Moves the finished temporary folder to `out`, replacing a previous output as a whole.
-fn replace_folder(tmp: tempfile::TempDir, out: &Path) -> Result<()> {
-    let tmp = tmp.keep();
-    if out.exists() {
-        let old = tmp.with_file_name(format!(".augment-old-{}", std::process::id()));
-        fs::rename(out, &old).with_context(|| format!("cannot move the previous {} aside", out.display()))?;
-        fs::rename(&tmp, out).with_context(|| format!("cannot move the new output to {}", out.display()))?;
-        fs::remove_dir_all(&old).with_context(|| format!("cannot remove the previous output {}", old.display()))?;
-    } else {
-        fs::rename(&tmp, out).with_context(|| format!("cannot move the new output to {}", out.display()))?;
     }
     Ok(())
 }
