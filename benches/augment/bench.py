@@ -3,7 +3,7 @@
 and vs the scipy call it is built on, measured in one run on the same machine, plus a parity
 check of our output against scipy.ndimage.affine_transform on the same matrices.
 
-    python benches/augment/bench.py [--data ../shared/data/dogs-vs-cats/train] [--n 200]
+    python benches/augment/bench.py [--data ../shared/data/dogs-vs-cats/train] [--n 200] [--size 150]
 
 Needs numpy + scipy (Keras 3 with KERAS_BACKEND=numpy, which imports jax, is optional).
 """
@@ -29,12 +29,13 @@ TUTORIAL = dict(rotation_range=40, width_shift_range=0.2, height_shift_range=0.2
 
 
 def rate(fn, images, seconds):
-    done, start = 0, time.perf_counter()
+    """(images per wall second, images per CPU second of this process)."""
+    done, start, cpu = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         for x in images:
             fn(x)
         done += len(images)
-    return done / (time.perf_counter() - start)
+    return done / (time.perf_counter() - start), done / (time.process_time() - cpu)
 
 
 def rust(repo, data, n, size, dump):
@@ -47,8 +48,9 @@ def rust(repo, data, n, size, dump):
 def main():
     repo = Path(__file__).resolve().parents[2]
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(repo.parent.parent / "shared/data/dogs-vs-cats/train")
-                    if not (repo.parent / "shared").exists() else str(repo.parent / "shared/data/dogs-vs-cats/train"))
+    # The shared Kaggle photos next to the checkout (any ancestor's shared/), else the sample.
+    found = [p / "shared/data/dogs-vs-cats/train" for p in repo.parents if (p / "shared/data/dogs-vs-cats/train").is_dir()]
+    ap.add_argument("--data", default=str(found[0] if found else repo / "data/sample/train"))
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--size", type=int, default=150)
     ap.add_argument("--seconds", type=float, default=2.0)
@@ -58,7 +60,7 @@ def main():
         dump = Path(dump)
         r1 = rust(repo, args.data, args.n, args.size, dump)
         inputs_u8 = np.load(dump / "inputs.npy")
-        ours = np.load(dump / "outputs.npy").astype(np.float32)
+        ours_u8 = np.load(dump / "outputs.npy").astype(np.float32)
         mats = np.load(dump / "matrices.npy")
     # Keras works on float32 arrays (img_to_array); the same pixels as the Rust run.
     inputs = inputs_u8.astype(np.float32)
@@ -85,20 +87,21 @@ def main():
     results["scipy affine_transform x3 channels"] = rate(scipy_transform, range(len(inputs)), args.seconds)
 
     r2 = rust(repo, args.data, args.n, args.size, dump)  # again, to bracket the Python timings
-    ours_rate = (r1["rust_images_per_s_nearest"] + r2["rust_images_per_s_nearest"]) / 2
+
+    def ours(mode, clock):
+        return (r1[f"rust_images_per_{clock}_{mode}"] + r2[f"rust_images_per_{clock}_{mode}"]) / 2
 
     # Parity: scipy on the same inputs and matrices vs our uint8 output.
     ref = np.stack([scipy_transform(i) for i in range(len(inputs))])
-    diff = np.abs(ref - ours)
-    print(f"images {len(inputs)} x {args.size}x{args.size}, tutorial settings, one core "
-          f"(load average {os.getloadavg()[0]:.1f})")
-    print(f"  {'sd-augment (Rust, u8, nearest)':40s} {ours_rate:9.0f} images/s  (runs: "
-          f"{r1['rust_images_per_s_nearest']:.0f}, {r2['rust_images_per_s_nearest']:.0f})")
-    for mode in ("reflect", "wrap", "constant"):
-        rr = (r1[f"rust_images_per_s_{mode}"] + r2[f"rust_images_per_s_{mode}"]) / 2
-        print(f"  {'sd-augment fill ' + mode:40s} {rr:9.0f} images/s")
-    for name, v in results.items():
-        print(f"  {name:40s} {v:9.0f} images/s   Rust is {ours_rate / v:5.1f}x")
+    diff = np.abs(ref - ours_u8)
+    print(f"{len(inputs)} images, {args.size}x{args.size}, tutorial settings, one core; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    print(f"  {'':40s} {'per wall s':>11s} {'per CPU s':>11s}   Rust is (wall, CPU)")
+    for mode in ("nearest", "reflect", "wrap", "constant"):
+        print(f"  {'sd-augment, fill ' + mode:40s} {ours(mode, 's'):11.0f} {ours(mode, 'cpu_s'):11.0f}")
+    for name, (wall, cpu) in results.items():
+        print(f"  {name:40s} {wall:11.0f} {cpu:11.0f}   "
+              f"{ours('nearest', 's') / wall:5.1f}x {ours('nearest', 'cpu_s') / cpu:5.1f}x")
     print(f"parity vs scipy (same matrices, nearest): mean |diff| {diff.mean():.4f}, "
           f"max {diff.max():.3f}, pixels off by > 1: {(diff > 1).mean() * 100:.4f}%")
 
