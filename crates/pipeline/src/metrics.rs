@@ -1,0 +1,145 @@
+//! Metrics files: JSON whose numeric leaves are shown flattened (`{"val": {"acc": 0.9}}` gives
+//! `val.acc`, array items get their index: `curve.0`). Booleans count as 0/1; strings are skipped.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::lock::{Lock, Metrics};
+use crate::spec::Pipeline;
+
+/// The flattened numeric values of a metrics file.
+pub fn read(path: &Path) -> anyhow::Result<Metrics> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read metrics file {}", path.display()))?;
+    let value: Value =
+        serde_json::from_str(&text).with_context(|| format!("metrics file {} is not valid JSON", path.display()))?;
+    let mut out = Metrics::new();
+    flatten(&value, String::new(), &mut out);
+    Ok(out)
+}
+
+fn flatten(value: &Value, key: String, out: &mut Metrics) {
+    let join = |k: &str| if key.is_empty() { k.to_string() } else { format!("{key}.{k}") };
+    match value {
+        Value::Number(n) => {
+            out.insert(key, n.as_f64().unwrap_or(f64::NAN));
+        }
+        Value::Bool(b) => {
+            out.insert(key, f64::from(u8::from(*b)));
+        }
+        Value::Object(map) => map.iter().for_each(|(k, v)| flatten(v, join(k), out)),
+        Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| flatten(v, join(&i.to_string()), out)),
+        Value::String(_) | Value::Null => {}
+    }
+}
+
+/// One metric of one file: its value now and, for a diff, at the previous run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub stage: String,
+    pub file: String,
+    pub metric: String,
+    pub value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<f64>,
+}
+
+/// Every metric of every stage's metrics files. `previous` is the value at the previous run:
+/// what the lock recorded for the run before the last one, or, when the file changed since the
+/// last run was recorded (a stage run by hand), the value at that last run.
+pub fn rows(p: &Pipeline, lock: &Lock) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for stage in &p.stages {
+        let entry = lock.stages.get(&stage.name);
+        for m in &stage.metrics {
+            let file = m.path.to_string_lossy().into_owned();
+            let now = match read(&p.resolve(&m.path)) {
+                Ok(now) => now,
+                Err(e) => {
+                    tracing::warn!("{e:#}");
+                    Metrics::new()
+                }
+            };
+            let recorded = entry.and_then(|e| e.metrics.get(&file));
+            let previous = match recorded {
+                Some(r) if *r == now => entry.and_then(|e| e.previous_metrics.get(&file)),
+                r => r,
+            };
+            let mut keys: Vec<&String> = now.keys().chain(previous.into_iter().flat_map(|p| p.keys())).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                rows.push(Row {
+                    stage: stage.name.clone(),
+                    file: file.clone(),
+                    metric: key.clone(),
+                    value: now.get(key).copied(),
+                    previous: previous.and_then(|p| p.get(key).copied()),
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// A table with aligned columns.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn show(v: Option<f64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// `new - old` with a sign, `-` when either is missing.
+pub fn change(old: Option<f64>, new: Option<f64>) -> String {
+    match (old, new) {
+        (Some(o), Some(n)) => {
+            let d = n - o;
+            // Round away float noise like 0.1 + 0.2 - 0.3 for display.
+            let d = (d * 1e12).round() / 1e12;
+            if d > 0.0 { format!("+{d}") } else { d.to_string() }
+        }
+        _ => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flattens_numbers_and_booleans() {
+        let t = tempfile::tempdir().unwrap();
+        let f = t.path().join("m.json");
+        std::fs::write(&f, r#"{"acc": 0.5, "val": {"loss": 2, "ok": true, "name": "x"}, "curve": [1, 2.5]}"#).unwrap();
+        let m = read(&f).unwrap();
+        let got: Vec<(&str, f64)> = m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(got, [("acc", 0.5), ("curve.0", 1.0), ("curve.1", 2.5), ("val.loss", 2.0), ("val.ok", 1.0)]);
+        std::fs::write(&f, "{").unwrap();
+        assert!(format!("{:#}", read(&f).unwrap_err()).contains("is not valid JSON"));
+    }
+
+    #[test]
+    fn formats_changes_and_tables() {
+        assert_eq!(change(Some(0.1), Some(0.3)), "+0.2");
+        assert_eq!(change(Some(3.0), Some(1.0)), "-2");
+        assert_eq!(change(None, Some(1.0)), "-");
+        assert_eq!(table(&["a", "bb"], &[vec!["xxx".into(), "y".into()]]), "a    bb\nxxx  y\n");
+    }
+}

@@ -1,0 +1,292 @@
+//! `pipeline run`: brings the selected stages up to date, in dependency order, up to `jobs` at a
+//! time. A stage is checked only once everything it depends on has finished, so a stage whose
+//! upstream re-ran but produced identical outputs is skipped.
+//!
+//! Each stage runs as `sh -c CMD` in the pipeline's folder, with the `pipeline` executable's
+//! folder first on `PATH`. Its outs are deleted before it starts and again if it fails, so stale
+//! or half-written outputs never survive; the lock gets the stage's new fingerprint only after
+//! it succeeded and wrote every out.
+
+use std::collections::BTreeSet;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::dag::Dag;
+use crate::lock::{Lock, StageLock};
+use crate::spec::{ConfigError, Stage};
+use crate::state::{Context, Reason, compare};
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Stages to bring up to date (with what they depend on); empty: all.
+    pub targets: Vec<String>,
+    /// Run the targets (all stages if none) even when up to date.
+    pub force: bool,
+    /// Also run what depends on the targets.
+    pub downstream: bool,
+    /// Only say what would run and why.
+    pub dry_run: bool,
+    /// After a failure, go on with the stages that do not depend on it.
+    pub keep_going: bool,
+    /// Stages run at the same time (at least 1).
+    pub jobs: usize,
+    /// No progress lines.
+    pub quiet: bool,
+}
+
+/// What happened to each selected stage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Ran successfully (in a dry run: would run).
+    pub ran: Vec<String>,
+    pub up_to_date: Vec<String>,
+    pub failed: Vec<String>,
+    /// Not run because an upstream stage failed, or because the run stopped at a failure.
+    pub not_run: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Running,
+    Ran,
+    UpToDate,
+    Failed,
+    NotRun,
+}
+
+/// Runs the pipeline; writes the lock after each successful stage. Errors are for problems of
+/// the pipeline itself (a bad target, an unreadable file); failed stages are in the summary.
+pub fn run(cx: &mut Context, dag: &Dag, lock: &mut Lock, opts: &RunOptions) -> anyhow::Result<Summary> {
+    let p = cx.pipeline;
+    let n = p.stages.len();
+    let mut targets = BTreeSet::new();
+    for name in &opts.targets {
+        let s = p.stage_index(name).ok_or_else(|| ConfigError {
+            file: p.file.clone(),
+            loc: None,
+            msg: format!(
+                "no stage named `{name}` (stages: {})",
+                p.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        })?;
+        targets.insert(s);
+    }
+    if targets.is_empty() {
+        targets = (0..n).collect();
+    }
+    if opts.downstream {
+        targets = dag.with_downstream(targets);
+    }
+    let selected = dag.with_upstream(targets.iter().copied());
+    let forced = if opts.force { targets } else { BTreeSet::new() };
+
+    let say = |line: String| {
+        if !opts.quiet {
+            eprintln!("{line}");
+        }
+    };
+    let prefix_output = opts.jobs > 1;
+    let mut state: Vec<State> =
+        (0..n).map(|s| if selected.contains(&s) { State::Waiting } else { State::UpToDate }).collect();
+    let mut before: Vec<Option<StageLock>> = vec![None; n];
+    let (tx, rx) = mpsc::channel::<(usize, io::Result<ExitStatus>, Duration)>();
+    let (mut running, mut stop) = (0, false);
+    loop {
+        // Start (or settle) every stage whose upstream is done, in order, until none can move.
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for &s in &dag.order {
+                if state[s] != State::Waiting {
+                    continue;
+                }
+                let ups = || dag.upstream[s].iter().map(|&u| state[u]);
+                if ups().any(|u| matches!(u, State::Failed | State::NotRun)) {
+                    say(format!("not running {}: an upstream stage failed", p.stages[s].name));
+                    (state[s], moved) = (State::NotRun, true);
+                    continue;
+                }
+                if stop || running >= opts.jobs.max(1) || ups().any(|u| matches!(u, State::Waiting | State::Running)) {
+                    continue;
+                }
+                moved = true;
+                let stage = &p.stages[s];
+                let now = cx.fingerprint(stage)?;
+                let mut reasons = compare(stage, &now, lock.stages.get(&stage.name));
+                if forced.contains(&s) {
+                    reasons.insert(0, Reason::Forced);
+                }
+                if opts.dry_run {
+                    // Upstream stages did not really run: their outs still hold the old content.
+                    for &u in dag.upstream[s].iter().filter(|&&u| state[u] == State::Ran) {
+                        reasons.push(Reason::Upstream { stage: p.stages[u].name.clone() });
+                    }
+                }
+                if reasons.is_empty() {
+                    tracing::info!("{} is up to date", stage.name);
+                    state[s] = State::UpToDate;
+                    continue;
+                }
+                let why = reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                if opts.dry_run {
+                    println!("would run {}: {why}", stage.name);
+                    state[s] = State::Ran;
+                    continue;
+                }
+                say(format!("running {}: {why}", stage.name));
+                tracing::debug!("{}: sh -c {:?}", stage.name, stage.cmd);
+                let started = remove_outs(cx, stage).and_then(|()| spawn(cx, s, prefix_output, tx.clone()));
+                match started {
+                    Ok(()) => {
+                        (state[s], before[s]) = (State::Running, Some(now));
+                        running += 1;
+                    }
+                    Err(e) => {
+                        say(format!("FAILED {}: cannot start: {e}", stage.name));
+                        state[s] = State::Failed;
+                        stop |= !opts.keep_going;
+                    }
+                }
+            }
+        }
+        if running == 0 {
+            break;
+        }
+        let (s, status, took) = rx.recv().expect("a running stage reports back");
+        running -= 1;
+        let stage = &p.stages[s];
+        let result = match status {
+            Ok(st) if st.success() => record(cx, lock, stage, before[s].take().expect("fingerprint")),
+            Ok(st) => Err(anyhow::anyhow!("{}", describe(st))),
+            Err(e) => Err(anyhow::anyhow!("cannot wait for it: {e}")),
+        };
+        match result {
+            Ok(()) => {
+                say(format!("done {} ({:.1}s)", stage.name, took.as_secs_f64()));
+                state[s] = State::Ran;
+            }
+            Err(e) => {
+                let _ = remove_outs(cx, stage);
+                say(format!("FAILED {} ({:.1}s): {e:#}", stage.name, took.as_secs_f64()));
+                state[s] = State::Failed;
+                stop |= !opts.keep_going;
+            }
+        }
+    }
+
+    let mut summary = Summary::default();
+    for &s in dag.order.iter().filter(|s| selected.contains(s)) {
+        let name = p.stages[s].name.clone();
+        match state[s] {
+            State::Ran => summary.ran.push(name),
+            State::UpToDate => summary.up_to_date.push(name),
+            State::Failed => summary.failed.push(name),
+            State::NotRun | State::Waiting | State::Running => summary.not_run.push(name),
+        }
+    }
+    Ok(summary)
+}
+
+/// Records a successful run in the lock (written at once): the deps as they were when it
+/// started, the outs as they are now, and the metrics they hold.
+fn record(cx: &mut Context, lock: &mut Lock, stage: &Stage, before: StageLock) -> anyhow::Result<()> {
+    for out in stage.written() {
+        cx.hashes.forget(&cx.pipeline.resolve(&out.path));
+    }
+    let after = cx.fingerprint(stage)?;
+    if let Some((path, _)) = after.outs.iter().find(|(_, d)| d.is_none()) {
+        anyhow::bail!("it did not write its out {path}");
+    }
+    let mut metrics = std::collections::BTreeMap::new();
+    for m in &stage.metrics {
+        let path = cx.pipeline.resolve(&m.path);
+        metrics.insert(m.path.to_string_lossy().into_owned(), crate::metrics::read(&path)?);
+    }
+    let previous_metrics = lock.stages.get(&stage.name).map(|old| old.metrics.clone()).unwrap_or_default();
+    let entry = StageLock { outs: after.outs, metrics, previous_metrics, ..before };
+    // Merge into the lock as it is on disk now, so that another `pipeline run` of other stages
+    // of the same pipeline (e.g. one per shard, from a scheduler) does not lose its entries.
+    let path = cx.pipeline.lock_path();
+    if let Ok(on_disk) = Lock::load(&path) {
+        *lock = on_disk;
+    }
+    lock.stages.insert(stage.name.clone(), entry);
+    lock.save(&path).with_context(|| format!("cannot write the lock file {}", path.display()))?;
+    Ok(())
+}
+
+fn remove_outs(cx: &mut Context, stage: &Stage) -> io::Result<()> {
+    for out in stage.written() {
+        let path = cx.pipeline.resolve(&out.path);
+        cx.hashes.forget(&path);
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        removed.map_err(|e| io::Error::new(e.kind(), format!("cannot remove {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Starts `sh -c CMD`; a thread reports its exit on `done`. With `prefix`, every output line
+/// is prefixed by the stage name (stages run in parallel).
+fn spawn(
+    cx: &Context,
+    s: usize,
+    prefix: bool,
+    done: mpsc::Sender<(usize, io::Result<ExitStatus>, Duration)>,
+) -> io::Result<()> {
+    let stage = &cx.pipeline.stages[s];
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(&stage.cmd).current_dir(&cx.pipeline.dir).env("PATH", cx.path_env()).stdin(Stdio::null());
+    if prefix {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    let start = Instant::now();
+    let mut child = cmd.spawn()?;
+    let tag = format!("[{}] ", stage.name);
+    std::thread::spawn(move || {
+        let err = child.stderr.take().map(|e| {
+            let tag = tag.clone();
+            std::thread::spawn(move || copy_lines(e, &mut io::stderr(), &tag))
+        });
+        if let Some(out) = child.stdout.take() {
+            copy_lines(out, &mut io::stdout(), &tag);
+        }
+        if let Some(t) = err {
+            let _ = t.join();
+        }
+        let _ = done.send((s, child.wait(), start.elapsed()));
+    });
+    Ok(())
+}
+
+fn copy_lines(from: impl Read, to: &mut impl Write, tag: &str) {
+    let mut from = BufReader::new(from);
+    let mut line = Vec::new();
+    while from.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+        if !line.ends_with(b"\n") {
+            line.push(b'\n');
+        }
+        let mut buf = tag.as_bytes().to_vec();
+        buf.extend_from_slice(&line);
+        let _ = to.write_all(&buf);
+        line.clear();
+    }
+}
+
+fn describe(status: ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(sig)) => format!("killed by signal {sig}"),
+        _ => status.to_string(),
+    }
+}

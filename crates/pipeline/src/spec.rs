@@ -1,0 +1,489 @@
+//! `pipeline.yaml`: parsing and validation. Every error names the file, line and column.
+//!
+//! ```yaml
+//! params:                      # scalars, substituted into commands as ${name}
+//!   size: 150
+//! stages:                      # ordered; the order breaks ties between independent stages
+//!   features:
+//!     desc: bottleneck features  # optional
+//!     cmd: bottleneck --data data/train --size ${size} --out artifacts/features
+//!     deps: [data/train]       # files or folders
+//!     params: [size]           # every ${param} the stage uses must be listed here
+//!     outs: [artifacts/features]
+//!     metrics: [artifacts/features/summary.json]  # optional JSON files
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use saphyr::{MarkedYaml, ScalarStyle, YamlData, YamlLoader};
+use saphyr_parser::Marker;
+
+/// A position in the pipeline file, 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Loc {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Loc {
+    fn of(m: &Marker) -> Loc {
+        Loc { line: m.line(), col: m.col() + 1 }
+    }
+}
+
+/// A configuration error: `file:line:column: message` (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub loc: Option<Loc>,
+    pub msg: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.loc {
+            Some(l) => write!(f, "{}:{}:{}: {}", self.file.display(), l.line, l.col, self.msg),
+            None => write!(f, "{}: {}", self.file.display(), self.msg),
+        }
+    }
+}
+
+/// A parsed pipeline: stages in file order, every path normalised and params substituted.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The pipeline file, as given.
+    pub file: PathBuf,
+    /// Its folder: commands run there and relative paths are relative to it.
+    pub dir: PathBuf,
+    pub params: BTreeMap<String, Param>,
+    pub stages: Vec<Stage>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Param {
+    pub value: String,
+    pub loc: Loc,
+}
+
+#[derive(Debug, Clone)]
+pub struct Stage {
+    pub name: String,
+    pub loc: Loc,
+    pub desc: Option<String>,
+    /// The command with params substituted, run by `sh -c`.
+    pub cmd: String,
+    /// The command as written, with `${param}`s.
+    pub template: String,
+    /// The params the stage lists, with their values.
+    pub params: BTreeMap<String, String>,
+    pub deps: Vec<PathSpec>,
+    pub outs: Vec<PathSpec>,
+    pub metrics: Vec<PathSpec>,
+}
+
+/// A path from the file (normalised, relative to [`Pipeline::dir`] unless absolute) and where it was written.
+#[derive(Debug, Clone)]
+pub struct PathSpec {
+    pub path: PathBuf,
+    pub loc: Loc,
+}
+
+impl Stage {
+    /// The command with other values for the params; `None` if one is missing.
+    pub fn cmd_with(&self, params: &BTreeMap<String, String>) -> Option<String> {
+        render(&self.template, |_| (), |name, _| params.get(name).cloned().ok_or(())).ok()
+    }
+
+    /// Everything the stage writes: its outs, and the metrics files that are not inside one of them.
+    pub fn written(&self) -> impl Iterator<Item = &PathSpec> {
+        let extra = self.metrics.iter().filter(|m| !self.outs.iter().any(|o| m.path.starts_with(&o.path)));
+        self.outs.iter().chain(extra)
+    }
+}
+
+impl Pipeline {
+    pub fn load(file: &Path) -> Result<Pipeline, ConfigError> {
+        let src = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: file.to_path_buf(),
+            loc: None,
+            msg: format!("cannot read the pipeline file: {e} (pick another with --file)"),
+        })?;
+        Pipeline::parse(file, &src)
+    }
+
+    pub fn parse(file: &Path, src: &str) -> Result<Pipeline, ConfigError> {
+        Parser { file, src }.pipeline()
+    }
+
+    /// The lock file that goes with this pipeline: `pipeline.yaml` -> `pipeline.lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.file.with_extension("lock")
+    }
+
+    /// An error located in this pipeline's file.
+    pub fn error(&self, loc: Loc, msg: impl Into<String>) -> ConfigError {
+        ConfigError { file: self.file.clone(), loc: Some(loc), msg: msg.into() }
+    }
+
+    pub fn stage_index(&self, name: &str) -> Option<usize> {
+        self.stages.iter().position(|s| s.name == name)
+    }
+
+    /// A path of the pipeline as seen from the current directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.dir.join(path)
+    }
+}
+
+struct Parser<'a> {
+    file: &'a Path,
+    src: &'a str,
+}
+
+type Node<'a> = MarkedYaml<'a>;
+
+const STAGE_KEYS: &str = "cmd, deps, params, outs, metrics, desc";
+
+impl<'a> Parser<'a> {
+    fn err(&self, loc: Loc, msg: impl Into<String>) -> ConfigError {
+        ConfigError { file: self.file.to_path_buf(), loc: Some(loc), msg: msg.into() }
+    }
+
+    fn at(&self, node: &Node, msg: impl Into<String>) -> ConfigError {
+        self.err(Loc::of(&node.span.start), msg)
+    }
+
+    fn pipeline(&self) -> Result<Pipeline, ConfigError> {
+        let mut parser = saphyr_parser::Parser::new_from_str(self.src);
+        let mut loader: YamlLoader<Node> = YamlLoader::default();
+        // Keep scalars as written: `1e-3` must reach the command as `1e-3`, not `0.001`.
+        loader.early_parse(false);
+        let scan = |e: &saphyr::ScanError| self.err(Loc::of(e.marker()), format!("invalid YAML: {}", e.info()));
+        parser.load(&mut loader, true).map_err(|e| scan(&e))?;
+        if let Some(e) = loader.error() {
+            return Err(scan(e));
+        }
+        let docs = loader.into_documents();
+        if let Some(second) = docs.get(1) {
+            return Err(self.at(second, "only one YAML document is allowed"));
+        }
+        let Some(root) = docs.first().filter(|d| !is_null(d)) else {
+            return Err(self.err(Loc { line: 1, col: 1 }, "empty pipeline: expected `params:` and `stages:`"));
+        };
+
+        let mut params = BTreeMap::new();
+        let mut stages_node = None;
+        for (key, value) in self.mapping(root, "the pipeline")? {
+            match self.scalar(key, "a key")?.as_str() {
+                "params" => params = self.params(value)?,
+                "stages" => stages_node = Some(value),
+                other => return Err(self.at(key, format!("unknown key `{other}` (expected `params` or `stages`)"))),
+            }
+        }
+        let Some(stages_node) = stages_node.filter(|n| !is_null(n)) else {
+            return Err(self.at(root, "no `stages:` section"));
+        };
+        let mut stages: Vec<Stage> = Vec::new();
+        for (key, value) in self.mapping(stages_node, "`stages`")? {
+            stages.push(self.stage(key, value, &params)?);
+        }
+        if stages.is_empty() {
+            return Err(self.at(stages_node, "`stages:` is empty"));
+        }
+        let dir = match self.file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        Ok(Pipeline { file: self.file.to_path_buf(), dir, params, stages })
+    }
+
+    fn params(&self, node: &Node<'a>) -> Result<BTreeMap<String, Param>, ConfigError> {
+        let mut params = BTreeMap::new();
+        if is_null(node) {
+            return Ok(params);
+        }
+        for (key, value) in self.mapping(node, "`params`")? {
+            let name = self.scalar(key, "a param name")?;
+            if !valid_name(&name) {
+                return Err(self.at(key, format!("invalid param name `{name}` (letters, digits, `_`, `-`, `.`)")));
+            }
+            let value = self.scalar(value, &format!("param `{name}`"))?;
+            params.insert(name, Param { value, loc: Loc::of(&key.span.start) });
+        }
+        Ok(params)
+    }
+
+    fn stage(&self, key: &Node<'a>, node: &Node<'a>, params: &BTreeMap<String, Param>) -> Result<Stage, ConfigError> {
+        let name = self.scalar(key, "a stage name")?;
+        if !valid_name(&name) || name.starts_with(['-', '.']) {
+            return Err(self.at(key, format!("invalid stage name `{name}` (letters, digits, `_`, `-`, `.`)")));
+        }
+        let what = format!("stage `{name}`");
+        let mut fields: BTreeMap<&str, &Node> = BTreeMap::new();
+        for (k, v) in self.mapping(node, &what)? {
+            let field = self.scalar(k, "a key")?;
+            let Some(field) = STAGE_KEYS.split(", ").find(|f| *f == field) else {
+                return Err(self.at(k, format!("unknown key `{field}` in {what} (expected one of {STAGE_KEYS})")));
+            };
+            fields.insert(field, v);
+        }
+
+        // Params first: the other fields may only use the params listed here.
+        let mut listed = BTreeMap::new();
+        if let Some(list) = fields.get("params") {
+            for item in self.list(list, &format!("`params` of {what}"))? {
+                let p = self.scalar(item, "a param name")?;
+                let Some(param) = params.get(&p) else {
+                    return Err(self.at(item, format!("{what} lists unknown param `{p}`{}", known(params))));
+                };
+                if listed.insert(p.clone(), param.value.clone()).is_some() {
+                    return Err(self.at(item, format!("param `{p}` is listed twice")));
+                }
+            }
+        }
+        let text = |node: &Node<'a>, field: &str| -> Result<String, ConfigError> {
+            let raw = self.scalar(node, &format!("`{field}` of {what}"))?;
+            self.substitute(node, &raw, &what, &listed, params)
+        };
+
+        let Some(cmd_node) = fields.get("cmd") else {
+            return Err(self.at(key, format!("{what} has no `cmd`")));
+        };
+        let template = self.scalar(cmd_node, &format!("`cmd` of {what}"))?;
+        let cmd = text(cmd_node, "cmd")?;
+        if cmd.trim().is_empty() {
+            return Err(self.at(cmd_node, format!("{what} has an empty `cmd`")));
+        }
+        let desc = fields.get("desc").map(|d| self.scalar(d, "`desc`")).transpose()?;
+        let paths = |field: &str, out: bool| -> Result<Vec<PathSpec>, ConfigError> {
+            let Some(list) = fields.get(field) else { return Ok(Vec::new()) };
+            let mut specs: Vec<PathSpec> = Vec::new();
+            for item in self.list(list, &format!("`{field}` of {what}"))? {
+                let raw = text(item, field)?;
+                let path = normalize(&raw).ok_or_else(|| self.at(item, format!("empty path in `{field}`")))?;
+                if out && (path.is_absolute() || path.starts_with("..")) {
+                    return Err(self.at(
+                        item,
+                        format!("`{field}` path `{raw}` must stay inside the pipeline folder (it is deleted before the stage runs)"),
+                    ));
+                }
+                if specs.iter().any(|s| s.path == path) {
+                    return Err(self.at(item, format!("`{raw}` is listed twice in `{field}`")));
+                }
+                specs.push(PathSpec { path, loc: Loc::of(&item.span.start) });
+            }
+            Ok(specs)
+        };
+        let deps = paths("deps", false)?;
+        let outs = paths("outs", true)?;
+        let metrics = paths("metrics", true)?;
+        Ok(Stage { name, loc: Loc::of(&key.span.start), desc, cmd, template, params: listed, deps, outs, metrics })
+    }
+
+    /// Replaces `${name}` by the param's value, with located errors.
+    fn substitute(
+        &self,
+        node: &Node<'a>,
+        raw: &str,
+        what: &str,
+        listed: &BTreeMap<String, String>,
+        params: &BTreeMap<String, Param>,
+    ) -> Result<String, ConfigError> {
+        let unterminated = |nth| self.err(self.locate(node, nth), "unterminated `${` (write `$${` for a literal `${`)");
+        render(raw, unterminated, |name, nth| {
+            if let Some(value) = listed.get(name) {
+                return Ok(value.clone());
+            }
+            let loc = self.locate(node, nth);
+            if params.contains_key(name) {
+                return Err(self.err(loc, format!("{what} uses param `{name}` but does not list it in its `params`")));
+            }
+            let hint = if name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+                format!(" (for the shell variable write `${name}` or `$${{{name}}}`)")
+            } else {
+                known(params)
+            };
+            Err(self.err(loc, format!("unknown param `{name}`{hint}")))
+        })
+    }
+
+    /// Where the `nth` `${` of a scalar is in the source (the scalar's start if it cannot be found,
+    /// e.g. when written with escapes).
+    fn locate(&self, node: &Node, nth: usize) -> Loc {
+        let (start, end) = (node.span.start, node.span.end);
+        let raw: String = self.src.chars().skip(start.index()).take(end.index() - start.index()).collect();
+        let Some((offset, _)) = raw.match_indices("${").nth(nth) else { return Loc::of(&start) };
+        let mut loc = Loc::of(&start);
+        for c in raw[..offset].chars() {
+            if c == '\n' {
+                loc = Loc { line: loc.line + 1, col: 1 };
+            } else {
+                loc.col += 1;
+            }
+        }
+        loc
+    }
+
+    fn mapping<'n>(&self, node: &'n Node<'a>, what: &str) -> Result<Vec<(&'n Node<'a>, &'n Node<'a>)>, ConfigError> {
+        match &node.data {
+            YamlData::Mapping(m) => Ok(m.iter().collect()),
+            _ => Err(self.at(node, format!("{what} must be a mapping (`key: value` lines)"))),
+        }
+    }
+
+    fn list<'n>(&self, node: &'n Node<'a>, what: &str) -> Result<Vec<&'n Node<'a>>, ConfigError> {
+        match &node.data {
+            YamlData::Sequence(items) => Ok(items.iter().collect()),
+            _ if is_null(node) => Ok(Vec::new()),
+            _ => Err(self.at(node, format!("{what} must be a list (`[a, b]` or `- a` lines)"))),
+        }
+    }
+
+    fn scalar(&self, node: &Node<'a>, what: &str) -> Result<String, ConfigError> {
+        match &node.data {
+            YamlData::Representation(text, ..) if !is_null(node) => Ok(text.to_string()),
+            YamlData::Representation(..) => Err(self.at(node, format!("{what} has no value"))),
+            YamlData::Tagged(..) => Err(self.at(node, format!("{what}: YAML tags are not supported"))),
+            _ => Err(self.at(node, format!("{what} must be a single value, not a list or mapping"))),
+        }
+    }
+}
+
+/// Replaces each `${name}` in `text` by `value(name, nth)`, where `nth` counts the `${` before
+/// it; `$${` is a literal `${` (for the shell). `unterminated(nth)` is the error for a `${`
+/// without `}`.
+pub fn render<E>(
+    text: &str,
+    unterminated: impl FnOnce(usize) -> E,
+    mut value: impl FnMut(&str, usize) -> Result<String, E>,
+) -> Result<String, E> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut nth = 0;
+    while let Some(i) = rest.find("${") {
+        let escaped = rest[..i].ends_with('$');
+        out.push_str(&rest[..i - usize::from(escaped)]);
+        if escaped {
+            out.push_str("${");
+            rest = &rest[i + 2..];
+        } else {
+            let Some(len) = rest[i + 2..].find('}') else { return Err(unterminated(nth)) };
+            out.push_str(&value(&rest[i + 2..i + 2 + len], nth)?);
+            rest = &rest[i + 3 + len..];
+        }
+        nth += 1;
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn is_null(node: &Node) -> bool {
+    matches!(&node.data, YamlData::Representation(t, ScalarStyle::Plain, None) if matches!(t.as_ref(), "" | "~" | "null" | "Null" | "NULL"))
+        || matches!(node.data, YamlData::BadValue)
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn known(params: &BTreeMap<String, Param>) -> String {
+    if params.is_empty() {
+        " (the pipeline defines no `params`)".into()
+    } else {
+        format!(" (defined: {})", params.keys().cloned().collect::<Vec<_>>().join(", "))
+    }
+}
+
+/// Lexical normalisation, so that `data/./train/` and `data/train` are the same path.
+/// `None` for an empty path.
+pub fn normalize(raw: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(raw.trim()).components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.components().next_back(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            c => out.push(c),
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Pipeline, ConfigError> {
+        Pipeline::parse(Path::new("dir/pipeline.yaml"), src)
+    }
+
+    fn error(src: &str) -> String {
+        parse(src).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn parses_stages_in_order_with_params_substituted() {
+        let p = parse(
+            "params:\n  lr: 1e-3\n  name: 'a b'\nstages:\n  z:\n    cmd: train --lr ${lr} --out './out dir/'\n    \
+             params: [lr]\n    deps: [data/./x/, ../shared]\n    outs: [out dir]\n    metrics: [out dir/m.json, m2.json]\n  \
+             a:\n    cmd: echo $${HOME} $$HOME\n",
+        )
+        .unwrap();
+        assert_eq!(p.dir, Path::new("dir"));
+        assert_eq!(p.lock_path(), Path::new("dir/pipeline.lock"));
+        assert_eq!(p.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["z", "a"]);
+        let z = &p.stages[0];
+        assert_eq!(z.cmd, "train --lr 1e-3 --out './out dir/'");
+        assert_eq!(z.params, BTreeMap::from([("lr".to_string(), "1e-3".to_string())]));
+        assert_eq!(z.deps.iter().map(|d| d.path.to_str().unwrap()).collect::<Vec<_>>(), ["data/x", "../shared"]);
+        assert_eq!(z.deps[1].loc, Loc { line: 8, col: 23 });
+        let written: Vec<_> = z.written().map(|o| o.path.to_str().unwrap()).collect();
+        assert_eq!(written, ["out dir", "m2.json"]);
+        assert_eq!(p.stages[1].cmd, "echo ${HOME} $$HOME");
+    }
+
+    #[test]
+    fn unknown_param_points_at_its_use() {
+        let src =
+            "params:\n  lr: 1\nstages:\n  a:\n    params: [lr]\n    cmd: >-\n      train ${lr}\n      --x ${nope}\n";
+        assert_eq!(error(src), "dir/pipeline.yaml:8:11: unknown param `nope` (defined: lr)");
+        let src = "params:\n  lr: 1\nstages:\n  a:\n    cmd: \"train ${lr}\"\n";
+        assert_eq!(
+            error(src),
+            "dir/pipeline.yaml:5:17: stage `a` uses param `lr` but does not list it in its `params`"
+        );
+        let src = "params:\n  lr: 1\nstages:\n  a:\n    cmd: x\n    params:\n      - lr\n      - epochs\n";
+        assert_eq!(error(src), "dir/pipeline.yaml:8:9: stage `a` lists unknown param `epochs` (defined: lr)");
+        assert!(error("stages:\n  a:\n    cmd: echo ${HOME}\n").contains("3:15: unknown param `HOME` (for the shell"));
+        assert!(error("stages:\n  a:\n    cmd: echo ${x\n").contains("3:15: unterminated"));
+    }
+
+    #[test]
+    fn malformed_files_and_unknown_keys_are_located() {
+        assert!(error("stages:\n  a:\n    cmd: [x\n").starts_with("dir/pipeline.yaml:4:1: invalid YAML"));
+        assert!(error("stages:\n  a:\n    cmd: x\n   deps: []\n").starts_with("dir/pipeline.yaml:4:"));
+        assert_eq!(
+            error("stages:\n  a:\n    cmd: x\n    dep: [y]\n"),
+            "dir/pipeline.yaml:4:5: unknown key `dep` in stage `a` (expected one of cmd, deps, params, outs, metrics, desc)"
+        );
+        assert!(error("stage:\n  a: {}\n").starts_with("dir/pipeline.yaml:1:1: unknown key `stage`"));
+        assert!(error("stages:\n  a:\n    cmd: x\n  a:\n    cmd: y\n").contains("4:3: invalid YAML: duplicated key"));
+        assert!(error("stages:\n  a:\n    deps: [x]\n").contains("2:3: stage `a` has no `cmd`"));
+        assert!(error("stages:\n  a:\n    cmd: x\n    outs: x\n").contains("4:11: `outs` of stage `a` must be a list"));
+        assert!(error("stages:\n  a:\n    cmd: x\n    outs: [../x]\n").contains("4:12: `outs` path `../x` must stay"));
+        assert!(error("").contains("1:1: empty pipeline"));
+        assert!(error("params: {}\n").contains("no `stages:`"));
+        assert!(error("params:\n  a: [1]\nstages: {}\n").contains("2:6: param `a` must be a single value"));
+    }
+
+    #[test]
+    fn normalize_is_lexical() {
+        assert_eq!(normalize("./a/b/../c/"), Some(PathBuf::from("a/c")));
+        assert_eq!(normalize("../a"), Some(PathBuf::from("../a")));
+        assert_eq!(normalize("/x/./y"), Some(PathBuf::from("/x/y")));
+        assert_eq!(normalize(" . "), None);
+    }
+}
