@@ -20,7 +20,6 @@ use std::sync::OnceLock;
 
 use ndarray::{ArrayD, ArrayViewD};
 use ort::environment::Environment;
-use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{Outlet, TensorElementType, TensorRef, ValueType};
 
@@ -63,6 +62,10 @@ pub enum RuntimeError {
     NotFloat { path: PathBuf, what: &'static str, name: String },
     #[error("running {path} on input of shape {shape:?}: {reason}")]
     Run { path: PathBuf, shape: Vec<usize>, reason: String },
+    #[error("running {path} on {inputs}: {reason}")]
+    RunMany { path: PathBuf, inputs: String, reason: String },
+    #[error("{path}: {reason}")]
+    Inputs { path: PathBuf, reason: String },
 }
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
@@ -106,12 +109,117 @@ pub struct SessionConfig {
     pub threads: Option<usize>,
 }
 
+/// A declared graph input or output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    pub name: String,
+    /// Declared shape; -1 marks a dynamic dimension.
+    pub shape: Vec<i64>,
+}
+
+/// A float32 model with any number of named inputs and outputs, ready to run: what the
+/// fine-tuning graphs (weights as inputs, activations as outputs) need. Built from a file or
+/// from bytes (graphs made at start-up with `sd-onnx`).
+pub struct Session {
+    session: ort::session::Session,
+    /// The file, or the name given to an in-memory graph; used in error messages.
+    path: PathBuf,
+    inputs: Vec<Port>,
+    outputs: Vec<Port>,
+    /// Where it runs: `cpu` or `cuda:N`.
+    pub device: Device,
+}
+
+impl Session {
+    /// Loads a model file.
+    pub fn load(path: impl AsRef<Path>, config: &SessionConfig) -> Result<Session> {
+        let path = path.as_ref().to_path_buf();
+        if !path.is_file() {
+            return Err(RuntimeError::Model { path, reason: "no such file (run prepare-model first?)".into() });
+        }
+        Session::build(path.clone(), config, |b| b.commit_from_file(&path))
+    }
+
+    /// Builds a session from an encoded ONNX model; `name` stands for it in error messages.
+    pub fn from_bytes(name: &str, bytes: &[u8], config: &SessionConfig) -> Result<Session> {
+        Session::build(PathBuf::from(name), config, |b| b.commit_from_memory(bytes))
+    }
+
+    fn build(
+        path: PathBuf,
+        config: &SessionConfig,
+        commit: impl FnOnce(&mut ort::session::builder::SessionBuilder) -> ort::Result<ort::session::Session>,
+    ) -> Result<Session> {
+        let runtime = init(config.device)?;
+        let model_err = |e: ort::Error| RuntimeError::Model { path: path.clone(), reason: e.to_string() };
+        let mut builder = ort::session::Session::builder(&runtime.environment)
+            .map_err(model_err)?
+            .with_optimization_level(GraphOptimizationLevel::Level3)
+            .map_err(|e| model_err(e.into()))?;
+        if let Some(n) = config.threads {
+            builder = builder.with_intra_threads(n).map_err(|e| model_err(e.into()))?;
+        }
+        let device = device::register(&mut builder, config.device, runtime.kind)?;
+        let session = commit(&mut builder).map_err(model_err)?;
+        let port = |o: &Outlet, what: &'static str| match o.dtype() {
+            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => {
+                Ok(Port { name: o.name().to_string(), shape: shape.to_vec() })
+            }
+            _ => Err(RuntimeError::NotFloat { path: path.clone(), what, name: o.name().to_string() }),
+        };
+        let inputs = session.inputs().iter().map(|o| port(o, "input")).collect::<Result<Vec<_>>>()?;
+        let outputs = session.outputs().iter().map(|o| port(o, "output")).collect::<Result<Vec<_>>>()?;
+        tracing::debug!(model = %path.display(), ?inputs, ?outputs, %device, "session ready");
+        Ok(Session { session, path, inputs, outputs, device })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn inputs(&self) -> &[Port] {
+        &self.inputs
+    }
+
+    pub fn outputs(&self) -> &[Port] {
+        &self.outputs
+    }
+
+    /// Runs the model with every declared input given by name (any order); returns every
+    /// output, in declared order. Non-contiguous views are copied to standard layout first.
+    pub fn run(&mut self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Vec<ArrayD<f32>>> {
+        let shapes = || inputs.iter().map(|(n, a)| format!("{n} {:?}", a.shape())).collect::<Vec<_>>().join(", ");
+        let bad = |reason: String| RuntimeError::Inputs { path: self.path.clone(), reason };
+        for (name, _) in inputs {
+            if !self.inputs.iter().any(|p| p.name == *name) {
+                return Err(bad(format!("no input named '{name}' (inputs: {})", self.input_names())));
+            }
+            if inputs.iter().filter(|(n, _)| n == name).count() > 1 {
+                return Err(bad(format!("input '{name}' given twice")));
+            }
+        }
+        if let Some(missing) = self.inputs.iter().find(|p| !inputs.iter().any(|(n, _)| *n == p.name)) {
+            return Err(bad(format!("input '{}' is missing", missing.name)));
+        }
+        let err =
+            |e: ort::Error| RuntimeError::RunMany { path: self.path.clone(), inputs: shapes(), reason: e.to_string() };
+        let arrays: Vec<_> = inputs.iter().map(|(_, a)| a.as_standard_layout()).collect();
+        let mut values = Vec::with_capacity(inputs.len());
+        for ((name, _), array) in inputs.iter().zip(&arrays) {
+            values.push((*name, TensorRef::from_array_view(array).map_err(err)?));
+        }
+        let outputs = self.session.run(values).map_err(err)?;
+        (0..self.outputs.len()).map(|i| Ok(outputs[i].try_extract_array::<f32>().map_err(err)?.to_owned())).collect()
+    }
+
+    fn input_names(&self) -> String {
+        self.inputs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
 /// A single-input, single-output float32 model, ready to run.
 pub struct Model {
     session: Session,
-    path: PathBuf,
-    input: String,
-    output: String,
     /// Declared input and output shapes; -1 marks a dynamic dimension.
     pub input_shape: Vec<i64>,
     pub output_shape: Vec<i64>,
@@ -121,49 +229,94 @@ pub struct Model {
 
 impl Model {
     pub fn load(path: impl AsRef<Path>, config: &SessionConfig) -> Result<Model> {
-        let path = path.as_ref().to_path_buf();
-        if !path.is_file() {
-            return Err(RuntimeError::Model { path, reason: "no such file (run prepare-model first?)".into() });
-        }
-        let runtime = init(config.device)?;
-        let model_err = |e: ort::Error| RuntimeError::Model { path: path.clone(), reason: e.to_string() };
-        let mut builder = Session::builder(&runtime.environment)
-            .map_err(model_err)?
-            .with_optimization_level(GraphOptimizationLevel::Level3)
-            .map_err(|e| model_err(e.into()))?;
-        if let Some(n) = config.threads {
-            builder = builder.with_intra_threads(n).map_err(|e| model_err(e.into()))?;
-        }
-        let device = device::register(&mut builder, config.device, runtime.kind)?;
-        let session = builder.commit_from_file(&path).map_err(model_err)?;
-        let (inputs, outputs) = (session.inputs().len(), session.outputs().len());
+        let session = Session::load(path, config)?;
+        let (inputs, outputs) = (session.inputs.len(), session.outputs.len());
         if inputs != 1 || outputs != 1 {
-            return Err(RuntimeError::Signature { path, inputs, outputs });
+            return Err(RuntimeError::Signature { path: session.path.clone(), inputs, outputs });
         }
-        let float_shape = |o: &Outlet, what: &'static str| match o.dtype() {
-            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => Ok(shape.to_vec()),
-            _ => Err(RuntimeError::NotFloat { path: path.clone(), what, name: o.name().to_string() }),
-        };
-        let input_shape = float_shape(&session.inputs()[0], "input")?;
-        let output_shape = float_shape(&session.outputs()[0], "output")?;
-        let input = session.inputs()[0].name().to_string();
-        let output = session.outputs()[0].name().to_string();
-        tracing::debug!(model = %path.display(), %input, ?input_shape, %output, ?output_shape, %device, "session ready");
-        Ok(Model { session, path, input, output, input_shape, output_shape, device })
+        let (input_shape, output_shape) = (session.inputs[0].shape.clone(), session.outputs[0].shape.clone());
+        Ok(Model { input_shape, output_shape, device: session.device, session })
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.session.path()
     }
 
     /// Runs the model on one batch.
     pub fn run(&mut self, input: ArrayViewD<'_, f32>) -> Result<ArrayD<f32>> {
         let shape = input.shape().to_vec();
-        let err =
-            |e: ort::Error| RuntimeError::Run { path: self.path.clone(), shape: shape.clone(), reason: e.to_string() };
-        let tensor = TensorRef::from_array_view(input).map_err(err)?;
-        let outputs = self.session.run(ort::inputs![self.input.as_str() => tensor]).map_err(err)?;
-        let out = outputs[self.output.as_str()].try_extract_array::<f32>().map_err(err)?.to_owned();
-        Ok(out)
+        let name = self.session.inputs[0].name.clone();
+        let mut out = self.session.run(&[(&name, input)]).map_err(|e| match e {
+            RuntimeError::RunMany { path, reason, .. } => RuntimeError::Run { path, shape, reason },
+            e => e,
+        })?;
+        Ok(out.pop().expect("one output"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, IxDyn, array};
+    use sd_onnx::{Dim, dtype, node, value_info};
+
+    /// `sum = a + b`, `product = a * b`, both `[N, 2]`.
+    fn two_in_two_out() -> Vec<u8> {
+        use prost::Message;
+        let dims = [Dim::named("N"), Dim::Fixed(2)];
+        let graph = sd_onnx::GraphProto {
+            node: vec![
+                node("Add", "add", &["a", "b"], &["sum"], vec![]),
+                node("Mul", "mul", &["a", "b"], &["product"], vec![]),
+            ],
+            input: vec![value_info("a", dtype::FLOAT, &dims), value_info("b", dtype::FLOAT, &dims)],
+            output: vec![value_info("sum", dtype::FLOAT, &dims), value_info("product", dtype::FLOAT, &dims)],
+            ..Default::default()
+        };
+        sd_onnx::model(graph, 13, "test").encode_to_vec()
+    }
+
+    fn cpu() -> SessionConfig {
+        SessionConfig { device: Device::Cpu, threads: Some(1) }
+    }
+
+    #[test]
+    fn session_with_named_inputs_and_several_outputs() {
+        let mut s = Session::from_bytes("pair.onnx", &two_in_two_out(), &cpu()).unwrap();
+        assert_eq!(s.inputs().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(s.outputs()[1], Port { name: "product".into(), shape: vec![-1, 2] });
+        assert_eq!(s.device, Device::Cpu);
+        let a = array![[1.0f32, 2.0], [3.0, 4.0]].into_dyn();
+        let b = array![[10.0f32, 20.0], [30.0, 40.0]].into_dyn();
+        // Any order of inputs; a transposed (non-contiguous) view works too.
+        let bt = array![[10.0f32, 30.0], [20.0, 40.0]];
+        let out = s.run(&[("b", bt.t().into_dyn()), ("a", a.view())]).unwrap();
+        assert_eq!(out[0], array![[11.0f32, 22.0], [33.0, 44.0]].into_dyn());
+        assert_eq!(out[1], array![[10.0f32, 40.0], [90.0, 160.0]].into_dyn());
+        assert_eq!(s.run(&[("a", a.view()), ("b", b.view())]).unwrap()[0], out[0]);
+    }
+
+    #[test]
+    fn session_input_errors_name_the_model_and_the_input() {
+        let mut s = Session::from_bytes("pair.onnx", &two_in_two_out(), &cpu()).unwrap();
+        let a = ArrayD::<f32>::zeros(IxDyn(&[1, 2]));
+        let e = s.run(&[("a", a.view())]).unwrap_err().to_string();
+        assert!(e.contains("pair.onnx") && e.contains("'b' is missing"), "{e}");
+        let e = s.run(&[("a", a.view()), ("b", a.view()), ("c", a.view())]).unwrap_err().to_string();
+        assert!(e.contains("no input named 'c'") && e.contains("a, b"), "{e}");
+        let wrong = ArrayD::<f32>::zeros(IxDyn(&[1, 3]));
+        let e = s.run(&[("a", a.view()), ("b", wrong.view())]).unwrap_err().to_string();
+        assert!(e.contains("pair.onnx") && e.contains("b [1, 3]"), "{e}");
+        let e = Session::from_bytes("junk.onnx", b"not a model", &cpu()).err().unwrap().to_string();
+        assert!(e.contains("junk.onnx"), "{e}");
+    }
+
+    #[test]
+    fn model_is_the_single_input_single_output_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pair.onnx");
+        std::fs::write(&path, two_in_two_out()).unwrap();
+        let e = Model::load(&path, &cpu()).err().unwrap().to_string();
+        assert!(e.contains("exactly one input and one output") && e.contains("has 2 and 2"), "{e}");
     }
 }
