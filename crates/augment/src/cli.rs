@@ -103,7 +103,7 @@ pub struct CommonArgs {
 }
 
 /// ImageDataGenerator's arguments; a preset first, then each flag given overrides it.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args, Default)]
 pub struct TransformArgs {
     /// tutorial: rotation 40, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip, fill nearest;
     /// finetune: shear 0.2, zoom 0.2, horizontal flip.

@@ -123,8 +123,9 @@ fn contiguous<T: Real, D: Dimension>(a: &mut Array<T, D>) -> &mut [T] {
 }
 
 /// One optimiser update of one tensor, elementwise (so any evaluation order gives the same bits).
+/// Public so that other trainers (`finetune`'s convolution weights) share the exact rule.
 #[inline(always)]
-fn update<T: Real>(
+pub fn update<T: Real>(
     optimizer: Optimizer,
     regularization: Regularization,
     w: &mut [T],

@@ -212,6 +212,13 @@ impl Session {
         (0..self.outputs.len()).map(|i| Ok(outputs[i].try_extract_array::<f32>().map_err(err)?.to_owned())).collect()
     }
 
+    /// The model's custom metadata (`metadata_props`), e.g. how its input must be preprocessed.
+    pub fn metadata(&self) -> std::collections::BTreeMap<String, String> {
+        let Ok(meta) = self.session.metadata() else { return Default::default() };
+        let keys = meta.custom_keys().unwrap_or_default();
+        keys.into_iter().filter_map(|k| meta.custom(&k).map(|v| (k, v))).collect()
+    }
+
     fn input_names(&self) -> String {
         self.inputs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
     }
@@ -240,6 +247,11 @@ impl Model {
 
     pub fn path(&self) -> &Path {
         self.session.path()
+    }
+
+    /// The model's custom metadata (see [`Session::metadata`]).
+    pub fn metadata(&self) -> std::collections::BTreeMap<String, String> {
+        self.session.metadata()
     }
 
     /// Runs the model on one batch.
@@ -273,7 +285,10 @@ mod tests {
             output: vec![value_info("sum", dtype::FLOAT, &dims), value_info("product", dtype::FLOAT, &dims)],
             ..Default::default()
         };
-        sd_onnx::model(graph, 13, "test").encode_to_vec()
+        let mut m = sd_onnx::model(graph, 13, "test");
+        m.metadata_props
+            .push(sd_onnx::proto::StringStringEntryProto { key: Some("k".into()), value: Some("v".into()) });
+        m.encode_to_vec()
     }
 
     fn cpu() -> SessionConfig {
@@ -286,6 +301,7 @@ mod tests {
         assert_eq!(s.inputs().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(s.outputs()[1], Port { name: "product".into(), shape: vec![-1, 2] });
         assert_eq!(s.device, Device::Cpu);
+        assert_eq!(s.metadata(), [("k".to_string(), "v".to_string())].into());
         let a = array![[1.0f32, 2.0], [3.0, 4.0]].into_dyn();
         let b = array![[10.0f32, 20.0], [30.0, 40.0]].into_dyn();
         // Any order of inputs; a transposed (non-contiguous) view works too.

@@ -1,0 +1,250 @@
+//! Block 5 at run time: its weights (as `prepare-model` writes them), the three ONNX Runtime
+//! sessions built from [`crate::graphs`], and an optimiser for its weights that applies
+//! `sd-head`'s update rule, so the block and the head move by exactly the same rule.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, Array4, ArrayD, ArrayView4, ArrayViewD, Ix1, Ix4};
+use sd_head::optim::{Optimizer, Regularization, update};
+use sd_runtime::{Session, SessionConfig};
+
+use crate::graphs::{self, Block5Shape, LAYERS};
+
+/// One 3x3 convolution's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv {
+    /// OIHW `[Cout, Cin, 3, 3]`.
+    pub kernel: Array4<f32>,
+    /// `[Cout]`.
+    pub bias: Array1<f32>,
+}
+
+/// Block 5's three convolutions (also used for their gradients and optimiser slots).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block5Weights {
+    pub convs: [Conv; 3],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error(transparent)]
+    Npy(#[from] sd_data::npy::NpyError),
+    #[error("{path}: {reason}")]
+    Shape { path: PathBuf, reason: String },
+}
+
+/// File names of layer `i`'s weights, relative to a model or output folder (prepare-model's).
+pub fn weight_files(i: usize) -> (String, String) {
+    (format!("block5/{}_kernel.npy", LAYERS[i]), format!("block5/{}_bias.npy", LAYERS[i]))
+}
+
+impl Block5Weights {
+    /// Reads `block5/block5_conv{1,2,3}_{kernel,bias}.npy` under `dir` and checks that they
+    /// chain (each layer's input channels are the previous one's outputs).
+    pub fn load(dir: &Path) -> Result<Block5Weights, WeightsError> {
+        let mut convs = Vec::with_capacity(3);
+        let mut cin: Option<usize> = None;
+        for i in 0..3 {
+            let (k, b) = weight_files(i);
+            let (kp, bp) = (dir.join(k), dir.join(b));
+            let bad = |path: &Path, reason: String| WeightsError::Shape { path: path.into(), reason };
+            let kernel = sd_data::npy::read::<f32>(&kp)?;
+            let kernel = match kernel.into_dimensionality::<Ix4>() {
+                Ok(k) if k.shape()[2..] == [3, 3] && cin.is_none_or(|c| c == k.shape()[1]) => k,
+                Ok(k) => {
+                    return Err(bad(
+                        &kp,
+                        format!(
+                            "kernel shape {:?}, expected [Cout, {}, 3, 3] (OIHW)",
+                            k.shape(),
+                            cin.map_or("Cin".to_string(), |c| c.to_string())
+                        ),
+                    ));
+                }
+                Err(_) => return Err(bad(&kp, "expected a 4-d kernel [Cout, Cin, 3, 3] (OIHW)".into())),
+            };
+            let cout = kernel.shape()[0];
+            let bias = sd_data::npy::read::<f32>(&bp)?
+                .into_dimensionality::<Ix1>()
+                .ok()
+                .filter(|b| b.len() == cout)
+                .ok_or_else(|| bad(&bp, format!("expected a bias of shape [{cout}]")))?;
+            cin = Some(cout);
+            convs.push(Conv { kernel, bias });
+        }
+        Ok(Block5Weights { convs: convs.try_into().expect("three layers") })
+    }
+
+    /// Writes the weights under `dir` in the layout [`Block5Weights::load`] reads.
+    pub fn save(&self, dir: &Path) -> Result<(), sd_data::npy::NpyError> {
+        for (i, c) in self.convs.iter().enumerate() {
+            let (k, b) = weight_files(i);
+            sd_data::npy::write(dir.join(k), &c.kernel)?;
+            sd_data::npy::write(dir.join(b), &c.bias)?;
+        }
+        Ok(())
+    }
+
+    /// Zeros shaped like `self`.
+    pub fn zeros_like(&self) -> Block5Weights {
+        Block5Weights {
+            convs: self
+                .convs
+                .clone()
+                .map(|c| Conv { kernel: Array4::zeros(c.kernel.raw_dim()), bias: Array1::zeros(c.bias.len()) }),
+        }
+    }
+
+    /// Channels of the input and of each layer's output.
+    pub fn channels(&self) -> [usize; 4] {
+        let k = |i: usize| self.convs[i].kernel.shape()[0];
+        [self.convs[0].kernel.shape()[1], k(0), k(1), k(2)]
+    }
+
+    /// The block's shape for a `height` x `width` input.
+    pub fn shape(&self, height: usize, width: usize) -> Block5Shape {
+        Block5Shape { channels: self.channels(), height, width }
+    }
+
+    /// `(name, tensor)` for every weight, kernel then bias per layer, as the graphs name them.
+    pub fn named(&self) -> impl Iterator<Item = (String, ArrayViewD<'_, f32>)> {
+        self.convs.iter().enumerate().flat_map(|(i, c)| {
+            [
+                (graphs::weight_name(i, false), c.kernel.view().into_dyn()),
+                (graphs::weight_name(i, true), c.bias.view().into_dyn()),
+            ]
+        })
+    }
+
+    /// Every tensor as a mutable slice, in [`Block5Weights::named`] order, with whether it is
+    /// a kernel.
+    fn slices_mut(&mut self) -> impl Iterator<Item = (&mut [f32], bool)> {
+        self.convs.iter_mut().flat_map(|c| {
+            [
+                (c.kernel.as_slice_mut().expect("standard layout"), true),
+                (c.bias.as_slice_mut().expect("standard layout"), false),
+            ]
+        })
+    }
+
+    fn slices(&self) -> impl Iterator<Item = &[f32]> {
+        self.convs
+            .iter()
+            .flat_map(|c| [c.kernel.as_slice().expect("standard layout"), c.bias.as_slice().expect("standard layout")])
+    }
+
+    /// The weights as ONNX initializers (for the exported classifier).
+    pub fn initializers(&self) -> Vec<sd_onnx::TensorProto> {
+        self.named().map(|(name, a)| sd_onnx::tensor_from_array(&name, &a.to_owned())).collect()
+    }
+}
+
+/// What the training forward pass keeps for the backward pass.
+pub struct Trace {
+    /// `block4_pool`, NHWC.
+    input: Array4<f32>,
+    /// The three ReLU outputs, NCHW.
+    activations: Vec<ArrayD<f32>>,
+}
+
+/// Block 5's forward (inference and training) and backward passes on ONNX Runtime.
+pub struct Block5 {
+    shape: Block5Shape,
+    forward: Session,
+    train: Session,
+    backward: Session,
+}
+
+impl Block5 {
+    /// Builds the graphs for `shape` and their sessions.
+    pub fn new(shape: Block5Shape, config: &SessionConfig) -> Result<Block5, sd_runtime::RuntimeError> {
+        use prost::Message;
+        let session = |name: &str, m: sd_onnx::ModelProto| Session::from_bytes(name, &m.encode_to_vec(), config);
+        Ok(Block5 {
+            shape,
+            forward: session("block5 forward graph", graphs::forward(&shape, false))?,
+            train: session("block5 training forward graph", graphs::forward(&shape, true))?,
+            backward: session("block5 backward graph", graphs::backward(&shape))?,
+        })
+    }
+
+    pub fn shape(&self) -> &Block5Shape {
+        &self.shape
+    }
+
+    /// Where the sessions run.
+    pub fn device(&self) -> sd_runtime::Device {
+        self.forward.device
+    }
+
+    fn inputs<'a>(x: ArrayViewD<'a, f32>, w: &'a Block5Weights) -> Vec<(String, ArrayViewD<'a, f32>)> {
+        std::iter::once((graphs::INPUT.to_string(), x)).chain(w.named()).collect()
+    }
+
+    fn run(session: &mut Session, inputs: &[(String, ArrayViewD<'_, f32>)]) -> sd_runtime::Result<Vec<ArrayD<f32>>> {
+        let refs: Vec<(&str, ArrayViewD<'_, f32>)> = inputs.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+        session.run(&refs)
+    }
+
+    /// `block5_pool` (NHWC) of a batch of `block4_pool` maps (NHWC).
+    pub fn forward(&mut self, x: ArrayView4<f32>, w: &Block5Weights) -> sd_runtime::Result<Array4<f32>> {
+        let mut out = Self::run(&mut self.forward, &Self::inputs(x.into_dyn(), w))?;
+        Ok(into4(out.swap_remove(0)))
+    }
+
+    /// The forward pass keeping what [`Block5::backward`] needs.
+    pub fn forward_train(&mut self, x: Array4<f32>, w: &Block5Weights) -> sd_runtime::Result<(Array4<f32>, Trace)> {
+        let mut out = Self::run(&mut self.train, &Self::inputs(x.view().into_dyn(), w))?;
+        let activations = out.split_off(1);
+        Ok((into4(out.swap_remove(0)), Trace { input: x, activations }))
+    }
+
+    /// Weight gradients from the gradient of the loss with respect to `block5_pool` (NHWC).
+    pub fn backward(
+        &mut self,
+        trace: &Trace,
+        w: &Block5Weights,
+        d_output: ArrayView4<f32>,
+    ) -> sd_runtime::Result<Block5Weights> {
+        let mut inputs: Vec<(String, ArrayViewD<'_, f32>)> =
+            vec![(graphs::INPUT.into(), trace.input.view().into_dyn())];
+        inputs.extend(trace.activations.iter().enumerate().map(|(i, a)| (graphs::activation_name(i), a.view())));
+        inputs.extend(
+            w.convs.iter().enumerate().map(|(i, c)| (graphs::weight_name(i, false), c.kernel.view().into_dyn())),
+        );
+        inputs.push((graphs::OUTPUT_GRAD.into(), d_output.into_dyn()));
+        let out = Self::run(&mut self.backward, &inputs)?;
+        let mut out = out.into_iter();
+        let mut conv = || Conv {
+            kernel: out.next().expect("kernel gradient").into_dimensionality().expect("4-d kernel gradient"),
+            bias: out.next().expect("bias gradient").into_dimensionality().expect("1-d bias gradient"),
+        };
+        Ok(Block5Weights { convs: [conv(), conv(), conv()] })
+    }
+}
+
+fn into4(a: ArrayD<f32>) -> Array4<f32> {
+    a.into_dimensionality().expect("the graphs declare 4-d outputs")
+}
+
+/// Optimiser state (momentum or squared-gradient average) for block 5's weights. Same rule as
+/// `sd-head` (`sd_head::optim::update`); regularisation on kernels only.
+pub struct Block5Optimizer {
+    pub optimizer: Optimizer,
+    pub regularization: Regularization,
+    slots: Block5Weights,
+}
+
+impl Block5Optimizer {
+    pub fn new(optimizer: Optimizer, regularization: Regularization, weights: &Block5Weights) -> Block5Optimizer {
+        Block5Optimizer { optimizer, regularization, slots: weights.zeros_like() }
+    }
+
+    pub fn step(&mut self, weights: &mut Block5Weights, grads: &Block5Weights, lr: f64) {
+        let tensors = weights.slices_mut().zip(grads.slices()).zip(self.slots.slices_mut());
+        for (((w, is_kernel), g), (slot, _)) in tensors {
+            let reg = if is_kernel { self.regularization } else { Regularization::default() };
+            update(self.optimizer, reg, w, g, slot, lr);
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `classifier.onnx`: the whole fine-tuned model in one graph, runnable by any ONNX Runtime
+//! (Python's included): input `input` float32 NHWC `[N, H, W, 3]` (preprocessed, at the training
+//! size), output `probability` float32 `[N, 1]` (of the class labelled 1). It is
+//! `frozen_base.onnx` unchanged, then block 5 (the forward graph of [`crate::graphs`] with the
+//! trained weights as initializers), then the head (`sd-head`'s export). Its metadata records
+//! the size, resize filter, preprocessing and classes for `predict`.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use sd_head::Head;
+use sd_onnx::{Dim, GraphProto, ModelProto, value_info};
+use sd_predict::ClassifierMeta;
+
+use crate::block5::Block5Weights;
+use crate::graphs::{self, Block5Shape};
+
+pub const CLASSIFIER: &str = "classifier.onnx";
+pub const INPUT: &str = "input";
+pub const OUTPUT: &str = "probability";
+
+/// Renames every tensor and node of `graph` with `prefix`, except the names in `keep` (the
+/// tensors it shares with the graphs it is joined to), so that merged graphs cannot collide.
+fn prefix_names(graph: &mut GraphProto, prefix: &str, keep: &[&str]) {
+    let rename = |name: &mut String| {
+        if !name.is_empty() && !keep.contains(&name.as_str()) {
+            *name = format!("{prefix}{name}");
+        }
+    };
+    for n in &mut graph.node {
+        n.input.iter_mut().for_each(rename);
+        n.output.iter_mut().for_each(rename);
+        n.name.as_mut().map(rename);
+    }
+    for t in &mut graph.initializer {
+        t.name.as_mut().map(rename);
+    }
+    for v in graph.input.iter_mut().chain(&mut graph.output) {
+        v.name.as_mut().map(rename);
+    }
+}
+
+/// Replaces the tensor name `from` with `to` in every node input.
+fn rewire(graph: &mut GraphProto, from: &str, to: &str) {
+    for n in &mut graph.node {
+        for i in &mut n.input {
+            if i == from {
+                *i = to.to_string();
+            }
+        }
+    }
+}
+
+/// Builds the classifier from the frozen part, block 5's weights and the head.
+pub fn classifier(
+    frozen_base: &Path,
+    weights: &Block5Weights,
+    shape: &Block5Shape,
+    head: &Head<f32>,
+    meta: &ClassifierMeta,
+) -> Result<ModelProto> {
+    let mut model = sd_onnx::load(frozen_base)?;
+    let graph = model.graph.as_mut().context("frozen_base.onnx has no graph")?;
+    let (Some(frozen_in), Some(frozen_out)) = (graph.input.first(), graph.output.first()) else {
+        bail!("{} must have one input and one output", frozen_base.display());
+    };
+    let (frozen_in, frozen_out) =
+        (frozen_in.name.clone().unwrap_or_default(), frozen_out.name.clone().unwrap_or_default());
+
+    let mut block5 = graphs::forward(shape, false).graph.expect("built with a graph");
+    graphs::bind(&mut block5, weights.initializers());
+    prefix_names(&mut block5, "finetune/block5/", &[graphs::INPUT, graphs::OUTPUT]);
+    rewire(&mut block5, graphs::INPUT, &frozen_out);
+
+    let mut head_graph = sd_head::export::onnx(head, &shape.output()).graph.expect("built with a graph");
+    prefix_names(&mut head_graph, "finetune/head/", &[sd_head::export::ONNX_INPUT, sd_head::export::ONNX_OUTPUT]);
+    rewire(&mut head_graph, sd_head::export::ONNX_INPUT, graphs::OUTPUT);
+    for n in &mut head_graph.node {
+        for o in &mut n.output {
+            if o == sd_head::export::ONNX_OUTPUT {
+                *o = OUTPUT.into();
+            }
+        }
+    }
+
+    let existing: HashSet<String> = graph
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().cloned())
+        .chain(graph.initializer.iter().filter_map(|t| t.name.clone()))
+        .collect();
+    if existing.contains(graphs::OUTPUT) || existing.contains(OUTPUT) {
+        bail!("{} already has a tensor named {} or {}", frozen_base.display(), graphs::OUTPUT, OUTPUT);
+    }
+    graph.node.extend(block5.node);
+    graph.node.extend(head_graph.node);
+    graph.initializer.extend(block5.initializer);
+    graph.initializer.extend(head_graph.initializer);
+    let size = meta.size.context("the classifier's metadata needs its image size")?;
+    let input_dims = [Dim::named("N"), Dim::Fixed(size.height as i64), Dim::Fixed(size.width as i64), Dim::Fixed(3)];
+    if frozen_in != INPUT {
+        rewire(graph, &frozen_in, INPUT);
+    }
+    graph.input = vec![value_info(INPUT, sd_onnx::dtype::FLOAT, &input_dims)];
+    graph.output = vec![value_info(OUTPUT, sd_onnx::dtype::FLOAT, &[Dim::named("N"), Dim::Fixed(1)])];
+    graph.value_info.clear();
+    graph.name = Some("classifier".into());
+    model.producer_name = Some("smalldata finetune".into());
+    model.producer_version = Some(env!("CARGO_PKG_VERSION").into());
+    model.metadata_props = meta.props();
+    // The block 5 and head graphs need opset 13 semantics at most for the operators they use
+    // (Conv, Relu, MaxPool, Transpose, Flatten, Gemm, Sigmoid are unchanged since opset 11).
+    if sd_onnx::default_opset(&model).is_none_or(|v| v < 11) {
+        bail!("{} uses an ONNX opset older than 11; re-export it with opset 11 or newer", frozen_base.display());
+    }
+    Ok(model)
+}

@@ -1,0 +1,292 @@
+//! Block 5's forward and backward passes as ONNX graphs, built at start-up and run by ONNX
+//! Runtime on the chosen device. The weights are graph *inputs*, so one session serves every
+//! step while the weights change.
+//!
+//! Layout: the input is `block4_pool` NHWC `[N, H, W, C0]` (what `frozen_base.onnx` gives); the
+//! convolutions run in NCHW (ONNX's `Conv`); the output `block5_pool` is NHWC `[N, H/2, W/2, C3]`
+//! so that the head's Flatten sees Keras' order. Kernels are OIHW `[Cout, Cin, 3, 3]`.
+//!
+//! The backward pass, derived by hand (`z = conv(x)`, `a = relu(z)`, `p = maxpool(a3)`):
+//! * max pool: the gradient of each 2x2 window goes to the position(s) equal to the window's max
+//!   (an equality mask against the pooled value broadcast back over the window; rows/columns the
+//!   pool floors away get zero). Ties are measure-zero except at 0, and a 0 max means every
+//!   input was 0 after ReLU, where the ReLU mask zeroes the gradient anyway.
+//! * ReLU: `dz = da · [a > 0]`.
+//! * bias: `db = Σ_{n,h,w} dz`.
+//! * kernel: `dW[o, i, kh, kw] = Σ_{n,h,w} dz[n, o, h, w] · x_pad[n, i, h + kh, w + kw]`: one GEMM
+//!   `dzᵀ · cols` over an im2col of the padded NHWC input (9 shifted slices concatenated on the
+//!   channel axis, `[N·H·W, 9·Cin]`), reshaped `[Cout, 3, 3, Cin]` and transposed to OIHW. One big
+//!   GEMM is what ONNX Runtime runs fastest on CPU and cuBLAS on GPU.
+//! * input: `dx = ConvTranspose(dz, W)` with the forward pads (the adjoint of the convolution).
+//!   Not computed for the first convolution: block 4 is frozen.
+//!
+//! Every operator used has CPU and CUDA kernels in ONNX Runtime (Transpose, Conv, ConvTranspose,
+//! Relu, MaxPool, Slice, Pad, Reshape, Concat, Equal, Greater, Where, Gemm, ReduceSum).
+
+use ndarray::ArrayD;
+use sd_onnx::{AttributeProto, Dim, GraphProto, ModelProto, TensorProto, attr_int, attr_ints, dtype, node, value_info};
+
+/// The opset of the graphs built here.
+pub const OPSET: i64 = 13;
+/// Input: block 4's pooled output, NHWC.
+pub const INPUT: &str = "block4_pool";
+/// Output: block 5's pooled output, NHWC (the head's input).
+pub const OUTPUT: &str = "block5_pool";
+/// Backward input: the loss gradient with respect to [`OUTPUT`].
+pub const OUTPUT_GRAD: &str = "block5_pool_grad";
+/// Keras' names of block 5's layers.
+pub const LAYERS: [&str; 3] = ["block5_conv1", "block5_conv2", "block5_conv3"];
+
+/// Name of layer `i`'s kernel (`bias = false`) or bias, as a graph input or initializer.
+pub fn weight_name(i: usize, bias: bool) -> String {
+    format!("{}/{}", LAYERS[i], if bias { "bias" } else { "kernel" })
+}
+
+/// Name of the gradient of [`weight_name`].
+pub fn grad_name(i: usize, bias: bool) -> String {
+    format!("{}_grad", weight_name(i, bias))
+}
+
+/// Name of layer `i`'s activation (ReLU output, NCHW), an output of the training forward pass.
+pub fn activation_name(i: usize) -> String {
+    format!("{}/relu", LAYERS[i])
+}
+
+/// The sizes block 5 is built for. The batch size stays dynamic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Block5Shape {
+    /// Channels of the input and of the three convolutions' outputs (`[512; 4]` for VGG16).
+    pub channels: [usize; 4],
+    /// Spatial size of the input (`block4_pool`): 9 x 9 for 150 x 150 images.
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Block5Shape {
+    /// Per-sample shape of the output, NHWC: `[H/2, W/2, C3]` (floor, as Keras' valid pooling).
+    pub fn output(&self) -> [usize; 3] {
+        [self.height / 2, self.width / 2, self.channels[3]]
+    }
+
+    /// Kernel shape of layer `i`, OIHW.
+    pub fn kernel(&self, i: usize) -> [usize; 4] {
+        [self.channels[i + 1], self.channels[i], 3, 3]
+    }
+}
+
+/// A graph under construction: nodes with generated names, plus constants.
+struct Builder {
+    nodes: Vec<sd_onnx::NodeProto>,
+    constants: Vec<TensorProto>,
+    count: usize,
+}
+
+impl Builder {
+    fn new() -> Builder {
+        Builder { nodes: Vec::new(), constants: Vec::new(), count: 0 }
+    }
+
+    /// Adds a node; returns its (first) output's name, `out` or a generated one.
+    fn op(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>, out: Option<&str>) -> String {
+        self.count += 1;
+        let name = format!("{}_{}", op.to_lowercase(), self.count);
+        let output = out.map_or_else(|| format!("{name}:0"), str::to_string);
+        self.nodes.push(node(op, &name, inputs, &[&output], attributes));
+        output
+    }
+
+    fn ints(&mut self, values: &[i64]) -> String {
+        self.count += 1;
+        let name = format!("const_{}", self.count);
+        self.constants.push(sd_onnx::tensor_from_i64(&name, &[values.len() as i64], values));
+        name
+    }
+
+    fn zero(&mut self) -> String {
+        self.count += 1;
+        let name = format!("zero_{}", self.count);
+        self.constants.push(sd_onnx::tensor_from_array(&name, &ArrayD::zeros(vec![])));
+        name
+    }
+
+    fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
+        self.op("Transpose", &[x], vec![attr_ints("perm", perm)], None)
+    }
+
+    fn reshape(&mut self, x: &str, shape: &[i64]) -> String {
+        let s = self.ints(shape);
+        self.op("Reshape", &[x, &s], vec![], None)
+    }
+
+    /// `x[..., starts..ends, ...]` on `axes`.
+    fn slice(&mut self, x: &str, starts: &[i64], ends: &[i64], axes: &[i64]) -> String {
+        let (s, e, a) = (self.ints(starts), self.ints(ends), self.ints(axes));
+        self.op("Slice", &[x, &s, &e, &a], vec![], None)
+    }
+
+    /// Zero padding, ONNX order (all begins, then all ends).
+    fn pad(&mut self, x: &str, pads: &[i64]) -> String {
+        let p = self.ints(pads);
+        self.op("Pad", &[x, &p], vec![], None)
+    }
+
+    fn conv(&mut self, x: &str, w: &str, b: Option<&str>, out: Option<&str>) -> String {
+        let inputs: Vec<&str> = [x, w].into_iter().chain(b).collect();
+        self.op("Conv", &inputs, conv_attributes(), out)
+    }
+
+    /// `dz = da · [a > 0]` (ReLU backward from its output `a`).
+    fn relu_backward(&mut self, a: &str, da: &str) -> String {
+        let zero = self.zero();
+        let positive = self.op("Greater", &[a, &zero], vec![], None);
+        self.op("Where", &[&positive, da, &zero], vec![], None)
+    }
+
+    /// Kernel gradient of a 3x3 "same" convolution from its input `x_nhwc` (`[N, H, W, Cin]`)
+    /// and its output gradient `dz` (NCHW `[N, Cout, H, W]`), as OIHW.
+    fn kernel_grad(&mut self, x_nhwc: &str, dz: &str, shape: &Block5Shape, i: usize, out: &str) -> String {
+        let [cout, cin, _, _] = shape.kernel(i).map(|d| d as i64);
+        let (h, w) = (shape.height as i64, shape.width as i64);
+        let padded = self.pad(x_nhwc, &[0, 1, 1, 0, 0, 1, 1, 0]);
+        let shifted: Vec<String> = (0..3)
+            .flat_map(|kh| (0..3).map(move |kw| (kh, kw)))
+            .map(|(kh, kw)| self.slice(&padded, &[kh, kw], &[kh + h, kw + w], &[1, 2]))
+            .collect();
+        let refs: Vec<&str> = shifted.iter().map(String::as_str).collect();
+        let cols = self.op("Concat", &refs, vec![attr_int("axis", 3)], None);
+        let cols = self.reshape(&cols, &[-1, 9 * cin]);
+        let dz = self.transpose(dz, &[0, 2, 3, 1]);
+        let dz = self.reshape(&dz, &[-1, cout]);
+        let g = self.op("Gemm", &[&dz, &cols], vec![attr_int("transA", 1)], None);
+        let g = self.reshape(&g, &[cout, 3, 3, cin]);
+        self.op("Transpose", &[&g], vec![attr_ints("perm", &[0, 3, 1, 2])], Some(out))
+    }
+
+    /// Gradient of a 2x2/2 max pool of `a` (NCHW `[N, C, H, W]`) given the pooled output's
+    /// gradient `dp` (NCHW `[N, C, H/2, W/2]`).
+    fn maxpool_backward(&mut self, a: &str, dp: &str, shape: &Block5Shape) -> String {
+        let (h, w, c) = (shape.height as i64, shape.width as i64, shape.channels[3] as i64);
+        let (ph, pw) = (h / 2, w / 2);
+        let pooled = self.op("MaxPool", &[a], pool_attributes(), None);
+        // The part of `a` the pool covers (it floors odd sizes).
+        let covered =
+            if (2 * ph, 2 * pw) == (h, w) { a.to_string() } else { self.slice(a, &[0, 0], &[2 * ph, 2 * pw], &[2, 3]) };
+        let windows = self.reshape(&covered, &[-1, c, ph, 2, pw, 2]);
+        let pooled = self.reshape(&pooled, &[-1, c, ph, 1, pw, 1]);
+        let dp = self.reshape(dp, &[-1, c, ph, 1, pw, 1]);
+        let is_max = self.op("Equal", &[&windows, &pooled], vec![], None);
+        let zero = self.zero();
+        let routed = self.op("Where", &[&is_max, &dp, &zero], vec![], None);
+        let da = self.reshape(&routed, &[-1, c, 2 * ph, 2 * pw]);
+        if (2 * ph, 2 * pw) == (h, w) { da } else { self.pad(&da, &[0, 0, 0, 0, 0, 0, h - 2 * ph, w - 2 * pw]) }
+    }
+
+    fn graph(
+        self,
+        name: &str,
+        inputs: Vec<sd_onnx::ValueInfoProto>,
+        outputs: Vec<sd_onnx::ValueInfoProto>,
+    ) -> GraphProto {
+        GraphProto {
+            name: Some(name.into()),
+            node: self.nodes,
+            initializer: self.constants,
+            input: inputs,
+            output: outputs,
+            ..Default::default()
+        }
+    }
+}
+
+fn conv_attributes() -> Vec<AttributeProto> {
+    vec![attr_ints("kernel_shape", &[3, 3]), attr_ints("pads", &[1, 1, 1, 1]), attr_ints("strides", &[1, 1])]
+}
+
+fn pool_attributes() -> Vec<AttributeProto> {
+    vec![attr_ints("kernel_shape", &[2, 2]), attr_ints("strides", &[2, 2])]
+}
+
+fn float(name: &str, dims: &[usize]) -> sd_onnx::ValueInfoProto {
+    let dims: Vec<Dim> = dims.iter().map(|&d| Dim::Fixed(d as i64)).collect();
+    value_info(name, dtype::FLOAT, &dims)
+}
+
+/// A float tensor with a dynamic batch dimension first.
+fn batched(name: &str, dims: &[usize]) -> sd_onnx::ValueInfoProto {
+    let mut all = vec![Dim::named("N")];
+    all.extend(dims.iter().map(|&d| Dim::Fixed(d as i64)));
+    value_info(name, dtype::FLOAT, &all)
+}
+
+fn input_info(shape: &Block5Shape) -> sd_onnx::ValueInfoProto {
+    batched(INPUT, &[shape.height, shape.width, shape.channels[0]])
+}
+
+fn activation_info(shape: &Block5Shape, i: usize) -> sd_onnx::ValueInfoProto {
+    batched(&activation_name(i), &[shape.channels[i + 1], shape.height, shape.width])
+}
+
+fn weight_infos(shape: &Block5Shape, biases: bool) -> Vec<sd_onnx::ValueInfoProto> {
+    (0..3)
+        .flat_map(|i| {
+            let kernel = float(&weight_name(i, false), &shape.kernel(i));
+            let bias = biases.then(|| float(&weight_name(i, true), &[shape.channels[i + 1]]));
+            std::iter::once(kernel).chain(bias)
+        })
+        .collect()
+}
+
+/// The forward pass: inputs [`INPUT`] and the six weights; output [`OUTPUT`], plus, with
+/// `activations`, the three ReLU outputs that [`backward`] needs.
+pub fn forward(shape: &Block5Shape, activations: bool) -> ModelProto {
+    let mut b = Builder::new();
+    let mut x = b.transpose(INPUT, &[0, 3, 1, 2]);
+    for i in 0..3 {
+        let z = b.conv(&x, &weight_name(i, false), Some(&weight_name(i, true)), None);
+        x = b.op("Relu", &[&z], vec![], Some(&activation_name(i)));
+    }
+    let pooled = b.op("MaxPool", &[&x], pool_attributes(), None);
+    b.op("Transpose", &[&pooled], vec![attr_ints("perm", &[0, 2, 3, 1])], Some(OUTPUT));
+    let mut inputs = vec![input_info(shape)];
+    inputs.extend(weight_infos(shape, true));
+    let mut outputs = vec![batched(OUTPUT, &shape.output())];
+    if activations {
+        outputs.extend((0..3).map(|i| activation_info(shape, i)));
+    }
+    sd_onnx::model(b.graph("block5_forward", inputs, outputs), OPSET, "smalldata finetune")
+}
+
+/// The backward pass: inputs [`INPUT`], the three activations from [`forward`], the three
+/// kernels and [`OUTPUT_GRAD`] (NHWC); outputs the six weight gradients, kernel then bias for
+/// each layer (names from [`grad_name`]).
+pub fn backward(shape: &Block5Shape) -> ModelProto {
+    let mut b = Builder::new();
+    let dp = b.transpose(OUTPUT_GRAD, &[0, 3, 1, 2]);
+    let mut da = b.maxpool_backward(&activation_name(2), &dp, shape);
+    for i in (0..3).rev() {
+        let dz = b.relu_backward(&activation_name(i), &da);
+        let x_nhwc = if i == 0 { INPUT.to_string() } else { b.transpose(&activation_name(i - 1), &[0, 2, 3, 1]) };
+        b.kernel_grad(&x_nhwc, &dz, shape, i, &grad_name(i, false));
+        let axes = b.ints(&[0, 2, 3]);
+        b.op("ReduceSum", &[&dz, &axes], vec![attr_int("keepdims", 0)], Some(&grad_name(i, true)));
+        if i > 0 {
+            da = b.op("ConvTranspose", &[&dz, &weight_name(i, false)], conv_attributes(), None);
+        }
+    }
+    let mut inputs = vec![input_info(shape)];
+    inputs.extend((0..3).map(|i| activation_info(shape, i)));
+    inputs.extend(weight_infos(shape, false));
+    inputs.push(batched(OUTPUT_GRAD, &shape.output()));
+    let outputs = (0..3)
+        .flat_map(|i| {
+            [float(&grad_name(i, false), &shape.kernel(i)), float(&grad_name(i, true), &[shape.channels[i + 1]])]
+        })
+        .collect();
+    sd_onnx::model(b.graph("block5_backward", inputs, outputs), OPSET, "smalldata finetune")
+}
+
+/// Turns graph inputs into initializers (e.g. the trained weights, for the exported classifier).
+pub fn bind(graph: &mut GraphProto, tensors: Vec<TensorProto>) {
+    graph.input.retain(|i| !tensors.iter().any(|t| t.name == i.name));
+    graph.initializer.extend(tensors);
+}

@@ -1,0 +1,86 @@
+//! The inputs of a fine-tuning run, checked up front with errors that name the file and the fix:
+//! the prepared model folder (`prepare-model`), the trained head (`train-head`) and whether they
+//! fit together at the chosen image size.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sd_data::Preprocess;
+use sd_data::image::ImageSize;
+use sd_head::Head;
+use sd_head::export::HeadSpec;
+
+use crate::block5::Block5Weights;
+use crate::graphs::Block5Shape;
+
+pub const FROZEN_BASE: &str = "frozen_base.onnx";
+pub const MODEL_JSON: &str = "model.json";
+
+/// A `prepare-model` output folder.
+pub struct ModelDir {
+    pub dir: PathBuf,
+    /// `frozen_base.onnx`: images to `block4_pool`.
+    pub frozen_base: PathBuf,
+    /// Block 5's starting weights.
+    pub weights: Block5Weights,
+    /// The preprocessing the weights expect, when `model.json` knows it.
+    pub preprocess: Option<Preprocess>,
+}
+
+impl ModelDir {
+    pub fn load(dir: &Path) -> Result<ModelDir> {
+        if !dir.is_dir() {
+            bail!("model folder {} does not exist; run `prepare-model --out {}` first", dir.display(), dir.display());
+        }
+        let frozen_base = dir.join(FROZEN_BASE);
+        if !frozen_base.is_file() {
+            bail!(
+                "{} is missing: --model must be the folder prepare-model writes (frozen_base.onnx, block5/*.npy, model.json)",
+                frozen_base.display()
+            );
+        }
+        let weights = Block5Weights::load(dir).with_context(|| {
+            format!("cannot read block 5's weights from {} (written by prepare-model)", dir.join("block5").display())
+        })?;
+        let json = dir.join(MODEL_JSON);
+        let preprocess = match std::fs::read_to_string(&json) {
+            Ok(text) => {
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", json.display()))?;
+                v.get("preprocess").and_then(|p| p.as_str()).and_then(|p| p.parse().ok())
+            }
+            Err(_) => None,
+        };
+        Ok(ModelDir { dir: dir.into(), frozen_base, weights, preprocess })
+    }
+
+    /// Block 5's shape for images of `size`: `block4_pool` is 1/16 of the image (four 2x2
+    /// pools, each flooring).
+    pub fn block5_shape(&self, size: ImageSize) -> Block5Shape {
+        self.weights.shape(size.height as usize / 16, size.width as usize / 16)
+    }
+}
+
+/// Loads a `train-head` output folder.
+pub fn load_head(dir: &Path) -> Result<(Head<f32>, HeadSpec)> {
+    if !dir.is_dir() {
+        bail!("head folder {} does not exist; run `train-head --out {}` first", dir.display(), dir.display());
+    }
+    sd_head::export::load(dir)
+        .with_context(|| format!("cannot load the trained head from {} (written by train-head)", dir.display()))
+}
+
+/// Checks that the head takes what block 5 gives at `size`.
+pub fn check_head_fits(spec: &HeadSpec, head_dir: &Path, shape: &Block5Shape, size: ImageSize) -> Result<()> {
+    let out = shape.output().to_vec();
+    if spec.input_shape != out {
+        bail!(
+            "{} expects features of shape {:?}, but block 5 gives {:?} at --size {size}: train the head on \
+             bottleneck features of the same model at the same --size (150 gives [4, 4, 512] with VGG16)",
+            head_dir.join(sd_head::export::HEAD_JSON).display(),
+            spec.input_shape,
+            out
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! The graphs against the f64 reference, gradients against finite differences, optimiser steps
+//! against hand computation, and the exported classifier against the Rust forward pass.
+
+use ndarray::{Array1, Array2, Array4, ArrayD, Axis};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sd_head::Head;
+use sd_head::model::bce_with_logits;
+use sd_head::optim::Optimizer;
+use sd_runtime::{Device, SessionConfig};
+
+use crate::block5::{Block5, Block5Optimizer, Block5Weights, Conv};
+use crate::graphs::Block5Shape;
+use crate::reference::{self, RefWeights};
+use crate::train::Trainer;
+
+fn cpu() -> SessionConfig {
+    SessionConfig { device: Device::Cpu, threads: Some(1) }
+}
+
+fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// He-scaled random kernels and small random biases.
+fn random_weights(channels: [usize; 4], rng: &mut ChaCha8Rng) -> Block5Weights {
+    let conv = |cin: usize, cout: usize, rng: &mut ChaCha8Rng| {
+        let s = (2.0 / (cin * 9) as f32).sqrt() * 1.7;
+        Conv {
+            kernel: Array4::from_shape_simple_fn((cout, cin, 3, 3), || rng.random_range(-s..s)),
+            bias: Array1::from_shape_simple_fn(cout, || rng.random_range(-0.1..0.1)),
+        }
+    };
+    Block5Weights {
+        convs: [
+            conv(channels[0], channels[1], rng),
+            conv(channels[1], channels[2], rng),
+            conv(channels[2], channels[3], rng),
+        ],
+    }
+}
+
+/// Non-negative inputs, like a pooled ReLU map.
+fn random_input(n: usize, shape: &Block5Shape, rng: &mut ChaCha8Rng) -> Array4<f32> {
+    Array4::from_shape_simple_fn((n, shape.height, shape.width, shape.channels[0]), || rng.random_range(0.0..1.0))
+}
+
+/// Element `i` (in C order) of tensor `t` (kernel, bias per layer, as `Block5Weights::named`).
+fn param(w: &mut RefWeights, t: usize, i: usize) -> &mut f64 {
+    let layer = t / 2;
+    if t % 2 == 0 {
+        &mut w.kernels[layer].as_slice_mut().unwrap()[i]
+    } else {
+        &mut w.biases[layer].as_slice_mut().unwrap()[i]
+    }
+}
+
+fn tensors(g: &Block5Weights) -> Vec<Vec<f32>> {
+    g.convs.iter().flat_map(|c| [c.kernel.iter().copied().collect(), c.bias.to_vec()]).collect()
+}
+
+/// Central differences of `loss` (f64) with respect to every block 5 weight.
+fn numeric_gradients(w: &RefWeights, mut loss: impl FnMut(&RefWeights) -> f64) -> Vec<Vec<f64>> {
+    const H: f64 = 1e-6;
+    let mut w = w.clone();
+    let sizes: Vec<usize> =
+        (0..6).map(|t| if t % 2 == 0 { w.kernels[t / 2].len() } else { w.biases[t / 2].len() }).collect();
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(t, &len)| {
+            (0..len)
+                .map(|i| {
+                    let orig = *param(&mut w, t, i);
+                    *param(&mut w, t, i) = orig + H;
+                    let plus = loss(&w);
+                    *param(&mut w, t, i) = orig - H;
+                    let minus = loss(&w);
+                    *param(&mut w, t, i) = orig;
+                    (plus - minus) / (2.0 * H)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `|analytic - numeric| <= tol · max|numeric|` for every element of every tensor.
+fn assert_close(analytic: &[Vec<f32>], numeric: &[Vec<f64>], tol: f64, what: &str) {
+    let names = ["conv1 kernel", "conv1 bias", "conv2 kernel", "conv2 bias", "conv3 kernel", "conv3 bias"];
+    for (t, (a, n)) in analytic.iter().zip(numeric).enumerate() {
+        assert_eq!(a.len(), n.len());
+        let scale = n.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+        assert!(n.iter().any(|v| v.abs() > 1e-3 * scale), "{what}: {} has a gradient", names[t]);
+        for (i, (&a, &n)) in a.iter().zip(n).enumerate() {
+            assert!(
+                (a as f64 - n).abs() <= tol * scale,
+                "{what}, {} [{i}]: analytic {a} vs numeric {n} (scale {scale})",
+                names[t]
+            );
+        }
+    }
+}
+
+fn f64_of(a: &Array4<f32>) -> Array4<f64> {
+    a.mapv(f64::from)
+}
+
+/// Odd sizes exercise the rows and columns the pool floors away; even ones the plain case.
+const SHAPES: [Block5Shape; 2] = [
+    Block5Shape { channels: [3, 4, 5, 6], height: 5, width: 7 },
+    Block5Shape { channels: [2, 3, 3, 4], height: 4, width: 4 },
+];
+
+#[test]
+fn forward_graph_matches_the_reference() {
+    let mut r = rng(1);
+    for shape in SHAPES {
+        let w = random_weights(shape.channels, &mut r);
+        let x = random_input(3, &shape, &mut r);
+        let mut b5 = Block5::new(shape, &cpu()).unwrap();
+        let out = b5.forward(x.view(), &w).unwrap();
+        let want = reference::block5(&f64_of(&x), &RefWeights::of(&w));
+        let [ph, pw, c] = shape.output();
+        assert_eq!(out.shape(), [3, ph, pw, c]);
+        for (a, b) in out.iter().zip(&want) {
+            assert!((*a as f64 - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        // The training variant gives the same output.
+        let (train_out, _) = b5.forward_train(x.clone(), &w).unwrap();
+        assert_eq!(train_out, out);
+    }
+}
+
+#[test]
+fn backward_graph_matches_finite_differences() {
+    let mut r = rng(2);
+    for shape in SHAPES {
+        let w = random_weights(shape.channels, &mut r);
+        let x = random_input(2, &shape, &mut r);
+        // Probe loss Σ c ⊙ block5(x), so dL/d(block5_pool) = c.
+        let [ph, pw, c] = shape.output();
+        let probe = Array4::from_shape_simple_fn((2, ph, pw, c), || r.random_range(-1.0..1.0));
+        let mut b5 = Block5::new(shape, &cpu()).unwrap();
+        let (_, trace) = b5.forward_train(x.clone(), &w).unwrap();
+        let grads = b5.backward(&trace, &w, probe.view()).unwrap();
+        let (x64, probe64) = (f64_of(&x), f64_of(&probe));
+        let numeric = numeric_gradients(&RefWeights::of(&w), |w| (reference::block5(&x64, w) * &probe64).sum());
+        assert_close(&tensors(&grads), &numeric, 2e-4, &format!("{shape:?}"));
+    }
+}
+
+fn small_head(inputs: usize, dropout: f64, rng: &mut ChaCha8Rng) -> Head<f32> {
+    let mut head = Head::<f32>::new(inputs, &[5], dropout, rng);
+    for l in &mut head.layers {
+        l.bias.mapv_inplace(|_| rng.random_range(-0.3..0.3));
+    }
+    head
+}
+
+#[test]
+fn block5_and_head_chain_gradients_match_finite_differences() {
+    let mut r = rng(3);
+    let shape = SHAPES[0];
+    let w = random_weights(shape.channels, &mut r);
+    let x = random_input(4, &shape, &mut r);
+    let labels = [0.0f32, 1.0, 1.0, 0.0];
+    let head = small_head(shape.output().iter().product(), 0.5, &mut r);
+    let mut trainer = Trainer::new(Block5::new(shape, &cpu()).unwrap(), w.clone(), head.clone(), Optimizer::RMSPROP, 0);
+    let g = trainer.gradients(x.clone(), &labels, false).unwrap();
+
+    let (x64, head64) = (f64_of(&x), head.cast::<f64>());
+    let y64: Vec<f64> = labels.iter().map(|&v| v as f64).collect();
+    let loss = |w: &RefWeights, head: &Head<f64>| {
+        let f = reference::block5(&x64, w);
+        let flat = f.view().into_shape_with_order((4, f.len() / 4)).unwrap().to_owned();
+        bce_with_logits(head.logits(flat.view()).as_slice().unwrap(), &y64).0
+    };
+    let w64 = RefWeights::of(&w);
+    let numeric = numeric_gradients(&w64, |w| loss(w, &head64));
+    assert_close(&tensors(&g.block5), &numeric, 2e-4, "block 5 through the head");
+    // The head's first layer (whose input gradient feeds block 5) too.
+    let mut k = head64.layers[0].kernel.clone();
+    let num_k = Array2::from_shape_fn(k.dim(), |(i, j)| {
+        let orig = k[[i, j]];
+        let mut at = |v: f64| {
+            k[[i, j]] = v;
+            let mut h = head64.clone();
+            h.layers[0].kernel = k.clone();
+            loss(&w64, &h)
+        };
+        let d = (at(orig + 1e-6) - at(orig - 1e-6)) / 2e-6;
+        k[[i, j]] = orig;
+        d
+    });
+    let scale = num_k.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+    for (a, n) in g.head[0].kernel.iter().zip(&num_k) {
+        assert!((*a as f64 - n).abs() <= 2e-4 * scale, "head kernel: {a} vs {n}");
+    }
+    assert!((g.loss_sum / 4.0 - loss(&w64, &head64)).abs() < 1e-5);
+}
+
+#[test]
+fn one_sgd_step_moves_every_weight_by_minus_lr_times_its_gradient() {
+    let mut r = rng(4);
+    let shape = SHAPES[1];
+    let w = random_weights(shape.channels, &mut r);
+    let x = random_input(3, &shape, &mut r);
+    let labels = [1.0f32, 0.0, 1.0];
+    // No dropout, so the step's gradients are the ones computed separately.
+    let head = small_head(shape.output().iter().product(), 0.0, &mut r);
+    let sgd = Optimizer::Sgd { momentum: 0.9, nesterov: false };
+    let mut trainer = Trainer::new(Block5::new(shape, &cpu()).unwrap(), w.clone(), head.clone(), sgd, 0);
+    let g = trainer.gradients(x.clone(), &labels, false).unwrap();
+    let lr = 0.05;
+    trainer.step(x, &labels, lr).unwrap();
+    // First step with momentum: m = -lr·g, w += m.
+    for (after, (before, grad)) in tensors(&trainer.weights).iter().zip(tensors(&w).iter().zip(tensors(&g.block5))) {
+        for ((&a, &b), &gr) in after.iter().zip(before).zip(&grad) {
+            assert_eq!(a, b + (0.0 - lr as f32 * gr), "block 5 weight");
+        }
+    }
+    for (after, (before, grad)) in trainer.head.layers.iter().zip(head.layers.iter().zip(&g.head)) {
+        let want = &before.kernel + &(&grad.kernel * -(lr as f32));
+        assert_eq!(after.kernel, want, "head kernel");
+    }
+    assert!(tensors(&g.block5).iter().all(|t| t.iter().any(|&v| v != 0.0)), "every tensor moved");
+}
+
+#[test]
+fn block5_optimizer_follows_keras_sgd_momentum() {
+    let w = Block5Weights {
+        convs: std::array::from_fn(|i| Conv {
+            kernel: Array4::from_elem((1, 1, 3, 3), i as f32),
+            bias: Array1::from_elem(1, 1.0),
+        }),
+    };
+    let mut g = w.zeros_like();
+    g.convs[1].kernel.fill(2.0);
+    g.convs[2].bias.fill(-1.0);
+    let (lr, mu) = (0.1f32, 0.9f32);
+    let mut opt = Block5Optimizer::new(Optimizer::Sgd { momentum: mu as f64, nesterov: false }, Default::default(), &w);
+    let mut after = w.clone();
+    opt.step(&mut after, &g, lr as f64);
+    opt.step(&mut after, &g, lr as f64);
+    // m1 = -lr·g; m2 = μ·m1 - lr·g; w2 = w + m1 + m2.
+    let moved = |w: f32, g: f32| {
+        let m1 = 0.0 - lr * g;
+        let m2 = mu * m1 - lr * g;
+        w + m1 + m2
+    };
+    assert_eq!(after.convs[0], w.convs[0]);
+    assert!(after.convs[1].kernel.iter().all(|&v| v == moved(1.0, 2.0)));
+    assert_eq!(after.convs[2].bias[0], moved(1.0, -1.0));
+    assert_eq!(after.convs[2].kernel, w.convs[2].kernel);
+}
+
+/// A tiny VGG16-shaped model prepared like the real one.
+fn tiny_model(dir: &std::path::Path) -> crate::inputs::ModelDir {
+    let src = dir.join("tiny.onnx");
+    sd_onnx::save(&sd_model::testing::tiny_vgg(&[2, 3, 4, 5, 6], sd_model::structure::Layout::Nhwc, 3), &src).unwrap();
+    sd_model::prepare(&src, &dir.join("model"), &sd_model::FingerprintCheck::Skip).unwrap();
+    crate::inputs::ModelDir::load(&dir.join("model")).unwrap()
+}
+
+#[test]
+fn on_a_prepared_model_block5_gives_the_conv_base_features_and_the_classifier_the_rust_forward_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let size = sd_data::image::ImageSize { width: 64, height: 48 };
+    let shape = model.block5_shape(size);
+    assert_eq!((shape.channels, shape.height, shape.width), ([5, 6, 6, 6], 3, 4));
+    let mut r = rng(5);
+    let images = Array4::from_shape_simple_fn((3, 48, 64, 3), || r.random_range(-1.0f32..1.0));
+
+    let mut frozen = sd_runtime::Model::load(&model.frozen_base, &cpu()).unwrap();
+    let b4: Array4<f32> = frozen.run(images.view().into_dyn()).unwrap().into_dimensionality().unwrap();
+    let mut b5 = Block5::new(shape, &cpu()).unwrap();
+    let ours = b5.forward(b4.view(), &model.weights).unwrap();
+    let mut conv_base = sd_runtime::Model::load(model.dir.join("conv_base.onnx"), &cpu()).unwrap();
+    let theirs = conv_base.run(images.view().into_dyn()).unwrap();
+    assert_eq!(ours.shape(), theirs.shape());
+    for (a, b) in ours.iter().zip(&theirs) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+
+    // Trained-looking weights: perturb block 5 and use a random head.
+    let mut weights = model.weights.clone();
+    weights.convs[2].kernel.mapv_inplace(|v| v * 1.3 + 0.01);
+    let head = small_head(shape.output().iter().product(), 0.5, &mut r);
+    let meta = sd_predict::ClassifierMeta { size: Some(size), ..Default::default() };
+    let classifier = crate::export::classifier(&model.frozen_base, &weights, &shape, &head, &meta).unwrap();
+    let path = dir.path().join("classifier.onnx");
+    sd_onnx::save(&classifier, &path).unwrap();
+    let mut c = sd_runtime::Model::load(&path, &cpu()).unwrap();
+    assert_eq!(c.input_shape, [-1, 48, 64, 3]);
+    assert_eq!(c.output_shape, [-1, 1]);
+    let p: ArrayD<f32> = c.run(images.view().into_dyn()).unwrap();
+    let mut trainer = Trainer::new(b5, weights, head.clone(), Optimizer::RMSPROP, 0);
+    let z = trainer.logits(&b4).unwrap();
+    let want: Vec<f32> = z.iter().map(|&z| sd_head::model::sigmoid(z)).collect();
+    assert_eq!(p.shape(), [3, 1]);
+    for (a, b) in p.index_axis(Axis(1), 0).iter().zip(&want) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    assert!(want.iter().any(|&v| (v - want[0]).abs() > 1e-4), "the probabilities differ between images: {want:?}");
+}

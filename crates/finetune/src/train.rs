@@ -1,0 +1,343 @@
+//! The fine-tuning loop: Keras' `model.fit_generator(train_generator, epochs,
+//! validation_data=validation_generator)` with blocks 1-4 frozen, block 5 and the head trained.
+//!
+//! Per step: augmented images -> preprocessing -> `frozen_base` (ONNX Runtime) -> block 5
+//! forward (ONNX Runtime, keeping activations) -> head forward and backward (Rust, `sd-head`) ->
+//! block 5 backward (ONNX Runtime) -> one optimiser step for both.
+//!
+//! Validation images are not augmented, so their `block4_pool` maps never change: they are
+//! computed once into a temporary `.npy` and each epoch's validation costs block 5 + head only.
+//! With `cache_rounds = K` the training images get the same treatment: K augmented rounds are
+//! computed once and epoch `e` trains on round `e mod K` (in that epoch's shuffled order), which
+//! trades fresh augmentation every epoch for skipping the frozen part (90% of the FLOPs). With
+//! `K >= epochs` it sees exactly the images the exact mode sees.
+//!
+//! Reproducible: the shuffling and the augmentation are keyed by `(seed, epoch, sample)`
+//! (`sd-augment`), dropout draws from its own ChaCha stream, and ONNX Runtime's CPU kernels are
+//! deterministic for a given batch and thread count: the same seed gives the same weights.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use ndarray::{Array2, Array4};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sd_augment::{AugmentConfig, Augmenter, Epochs, epoch_order};
+use sd_data::image::{ImageSize, ResizeFilter};
+use sd_data::loader::LoaderConfig;
+use sd_data::{Preprocess, Sample};
+use sd_head::Head;
+use sd_head::model::{HeadGrad, bce_with_logits};
+use sd_head::optim::{Optimizer, OptimizerState, Regularization};
+use sd_head::train::{EpochStats, Schedule};
+use serde::{Deserialize, Serialize};
+
+use crate::block5::{Block5, Block5Optimizer, Block5Weights};
+use crate::features::{FeatureFile, Frozen, flatten};
+
+/// Everything that determines a run (recorded in `metrics.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinetuneConfig {
+    pub size: ImageSize,
+    pub preprocess: Preprocess,
+    pub resize_filter: ResizeFilter,
+    /// Training augmentation (`None`: the images as they are).
+    pub augment: Option<AugmentConfig>,
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub schedule: Schedule,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Precompute the frozen part's output for this many augmented rounds and cycle through
+    /// them (`None`: every epoch freshly augmented, the Keras recipe).
+    pub cache_rounds: Option<usize>,
+    /// Export the epoch with the best validation accuracy instead of the last.
+    pub keep_best: bool,
+    pub seed: u64,
+}
+
+impl FinetuneConfig {
+    /// The Keras blog recipe: SGD lr 1e-4, momentum 0.9, batch 16, 50 epochs, shear 0.2 /
+    /// zoom 0.2 / horizontal flip, at 150x150 (with the Caffe preprocessing the weights expect).
+    pub fn keras() -> FinetuneConfig {
+        FinetuneConfig {
+            size: ImageSize::square(150),
+            preprocess: Preprocess::Caffe,
+            resize_filter: ResizeFilter::default(),
+            augment: Some(sd_augment::Preset::Finetune.config()),
+            optimizer: Optimizer::Sgd { momentum: 0.9, nesterov: false },
+            learning_rate: 1e-4,
+            schedule: Schedule::Constant,
+            epochs: 50,
+            batch_size: 16,
+            cache_rounds: None,
+            keep_best: false,
+            seed: 0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            bail!("--epochs and --batch-size must be at least 1");
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            bail!("--lr {} must be a positive number", self.learning_rate);
+        }
+        if self.cache_rounds == Some(0) {
+            bail!("--cache-rounds must be at least 1");
+        }
+        if let Optimizer::Sgd { momentum, .. } = self.optimizer
+            && !(0.0..=1.0).contains(&momentum)
+        {
+            bail!("--momentum {momentum} must be in [0, 1]");
+        }
+        if let Some(a) = &self.augment {
+            a.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// What the loop reports while it runs.
+pub enum Progress<'a> {
+    /// Frozen features being cached (`what`: "validation" or "round k").
+    Caching {
+        what: String,
+        images: usize,
+    },
+    /// One training step done (`steps` per epoch).
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+    },
+    Epoch(&'a EpochStats),
+}
+
+/// A finished run.
+pub struct Finetuned {
+    pub weights: Block5Weights,
+    pub head: Head<f32>,
+    pub history: Vec<EpochStats>,
+    /// Index into `history` of the best validation accuracy (ties: lower validation loss).
+    pub best: usize,
+    /// Index into `history` of the epoch whose weights are in `weights` and `head`.
+    pub exported: usize,
+    /// Training and validation, all epochs.
+    pub seconds: f64,
+    /// Computing cached frozen features before the first epoch.
+    pub setup_seconds: f64,
+    pub device: String,
+}
+
+/// One batch's gradients.
+pub struct Gradients {
+    pub block5: Block5Weights,
+    pub head: HeadGrad<f32>,
+    pub loss_sum: f64,
+    pub correct: usize,
+}
+
+/// Block 5 + head with their optimisers: one training step, or inference.
+pub struct Trainer {
+    pub block5: Block5,
+    pub weights: Block5Weights,
+    pub head: Head<f32>,
+    block5_opt: Block5Optimizer,
+    head_opt: OptimizerState<f32>,
+    dropout_rng: ChaCha8Rng,
+}
+
+impl Trainer {
+    pub fn new(block5: Block5, weights: Block5Weights, head: Head<f32>, optimizer: Optimizer, seed: u64) -> Trainer {
+        let mut dropout_rng = ChaCha8Rng::seed_from_u64(seed);
+        dropout_rng.set_stream(2);
+        Trainer {
+            block5_opt: Block5Optimizer::new(optimizer, Regularization::default(), &weights),
+            head_opt: OptimizerState::new(optimizer, Regularization::default(), &head),
+            block5,
+            weights,
+            head,
+            dropout_rng,
+        }
+    }
+
+    /// Loss gradients of block 5 and the head on a batch of `block4_pool` maps (`dropout`:
+    /// training mode, masks drawn from the trainer's stream). Also returns the summed loss and
+    /// the number of correct predictions, as Keras reports them during training.
+    pub fn gradients(&mut self, x: Array4<f32>, labels: &[f32], dropout: bool) -> Result<Gradients> {
+        let n = labels.len();
+        let (features, trace) = self.block5.forward_train(x, &self.weights)?;
+        let rng = dropout.then_some(&mut self.dropout_rng as &mut dyn rand::RngCore);
+        let (z, head_trace) = self.head.forward_train(flatten(&features), rng);
+        let z = z.into_raw_vec_and_offset().0;
+        let (loss, dz) = bce_with_logits(&z, labels);
+        let dz = Array2::from_shape_vec((n, 1), dz).expect("one logit per row");
+        let (upper, dy) = self.head.backward_upper(&head_trace, dz);
+        // The first dense layer's input gradient is what flows into block 5.
+        let (first, d_features) = self.head.layers[0].backward(head_trace.input(), dy.view(), true);
+        let d_features = d_features.expect("asked for dx").as_standard_layout().into_owned();
+        let d_features = d_features.into_shape_with_order(features.raw_dim()).expect("NHWC");
+        let block5 = self.block5.backward(&trace, &self.weights, d_features.view())?;
+        Ok(Gradients {
+            block5,
+            head: std::iter::once(first).chain(upper).collect(),
+            loss_sum: loss as f64 * n as f64,
+            correct: count_correct(&z, labels),
+        })
+    }
+
+    /// One training step (with dropout); returns the summed loss and the number of correct
+    /// predictions.
+    pub fn step(&mut self, x: Array4<f32>, labels: &[f32], lr: f64) -> Result<(f64, usize)> {
+        let g = self.gradients(x, labels, true)?;
+        self.head_opt.step(&mut self.head, &g.head, lr);
+        self.block5_opt.step(&mut self.weights, &g.block5, lr);
+        Ok((g.loss_sum, g.correct))
+    }
+
+    /// Logits `[n]` of a batch of `block4_pool` maps (inference: no dropout).
+    pub fn logits(&mut self, x: &Array4<f32>) -> Result<Vec<f32>> {
+        let features = self.block5.forward(x.view(), &self.weights)?;
+        Ok(self.head.logits(flatten(&features)).into_raw_vec_and_offset().0)
+    }
+
+    /// Mean loss and accuracy over a feature file with `labels`.
+    pub fn evaluate(&mut self, store: &FeatureFile, labels: &[f32], batch_size: usize) -> Result<(f64, f64)> {
+        let (mut loss, mut correct) = (0.0, 0);
+        let indices: Vec<usize> = (0..store.rows()).collect();
+        for chunk in indices.chunks(batch_size) {
+            let z = self.logits(&store.read(chunk)?)?;
+            let y = &labels[chunk[0]..chunk[0] + chunk.len()];
+            loss += bce_with_logits(&z, y).0 as f64 * chunk.len() as f64;
+            correct += count_correct(&z, y);
+        }
+        let n = labels.len().max(1) as f64;
+        Ok((loss / n, correct as f64 / n))
+    }
+}
+
+/// Keras' `binary_accuracy` at 0.5: logit > 0.
+fn count_correct(logits: &[f32], labels: &[f32]) -> usize {
+    logits.iter().zip(labels).filter(|&(&z, &y)| (z > 0.0) == (y > 0.5)).count()
+}
+
+fn labels_of(samples: &[Sample]) -> Vec<f32> {
+    samples.iter().map(|s| s.label as f32).collect()
+}
+
+/// Fine-tunes `trainer` (block 5 + head) on `train`, validating on `validation` after every
+/// epoch. Temporary feature files go to `work_dir`.
+pub fn finetune(
+    config: &FinetuneConfig,
+    frozen: &mut Frozen,
+    mut trainer: Trainer,
+    train: Arc<[Sample]>,
+    validation: Arc<[Sample]>,
+    work_dir: &Path,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Finetuned> {
+    config.validate()?;
+    let setup = Instant::now();
+    let loader = |batch_size| {
+        let mut c = LoaderConfig::new(config.size.width, config.size.height, batch_size);
+        c.filter = config.resize_filter;
+        c
+    };
+    let augmenter = config.augment.clone().map(|a| Augmenter::new(a, config.seed)).transpose()?.map(Arc::new);
+
+    let val_path = work_dir.join("validation.npy");
+    frozen.write_all(validation.clone(), loader(config.batch_size), &val_path, |n| {
+        progress(Progress::Caching { what: "validation".into(), images: n })
+    })?;
+    let val_store = FeatureFile::open(&val_path)?;
+    let val_labels = labels_of(&validation);
+
+    // Augmentation-free rounds are all the same: one is enough.
+    let rounds = config.cache_rounds.map(|k| if augmenter.is_some() { k.min(config.epochs) } else { 1 });
+    let mut round_stores = Vec::new();
+    for r in 0..rounds.unwrap_or(0) {
+        let path = work_dir.join(format!("round-{r}.npy"));
+        let mut c = loader(config.batch_size);
+        c.transform = augmenter.as_ref().map(|a| a.transform(r as u64));
+        frozen.write_all(train.clone(), c, &path, |n| {
+            progress(Progress::Caching { what: format!("round {r}"), images: n })
+        })?;
+        round_stores.push(FeatureFile::open(&path)?);
+    }
+    let setup_seconds = setup.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let n = train.len();
+    let train_labels = labels_of(&train);
+    let steps = n.div_ceil(config.batch_size);
+    let total_steps = steps * config.epochs;
+    let epochs = Epochs::new(train.clone(), loader(config.batch_size), augmenter.as_deref().cloned(), config.seed);
+    let mut history: Vec<EpochStats> = Vec::with_capacity(config.epochs);
+    let (mut best, mut best_weights) = (0usize, None);
+    let mut lr = config.learning_rate;
+    for epoch in 0..config.epochs {
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut correct) = (0.0, 0);
+        let mut run_step = |step: usize, x: Array4<f32>, labels: &[f32]| -> Result<()> {
+            lr = config.schedule.lr(config.learning_rate, epoch * steps + step, total_steps, epoch);
+            let (l, c) = trainer.step(x, labels, lr)?;
+            loss_sum += l;
+            correct += c;
+            progress(Progress::Step { epoch, step: step + 1, steps });
+            Ok(())
+        };
+        if round_stores.is_empty() {
+            for (step, batch) in epochs.epoch(epoch as u64).enumerate() {
+                let batch = batch?;
+                let labels: Vec<f32> = batch.labels.iter().map(|&l| l as f32).collect();
+                run_step(step, frozen.run(&batch)?, &labels)?;
+            }
+        } else {
+            let store = &round_stores[epoch % round_stores.len()];
+            let order = epoch_order(n, config.seed, epoch as u64);
+            for (step, chunk) in order.chunks(config.batch_size).enumerate() {
+                let labels: Vec<f32> = chunk.iter().map(|&i| train_labels[i]).collect();
+                run_step(step, store.read(chunk)?, &labels)?;
+            }
+        }
+        let (val_loss, val_acc) = trainer.evaluate(&val_store, &val_labels, config.batch_size)?;
+        let stats = EpochStats {
+            epoch: epoch + 1,
+            loss: loss_sum / n as f64,
+            acc: correct as f64 / n as f64,
+            val_loss,
+            val_acc,
+            lr,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+        };
+        let improved = history
+            .get(best)
+            .is_none_or(|b: &EpochStats| val_acc > b.val_acc || (val_acc == b.val_acc && val_loss < b.val_loss));
+        history.push(stats);
+        if improved {
+            best = epoch;
+            if config.keep_best {
+                best_weights = Some((trainer.weights.clone(), trainer.head.clone()));
+            }
+        }
+        progress(Progress::Epoch(&stats));
+    }
+    let device = trainer.block5.device().to_string();
+    let ((weights, head), exported) = match best_weights {
+        Some(w) => (w, best),
+        None => ((trainer.weights, trainer.head), history.len() - 1),
+    };
+    Ok(Finetuned {
+        weights,
+        head,
+        history,
+        best,
+        exported,
+        seconds: start.elapsed().as_secs_f64(),
+        setup_seconds,
+        device,
+    })
+}

@@ -1,0 +1,72 @@
+//! `predict`: the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use sd_data::Preprocess;
+use sd_data::image::{ImageSize, ResizeFilter};
+use sd_runtime::{Device, SessionConfig};
+
+use crate::{Config, predict, summary};
+
+/// Run a classifier ONNX (from finetune) over a class-folder data set and report accuracy,
+/// per-class accuracy, the confusion matrix and the loss.
+///
+/// With --out, writes predictions.csv (file, label, probability of the class labelled 1,
+/// predicted) and metrics.json into that folder (replaced as a whole when complete). Size,
+/// resize filter, preprocessing and class names default to what the classifier recorded at
+/// training time.
+#[derive(Debug, Parser)]
+#[command(name = "predict", version)]
+pub struct Args {
+    /// The classifier: input NHWC [N,H,W,3] preprocessed, output probability [N,1].
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Class-folder data set: DATA/<class>/<image>.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder for predictions.csv and metrics.json.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Image size: N or WxH (default: the size the classifier was trained at, else 150).
+    #[arg(long)]
+    pub size: Option<ImageSize>,
+    /// caffe or rescale (default: what the classifier was trained with, else caffe).
+    #[arg(long)]
+    pub preprocess: Option<Preprocess>,
+    /// Resize filter (default: the classifier's, else bilinear).
+    #[arg(long)]
+    pub resize_filter: Option<ResizeFilter>,
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: usize,
+    /// Where ONNX Runtime runs: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.
+    #[arg(long, default_value_t = Device::Auto)]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads (default: all physical cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub log: sd_cli::LogArgs,
+}
+
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    args.log.init();
+    sd_cli::run(|| {
+        let config = Config {
+            model: args.model.clone(),
+            data: args.data.clone(),
+            out: args.out.clone(),
+            size: args.size,
+            preprocess: args.preprocess,
+            resize_filter: args.resize_filter,
+            batch_size: args.batch_size,
+            session: SessionConfig { device: args.device, threads: args.threads },
+            show_progress: args.log.interactive(),
+        };
+        let metrics = predict(&config)?;
+        sd_cli::summary(&args.log, summary(&metrics));
+        Ok(())
+    })
+}
