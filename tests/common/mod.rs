@@ -27,6 +27,8 @@ pub fn cmd(bin: &str, cwd: &Path) -> Command {
         "prepare-model" => env!("CARGO_BIN_EXE_prepare-model"),
         "bottleneck" => env!("CARGO_BIN_EXE_bottleneck"),
         "train-head" => env!("CARGO_BIN_EXE_train-head"),
+        "finetune" => env!("CARGO_BIN_EXE_finetune"),
+        "predict" => env!("CARGO_BIN_EXE_predict"),
         other => panic!("unknown binary {other}"),
     };
     let mut c = Command::new(exe);
@@ -87,4 +89,71 @@ pub fn rel_max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
     a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+/// Noisy solid-colour images, `per_class` reddish "cats" and bluish "dogs", in `dir/<class>/`.
+pub fn colour_dataset(dir: &Path, per_class: usize, seed: u64) {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut noise = move |range: u32| {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((state >> 33) % range as u64) as u8
+    };
+    for (class, base) in [("cats", [190u8, 40, 40]), ("dogs", [40, 60, 190])] {
+        std::fs::create_dir_all(dir.join(class)).unwrap();
+        for i in 0..per_class {
+            let tint = [noise(50), noise(50), noise(50)];
+            let img = image::RgbImage::from_fn(40 + 3 * i as u32, 36, |_, _| {
+                let n = noise(20);
+                image::Rgb([0, 1, 2].map(|c| base[c].saturating_add(tint[c]).saturating_add(n)))
+            });
+            img.save(dir.join(class).join(format!("{class}.{i}.png"))).unwrap();
+        }
+    }
+}
+
+/// The whole recipe on a tiny VGG16-shaped model at 32x32, in `dir`: `model/` (prepare-model),
+/// `train/` and `validation/` images, `features/{train,validation}` (bottleneck) and `head/`
+/// (train-head). Seconds, not minutes.
+pub fn tiny_recipe(dir: &Path) {
+    let src = dir.join("tiny.onnx");
+    let tiny = sd_model::testing::tiny_vgg(&[2, 3, 4, 5, 6], sd_model::structure::Layout::Nhwc, 11);
+    sd_onnx::save(&tiny, &src).unwrap();
+    ok(run("prepare-model", &["--source", "tiny.onnx", "--out", "model", "--skip-fingerprint", "-q"], dir));
+    colour_dataset(&dir.join("train"), 6, 1);
+    colour_dataset(&dir.join("validation"), 3, 2);
+    for split in ["train", "validation"] {
+        let out = format!("features/{split}");
+        let args = [
+            "--data",
+            split,
+            "--model",
+            "model/conv_base.onnx",
+            "--out",
+            &out,
+            "--size",
+            "32",
+            "--device",
+            "cpu",
+            "-q",
+        ];
+        ok(run("bottleneck", &args, dir));
+    }
+    let args = [
+        "--train",
+        "features/train",
+        "--validation",
+        "features/validation",
+        "--out",
+        "head",
+        "--hidden",
+        "8",
+        "--epochs",
+        "100",
+        "--lr",
+        "0.01",
+        "--seed",
+        "1",
+        "-q",
+    ];
+    ok(run("train-head", &args, dir));
 }

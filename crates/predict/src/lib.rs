@@ -228,24 +228,20 @@ fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
-/// The human summary: accuracy, loss, per-class accuracy and the confusion matrix.
+/// The human summary: accuracy, loss, and the confusion matrix with per-class accuracy.
 pub fn summary(m: &Metrics) -> String {
-    let width = m.classes.iter().map(String::len).max().unwrap_or(0).max(9);
-    let mut s = format!(
-        "predict: accuracy {:.4} ({}/{}), loss {:.4}, {} images on {} in {:.1} s\n",
+    let w = m.classes.iter().map(String::len).max().unwrap_or(0).max(6);
+    let mut lines = vec![format!(
+        "predict: accuracy {:.4} ({}/{}), loss {:.4}, {} images on {} in {:.1} s",
         m.accuracy, m.correct, m.samples, m.loss, m.samples, m.device, m.seconds
-    );
-    s += &format!(
-        "{:>width$}  {}\n",
-        "true \\ predicted",
-        m.classes.iter().map(|c| format!("{c:>width$}")).collect::<Vec<_>>().join(" "),
-        width = width + 8
-    );
+    )];
+    let header: Vec<String> = m.classes.iter().map(|c| format!("{c:>w$}")).collect();
+    lines.push(format!("  {:<w$}  {}  accuracy   (rows: true class, columns: predicted)", "", header.join(" ")));
     for (i, c) in m.classes.iter().enumerate() {
-        let row: Vec<String> = m.confusion_matrix[i].iter().map(|v| format!("{v:>width$}")).collect();
-        s += &format!("{c:>w2$}  {}   accuracy {:.4}\n", row.join(" "), m.per_class[c].accuracy, w2 = width + 8);
+        let row: Vec<String> = m.confusion_matrix[i].iter().map(|v| format!("{v:>w$}")).collect();
+        lines.push(format!("  {c:<w$}  {}  {:.4}", row.join(" "), m.per_class[c].accuracy));
     }
-    s.trim_end().to_string()
+    lines.join("\n")
 }
 
 #[cfg(test)]

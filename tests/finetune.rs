@@ -1,0 +1,193 @@
+//! End-to-end tests of `finetune` on a tiny VGG16-shaped model: outputs, reproducibility, the
+//! cached-rounds mode against the exact mode, the classifier against Python's onnxruntime, and
+//! clear errors for bad inputs.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn finetune_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec!["--train", "train", "--validation", "validation", "--model", "model", "--head", "head"];
+    a.extend_from_slice(&["--out", out, "--size", "32", "--epochs", "3", "--batch-size", "4", "--lr", "0.01"]);
+    a.extend_from_slice(&["--device", "cpu", "--threads", "1", "-q"]);
+    a.extend_from_slice(extra);
+    a
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn read_f32(path: &Path) -> ndarray::ArrayD<f32> {
+    sd_data::npy::read::<f32>(path).unwrap()
+}
+
+const WEIGHTS: [&str; 6] = [
+    "block5/block5_conv1_kernel.npy",
+    "block5/block5_conv1_bias.npy",
+    "block5/block5_conv2_kernel.npy",
+    "block5/block5_conv2_bias.npy",
+    "block5/block5_conv3_kernel.npy",
+    "block5/block5_conv3_bias.npy",
+];
+
+#[test]
+fn trains_writes_every_output_and_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_recipe(d);
+    ok(run("finetune", &finetune_args("out", &["--seed", "7"]), d));
+    let out = d.join("out");
+    for f in ["classifier.onnx", "metrics.json", "history.csv", "curves.svg", "head/head.json", "head/head.onnx"]
+        .iter()
+        .chain(&WEIGHTS)
+    {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    // No work files left behind, next to the output or in it.
+    let names: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    assert!(!names.iter().any(|n| n.starts_with('.')), "{names:?}");
+
+    let m = json(&out.join("metrics.json"));
+    assert_eq!(m["epochs"], 3);
+    assert_eq!(m["train"]["samples"], 12);
+    assert_eq!(m["validation"]["samples"], 6);
+    assert_eq!(m["config"]["seed"], 7);
+    assert_eq!(m["config"]["optimizer"]["name"], "sgd");
+    assert_eq!(m["config"]["augment"]["horizontal_flip"], true, "the fine-tuning preset by default");
+    assert_eq!(m["classes"], serde_json::json!({"cats": 0, "dogs": 1}));
+    assert_eq!(m["device"], "cpu");
+    assert_eq!(m["last"]["val_acc"], 1.0, "{m}");
+    let history = std::fs::read_to_string(out.join("history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 4);
+
+    // Block 5 and the head both moved; shapes are prepare-model's and train-head's.
+    for (f, start) in
+        [(WEIGHTS[4], "model/block5/block5_conv3_kernel.npy"), ("head/dense1_kernel.npy", "head/dense1_kernel.npy")]
+    {
+        let (a, b) = (read_f32(&out.join(f)), read_f32(&d.join(start)));
+        assert_eq!(a.shape(), b.shape(), "{f}");
+        assert_ne!(a, b, "{f} did not change");
+    }
+    let (head, spec) = sd_head::export::load(&out.join("head")).unwrap();
+    assert_eq!((spec.input_shape.clone(), head.hidden()), (vec![1, 1, 6], vec![8]));
+
+    // Same seed: byte-identical weights and classifier; another seed: other weights.
+    ok(run("finetune", &finetune_args("again", &["--seed", "7"]), d));
+    for f in WEIGHTS.iter().chain(&["head/dense1_kernel.npy", "classifier.onnx"]) {
+        assert!(std::fs::read(out.join(f)).unwrap() == std::fs::read(d.join("again").join(f)).unwrap(), "{f} differs");
+    }
+    ok(run("finetune", &finetune_args("other", &["--seed", "8"]), d));
+    assert_ne!(read_f32(&out.join(WEIGHTS[4])), read_f32(&d.join("other").join(WEIGHTS[4])));
+}
+
+#[test]
+fn cached_rounds_see_the_exact_modes_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_recipe(d);
+    ok(run("finetune", &finetune_args("exact", &[]), d));
+    // One cached round per epoch: the same augmented images in the same order.
+    ok(run("finetune", &finetune_args("cached", &["--cache-rounds", "3", "--work-dir", "work"]), d));
+    for f in WEIGHTS {
+        let (a, b) = (read_f32(&d.join("exact").join(f)), read_f32(&d.join("cached").join(f)));
+        let diff = rel_max_diff(a.as_slice().unwrap(), b.as_slice().unwrap());
+        assert!(diff < 1e-5, "{f}: exact and cached modes differ by {diff}");
+    }
+    // The cached features are float32 [rounds' images, 2, 2, 5] .npy files in --work-dir.
+    let h = sd_data::npy::read_header(d.join("work/round-2.npy")).unwrap();
+    assert_eq!((h.descr.as_str(), h.shape), ("<f4", vec![12, 2, 2, 5]));
+    assert_eq!(sd_data::npy::read_header(d.join("work/validation.npy")).unwrap().shape, [6, 2, 2, 5]);
+    // Fewer rounds than epochs: different images, still learns.
+    ok(run("finetune", &finetune_args("one-round", &["--cache-rounds", "1"]), d));
+    assert_ne!(read_f32(&d.join("exact").join(WEIGHTS[4])), read_f32(&d.join("one-round").join(WEIGHTS[4])));
+    assert_eq!(json(&d.join("one-round/metrics.json"))["config"]["cache_rounds"], 1);
+}
+
+#[test]
+fn classifier_runs_in_python_onnxruntime_like_predict_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_recipe(d);
+    ok(run("finetune", &finetune_args("out", &[]), d));
+    // predict's accuracy on the validation set is finetune's last val_acc.
+    let stdout = ok(run("predict", &["--model", "out/classifier.onnx", "--data", "validation", "--out", "pred"], d));
+    let val_acc = json(&d.join("out/metrics.json"))["last"]["val_acc"].as_f64().unwrap();
+    assert_eq!(json(&d.join("pred/metrics.json"))["accuracy"].as_f64().unwrap(), val_acc);
+    assert!(stdout.contains("accuracy 1.0000 (6/6)"), "{stdout}");
+    let Some(py) = python() else {
+        eprintln!("skipping the Python onnxruntime check: .cache/python is missing (run scripts/setup.sh)");
+        return;
+    };
+    // Images already at 32x32, so that Python needs no resizing, only Caffe preprocessing.
+    for entry in sd_data::Dataset::scan(d.join("validation")).unwrap().samples {
+        let img = image::open(&entry.path).unwrap().resize_exact(32, 32, image::imageops::FilterType::Triangle);
+        let to = d.join("val32").join(entry.path.strip_prefix(d.join("validation")).unwrap());
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        img.to_rgb8().save(to).unwrap();
+    }
+    ok(run("predict", &["--model", "out/classifier.onnx", "--data", "val32", "--out", "pred32"], d));
+    let script = "import csv, numpy as np, onnxruntime as ort\n\
+        from PIL import Image\n\
+        s = ort.InferenceSession('out/classifier.onnx', providers=['CPUExecutionProvider'])\n\
+        meta = s.get_modelmeta().custom_metadata_map\n\
+        assert meta['smalldata.preprocess'] == 'caffe' and meta['smalldata.size'] == '32x32', meta\n\
+        rows = list(csv.DictReader(open('pred32/predictions.csv')))\n\
+        x = np.stack([np.asarray(Image.open('val32/' + r['file']).convert('RGB'), np.float32) for r in rows])\n\
+        x = x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)\n\
+        p = s.run(['probability'], {'input': np.ascontiguousarray(x)})[0][:, 0]\n\
+        want = np.array([float(r['probability']) for r in rows])\n\
+        d = float(np.abs(p - want).max())\n\
+        assert d < 2e-6, (d, p, want)\n\
+        print('python ok')";
+    let o = std::process::Command::new(py).arg("-c").arg(script).current_dir(d).output().unwrap();
+    assert_eq!(ok(o).trim(), "python ok");
+}
+
+#[test]
+fn bad_inputs_are_clear_errors_and_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_recipe(d);
+    let fails = |args: Vec<&str>, needles: &[&str]| {
+        let o = run("finetune", &args, d);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: expected '{n}' in: {err}");
+        }
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!d.join("out").exists(), "{args:?} left output behind");
+        let names: Vec<String> =
+            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        assert!(!names.iter().any(|n| n.starts_with(".out")), "{args:?} left {names:?}");
+    };
+    let swap = |args: Vec<&'static str>, flag: &str, value: &'static str| -> Vec<&'static str> {
+        let mut a = args;
+        let i = a.iter().position(|&x| x == flag).unwrap();
+        a[i + 1] = value;
+        a
+    };
+    let base = finetune_args("out", &[]);
+
+    fails(swap(base.clone(), "--head", "nope"), &["head folder nope does not exist", "train-head"]);
+    fails(swap(base.clone(), "--head", "features/train"), &["features/train/head.json"]);
+    fails(swap(base.clone(), "--model", "features"), &["features/frozen_base.onnx is missing", "prepare-model"]);
+    std::fs::create_dir_all(d.join("half-model")).unwrap();
+    std::fs::copy(d.join("model/frozen_base.onnx"), d.join("half-model/frozen_base.onnx")).unwrap();
+    fails(swap(base.clone(), "--model", "half-model"), &["half-model/block5", "block5_conv1_kernel.npy"]);
+    // A head trained at 32x32 does not fit block 5's output at 64x64.
+    fails(swap(base.clone(), "--size", "64"), &["head/head.json", "[1, 1, 6]", "[2, 2, 6]", "--size 64x64"]);
+    colour_dataset(&d.join("three"), 1, 3);
+    std::fs::create_dir_all(d.join("three/birds")).unwrap();
+    std::fs::copy(d.join("three/cats/cats.0.png"), d.join("three/birds/bird.png")).unwrap();
+    fails(swap(base.clone(), "--validation", "three"), &["three", "birds", "the training set train"]);
+    fails(swap(base.clone(), "--train", "missing"), &["missing", "does not exist"]);
+    fails([&base[..], &["--cache-rounds", "0"]].concat(), &["--cache-rounds"]);
+    // A corrupt validation image is named.
+    std::fs::write(d.join("validation/dogs/dogs.1.png"), b"not a png").unwrap();
+    fails(base.clone(), &["dogs.1.png"]);
+}
