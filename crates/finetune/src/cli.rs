@@ -244,7 +244,11 @@ pub fn run(args: &Args) -> Result<()> {
                     bar.set_message(format!("epoch {}/{}", epoch + 1, config.epochs));
                     bar.inc(1);
                 }
-                Progress::Epoch(h) => {
+                Progress::Initial(v) => {
+            cache_bar.finish_and_clear();
+            tracing::info!("Before fine-tuning - val_loss: {:.4} - val_acc: {:.4}", v.val_loss, v.val_acc);
+        }
+        Progress::Epoch(h) => {
                     bar.suspend(|| tracing::info!("{}", report::epoch_line(h, config.epochs)));
                     bar.set_message(format!("val_acc {:.4}", h.val_acc));
                 }
@@ -260,9 +264,10 @@ pub fn run(args: &Args) -> Result<()> {
     sd_cli::summary(
         &args.log,
         format!(
-            "finetune: val_acc {:.4} (epoch {}), best {:.4} (epoch {}), {} epochs in {:.1} s ({:.1} s/epoch, +{:.1} s caching) on {} -> {}",
+            "finetune: val_acc {:.4} (epoch {}; {:.4} before), best {:.4} (epoch {}), {} epochs in {:.1} s ({:.1} s/epoch, +{:.1} s caching) on {} -> {}",
             metrics.exported.val_acc,
             metrics.exported.epoch,
+            metrics.initial.val_acc,
             metrics.best.val_acc,
             metrics.best.epoch,
             metrics.epochs,

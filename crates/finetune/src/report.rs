@@ -11,7 +11,7 @@ use sd_predict::ClassifierMeta;
 use serde::Serialize;
 
 use crate::graphs::Block5Shape;
-use crate::train::{FinetuneConfig, Finetuned};
+use crate::train::{FinetuneConfig, Finetuned, Validation};
 
 pub const METRICS: &str = "metrics.json";
 pub const HISTORY: &str = "history.csv";
@@ -29,6 +29,8 @@ pub struct Source {
 /// `metrics.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Metrics {
+    /// Validation before fine-tuning (the trained head on the prepared block 5).
+    pub initial: Validation,
     /// The last epoch.
     pub last: EpochStats,
     /// The epoch with the best validation accuracy (ties: lower validation loss).
@@ -39,7 +41,7 @@ pub struct Metrics {
     /// Training and validation, all epochs.
     pub seconds: f64,
     pub seconds_per_epoch: f64,
-    /// Caching frozen features before the first epoch.
+    /// Caching frozen features and the initial validation, before the first epoch.
     pub setup_seconds: f64,
     pub device: String,
     pub train: Source,
@@ -61,6 +63,7 @@ impl Metrics {
     ) -> Metrics {
         let [train, validation] = sources;
         Metrics {
+            initial: t.initial,
             last: *t.history.last().expect("at least one epoch"),
             best: t.history[t.best],
             exported: t.history[t.exported],

@@ -48,7 +48,7 @@ fn random_input(n: usize, shape: &Block5Shape, rng: &mut ChaCha8Rng) -> Array4<f
 /// Element `i` (in C order) of tensor `t` (kernel, bias per layer, as `Block5Weights::named`).
 fn param(w: &mut RefWeights, t: usize, i: usize) -> &mut f64 {
     let layer = t / 2;
-    if t % 2 == 0 {
+    if t.is_multiple_of(2) {
         &mut w.kernels[layer].as_slice_mut().unwrap()[i]
     } else {
         &mut w.biases[layer].as_slice_mut().unwrap()[i]
@@ -64,7 +64,7 @@ fn numeric_gradients(w: &RefWeights, mut loss: impl FnMut(&RefWeights) -> f64) -
     const H: f64 = 1e-6;
     let mut w = w.clone();
     let sizes: Vec<usize> =
-        (0..6).map(|t| if t % 2 == 0 { w.kernels[t / 2].len() } else { w.biases[t / 2].len() }).collect();
+        (0..6).map(|t| if t.is_multiple_of(2) { w.kernels[t / 2].len() } else { w.biases[t / 2].len() }).collect();
     sizes
         .iter()
         .enumerate()

@@ -114,10 +114,21 @@ pub enum Progress<'a> {
         steps: usize,
     },
     Epoch(&'a EpochStats),
+    /// Validation before the first step (the trained head on the prepared block 5).
+    Initial(&'a Validation),
+}
+
+/// Validation loss and accuracy.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Validation {
+    pub val_loss: f64,
+    pub val_acc: f64,
 }
 
 /// A finished run.
 pub struct Finetuned {
+    /// Validation before fine-tuning.
+    pub initial: Validation,
     pub weights: Block5Weights,
     pub head: Head<f32>,
     pub history: Vec<EpochStats>,
@@ -267,6 +278,9 @@ pub fn finetune(
         })?;
         round_stores.push(FeatureFile::open(&path)?);
     }
+    let (val_loss, val_acc) = trainer.evaluate(&val_store, &val_labels, config.batch_size)?;
+    let initial = Validation { val_loss, val_acc };
+    progress(Progress::Initial(&initial));
     let setup_seconds = setup.elapsed().as_secs_f64();
 
     let start = Instant::now();
@@ -331,6 +345,7 @@ pub fn finetune(
         None => ((trainer.weights, trainer.head), history.len() - 1),
     };
     Ok(Finetuned {
+        initial,
         weights,
         head,
         history,
