@@ -1,0 +1,204 @@
+//! The trained head on disk, for `finetune`, `predict` and anyone with NumPy or ONNX Runtime.
+//!
+//! * `dense{i}_kernel.npy` (float32 `[in, out]`, Keras layout: `y = x · W + b`) and
+//!   `dense{i}_bias.npy` (float32 `[out]`), `i = 1..`; the last layer has one unit (the logit).
+//!   `model.layers[i].set_weights([kernel, bias])` loads them into the matching Keras `Dense`.
+//! * `head.json`: the architecture (input shape, layers, activations, dropout), the class map and
+//!   the file names; [`load`] reads the head back from it.
+//! * `head.onnx` (opset 13): input `features` float32 `[N, ...input_shape]` (e.g. `[N,4,4,512]`
+//!   NHWC), output `probability` float32 `[N, 1]` (of the class labelled 1);
+//!   `Flatten -> Gemm -> Relu -> ... -> Gemm -> Sigmoid`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Dense, Head};
+
+pub const HEAD_JSON: &str = "head.json";
+pub const HEAD_ONNX: &str = "head.onnx";
+pub const ONNX_INPUT: &str = "features";
+pub const ONNX_OUTPUT: &str = "probability";
+pub const OPSET: i64 = 13;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Npy(#[from] sd_data::npy::NpyError),
+    #[error(transparent)]
+    Write(#[from] sd_data::artifact::WriteError),
+    #[error(transparent)]
+    Onnx(#[from] sd_onnx::OnnxError),
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// One dense layer in `head.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerSpec {
+    pub name: String,
+    pub units: usize,
+    /// `relu` for hidden layers, `sigmoid` for the output.
+    pub activation: String,
+    /// Dropout rate applied after this layer at training time (0 for the output layer).
+    pub dropout: f64,
+    pub kernel: String,
+    pub bias: String,
+}
+
+/// `head.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeadSpec {
+    /// Per-sample input shape, flattened in C order (Keras `Flatten`).
+    pub input_shape: Vec<usize>,
+    pub layers: Vec<LayerSpec>,
+    pub classes: BTreeMap<String, i64>,
+    pub onnx: String,
+    pub onnx_input: String,
+    pub onnx_output: String,
+}
+
+impl HeadSpec {
+    pub fn of(head: &Head<f32>, input_shape: &[usize], classes: &BTreeMap<String, i64>) -> HeadSpec {
+        let last = head.layers.len() - 1;
+        let layers = head
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let name = format!("dense{}", i + 1);
+                LayerSpec {
+                    units: l.units(),
+                    activation: if i == last { "sigmoid" } else { "relu" }.into(),
+                    dropout: if i == last { 0.0 } else { head.dropout },
+                    kernel: format!("{name}_kernel.npy"),
+                    bias: format!("{name}_bias.npy"),
+                    name,
+                }
+            })
+            .collect();
+        HeadSpec {
+            input_shape: input_shape.to_vec(),
+            layers,
+            classes: classes.clone(),
+            onnx: HEAD_ONNX.into(),
+            onnx_input: ONNX_INPUT.into(),
+            onnx_output: ONNX_OUTPUT.into(),
+        }
+    }
+}
+
+/// Writes the weights, `head.json` and `head.onnx` into `dir`.
+pub fn save(
+    head: &Head<f32>,
+    input_shape: &[usize],
+    classes: &BTreeMap<String, i64>,
+    dir: &Path,
+) -> Result<HeadSpec, ExportError> {
+    let spec = HeadSpec::of(head, input_shape, classes);
+    for (layer, s) in head.layers.iter().zip(&spec.layers) {
+        sd_data::npy::write(dir.join(&s.kernel), &layer.kernel)?;
+        sd_data::npy::write(dir.join(&s.bias), &layer.bias)?;
+    }
+    sd_onnx::save(&onnx(head, input_shape), dir.join(HEAD_ONNX))?;
+    sd_data::artifact::write_json(dir.join(HEAD_JSON), &spec)?;
+    Ok(spec)
+}
+
+/// Reads a head saved by [`save`] (e.g. to start fine-tuning from it).
+pub fn load(dir: &Path) -> Result<(Head<f32>, HeadSpec), ExportError> {
+    let path = dir.join(HEAD_JSON);
+    let invalid = |path: &Path, reason: String| ExportError::Invalid { path: path.into(), reason };
+    let text = std::fs::read_to_string(&path).map_err(|e| invalid(&path, format!("cannot read: {e}")))?;
+    let spec: HeadSpec = serde_json::from_str(&text).map_err(|e| invalid(&path, e.to_string()))?;
+    let mut inputs: usize = spec.input_shape.iter().product();
+    let mut layers = Vec::new();
+    for s in &spec.layers {
+        let (kp, bp) = (dir.join(&s.kernel), dir.join(&s.bias));
+        let kernel = sd_data::npy::read::<f32>(&kp)?;
+        let kernel: Array2<f32> = kernel
+            .into_dimensionality()
+            .ok()
+            .filter(|k: &Array2<f32>| k.dim() == (inputs, s.units))
+            .ok_or_else(|| invalid(&kp, format!("expected shape [{inputs}, {}]", s.units)))?;
+        let bias: Array1<f32> = sd_data::npy::read::<f32>(&bp)?
+            .into_dimensionality()
+            .ok()
+            .filter(|b: &Array1<f32>| b.len() == s.units)
+            .ok_or_else(|| invalid(&bp, format!("expected shape [{}]", s.units)))?;
+        layers.push(Dense { kernel, bias });
+        inputs = s.units;
+    }
+    if layers.is_empty() || inputs != 1 {
+        return Err(invalid(&path, "the last layer must have exactly one unit".into()));
+    }
+    let dropout = spec.layers.first().map_or(0.0, |l| l.dropout);
+    Ok((Head { layers, dropout }, spec))
+}
+
+/// The inference graph of `head`.
+pub fn onnx(head: &Head<f32>, input_shape: &[usize]) -> sd_onnx::ModelProto {
+    use sd_onnx::{Dim, attr_int, dtype, node, tensor_from_array, value_info};
+    let mut dims = vec![Dim::named("N")];
+    dims.extend(input_shape.iter().map(|&d| Dim::Fixed(d as i64)));
+    let mut nodes = vec![node("Flatten", "flatten", &[ONNX_INPUT], &["flat"], vec![attr_int("axis", 1)])];
+    let mut initializers = Vec::new();
+    let mut x = "flat".to_string();
+    let last = head.layers.len() - 1;
+    for (i, layer) in head.layers.iter().enumerate() {
+        let name = format!("dense{}", i + 1);
+        let (k, b, y) = (format!("{name}/kernel"), format!("{name}/bias"), format!("{name}/out"));
+        initializers.push(tensor_from_array(&k, &layer.kernel.clone().into_dyn()));
+        initializers.push(tensor_from_array(&b, &layer.bias.clone().into_dyn()));
+        nodes.push(node("Gemm", &name, &[&x, &k, &b], &[&y], vec![]));
+        let (op, out) = if i == last { ("Sigmoid", ONNX_OUTPUT.to_string()) } else { ("Relu", format!("{name}/relu")) };
+        nodes.push(node(op, &format!("{name}/{}", op.to_lowercase()), &[&y], &[&out], vec![]));
+        x = out;
+    }
+    let graph = sd_onnx::GraphProto {
+        name: Some("head".into()),
+        node: nodes,
+        initializer: initializers,
+        input: vec![value_info(ONNX_INPUT, dtype::FLOAT, &dims)],
+        output: vec![value_info(ONNX_OUTPUT, dtype::FLOAT, &[Dim::named("N"), Dim::Fixed(1)])],
+        ..Default::default()
+    };
+    sd_onnx::model(graph, OPSET, "smalldata train-head")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn save_then_load_round_trips() {
+        let head = Head::<f32>::new(2 * 3, &[5, 4], 0.3, &mut ChaCha8Rng::seed_from_u64(1));
+        let dir = tempfile::tempdir().unwrap();
+        let classes = BTreeMap::from([("cats".to_string(), 0), ("dogs".to_string(), 1)]);
+        let spec = save(&head, &[2, 3], &classes, dir.path()).unwrap();
+        assert_eq!(
+            spec.layers.iter().map(|l| l.kernel.as_str()).collect::<Vec<_>>(),
+            ["dense1_kernel.npy", "dense2_kernel.npy", "dense3_kernel.npy"]
+        );
+        let (back, spec2) = load(dir.path()).unwrap();
+        assert_eq!(back, head);
+        assert_eq!(spec2, spec);
+        let model = sd_onnx::load(dir.path().join(HEAD_ONNX)).unwrap();
+        let ops: Vec<_> = model.graph.unwrap().node.iter().map(|n| n.op_type.clone().unwrap()).collect();
+        assert_eq!(ops, ["Flatten", "Gemm", "Relu", "Gemm", "Relu", "Gemm", "Sigmoid"]);
+    }
+
+    #[test]
+    fn load_names_the_bad_file() {
+        let head = Head::<f32>::new(6, &[5], 0.5, &mut ChaCha8Rng::seed_from_u64(1));
+        let dir = tempfile::tempdir().unwrap();
+        save(&head, &[6], &BTreeMap::new(), dir.path()).unwrap();
+        sd_data::npy::write(dir.path().join("dense2_kernel.npy"), &Array2::<f32>::zeros((4, 1))).unwrap();
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("dense2_kernel.npy") && e.contains("[5, 1]"), "{e}");
+    }
+}

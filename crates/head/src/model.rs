@@ -1,0 +1,427 @@
+//! The head: Flatten -> [Dense(h, ReLU) -> Dropout(p)]* -> Dense(1) -> sigmoid, with hand-derived
+//! backward passes.
+//!
+//! Generic over the float type: training runs in `f32` (as Keras does); the gradient checks run
+//! the same code in `f64`, where finite differences are accurate enough to be a real test.
+//! Kernels use Keras' layout `[in, out]` (`y = x · W + b`), so exported weights load into Keras
+//! and `finetune` unchanged.
+
+use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
+use rand::Rng;
+
+/// The float types the head runs in (`f32` for training, `f64` for gradient checks).
+pub trait Real:
+    ndarray::LinalgScalar
+    + ndarray::ScalarOperand
+    + num_traits::Float
+    + std::ops::AddAssign
+    + std::ops::MulAssign
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    fn of(x: f64) -> Self;
+}
+
+impl Real for f32 {
+    fn of(x: f64) -> f32 {
+        x as f32
+    }
+}
+
+impl Real for f64 {
+    fn of(x: f64) -> f64 {
+        x
+    }
+}
+
+/// A fully connected layer, Keras layout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dense<T> {
+    /// `[in, out]`.
+    pub kernel: Array2<T>,
+    /// `[out]`.
+    pub bias: Array1<T>,
+}
+
+/// Gradients of a [`Dense`] layer's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenseGrad<T> {
+    pub kernel: Array2<T>,
+    pub bias: Array1<T>,
+}
+
+impl<T: Real> Dense<T> {
+    /// Keras' defaults: Glorot (Xavier) uniform kernel, `U(-l, l)` with `l = sqrt(6 / (in + out))`;
+    /// zero bias.
+    pub fn glorot(inputs: usize, units: usize, rng: &mut impl Rng) -> Dense<T> {
+        let limit = (6.0 / (inputs + units) as f64).sqrt();
+        let kernel = Array2::from_shape_simple_fn((inputs, units), || T::of(rng.random_range(-limit..limit)));
+        Dense { kernel, bias: Array1::zeros(units) }
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.kernel.nrows()
+    }
+
+    pub fn units(&self) -> usize {
+        self.kernel.ncols()
+    }
+
+    /// `x · W + b` for a batch `x` of shape `[n, in]`.
+    pub fn forward(&self, x: ArrayView2<T>) -> Array2<T> {
+        let mut y = x.dot(&self.kernel);
+        y += &self.bias;
+        y
+    }
+
+    /// Parameter gradients (`dW = xᵀ·dy`, `db = Σ_batch dy`) and, if asked, the input gradient
+    /// `dx = dy·Wᵀ` (not needed for the first layer, where it would be the costliest GEMM).
+    pub fn backward(&self, x: ArrayView2<T>, dy: ArrayView2<T>, want_dx: bool) -> (DenseGrad<T>, Option<Array2<T>>) {
+        let grad = DenseGrad { kernel: x.t().dot(&dy), bias: dy.sum_axis(Axis(0)) };
+        let dx = want_dx.then(|| dy.dot(&self.kernel.t()));
+        (grad, dx)
+    }
+}
+
+/// `max(x, 0)` in place.
+pub fn relu_in_place<T: Real>(x: &mut Array2<T>) {
+    x.mapv_inplace(|v| v.max(T::zero()));
+}
+
+/// ReLU backward from its output `y`: passes `dy` where `y > 0`.
+pub fn relu_backward<T: Real>(y: ArrayView2<T>, dy: &mut Array2<T>) {
+    Zip::from(dy).and(y).for_each(|d, &y| {
+        if y <= T::zero() {
+            *d = T::zero();
+        }
+    });
+}
+
+/// Inverted dropout (Keras): each unit is zeroed with probability `rate` and the survivors are
+/// scaled by `1 / (1 - rate)` at training time, so inference is the identity. The mask holds
+/// `0` or `1 / (1 - rate)`; forward and backward are both an elementwise product with it.
+pub fn dropout_mask<T: Real>(shape: (usize, usize), rate: f64, rng: &mut (impl Rng + ?Sized)) -> Array2<T> {
+    let keep = T::of(1.0 / (1.0 - rate));
+    Array2::from_shape_simple_fn(shape, || if rng.random::<f64>() < rate { T::zero() } else { keep })
+}
+
+/// `sigmoid(z)` without overflow for large `|z|`.
+pub fn sigmoid<T: Real>(z: T) -> T {
+    if z >= T::zero() {
+        T::one() / (T::one() + (-z).exp())
+    } else {
+        let e = z.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// Mean binary cross-entropy of `sigmoid(z)` against targets `t` (in [0, 1]), computed from the
+/// logits: `max(z, 0) - z·t + ln(1 + e^-|z|)`, exact and finite for any `z`. Returns the loss and
+/// `dL/dz = (sigmoid(z) - t) / n`.
+pub fn bce_with_logits<T: Real>(z: &[T], t: &[T]) -> (T, Vec<T>) {
+    assert_eq!(z.len(), t.len());
+    let n = T::of(z.len() as f64);
+    let mut loss = T::zero();
+    let grad = z
+        .iter()
+        .zip(t)
+        .map(|(&z, &t)| {
+            loss = loss + z.max(T::zero()) - z * t + (-z.abs()).exp().ln_1p();
+            (sigmoid(z) - t) / n
+        })
+        .collect();
+    (loss / n, grad)
+}
+
+/// What the forward pass keeps for the backward pass.
+pub struct Trace<T> {
+    /// The input of every dense layer (the flattened features, then each hidden activation
+    /// after ReLU and dropout).
+    inputs: Vec<Array2<T>>,
+    /// Per hidden layer, the ReLU output before dropout (its sign is the ReLU mask).
+    relu_out: Vec<Array2<T>>,
+    /// Per hidden layer, the dropout mask (`None` at inference or rate 0).
+    masks: Vec<Option<Array2<T>>>,
+}
+
+/// The dense head. `layers` are the hidden layers followed by the output layer (1 unit).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Head<T> {
+    pub layers: Vec<Dense<T>>,
+    /// Dropout rate after each hidden layer.
+    pub dropout: f64,
+}
+
+/// Gradients for every layer of a [`Head`], same order.
+pub type HeadGrad<T> = Vec<DenseGrad<T>>;
+
+impl<T: Real> Head<T> {
+    /// A freshly initialised head for `inputs` features with the given hidden widths.
+    pub fn new(inputs: usize, hidden: &[usize], dropout: f64, rng: &mut impl Rng) -> Head<T> {
+        let mut widths = vec![inputs];
+        widths.extend_from_slice(hidden);
+        widths.push(1);
+        let layers = widths.windows(2).map(|w| Dense::glorot(w[0], w[1], rng)).collect();
+        Head { layers, dropout }
+    }
+
+    pub fn inputs(&self) -> usize {
+        self.layers[0].inputs()
+    }
+
+    pub fn hidden(&self) -> Vec<usize> {
+        self.layers[..self.layers.len() - 1].iter().map(Dense::units).collect()
+    }
+
+    /// Logits `[n, 1]` at inference (no dropout).
+    pub fn logits(&self, x: ArrayView2<T>) -> Array2<T> {
+        let mut a = x.to_owned();
+        for (i, layer) in self.layers.iter().enumerate() {
+            a = layer.forward(a.view());
+            if i + 1 < self.layers.len() {
+                relu_in_place(&mut a);
+            }
+        }
+        a
+    }
+
+    /// Probabilities `[n]` at inference.
+    pub fn predict(&self, x: ArrayView2<T>) -> Array1<T> {
+        self.logits(x).column(0).mapv(sigmoid)
+    }
+
+    /// Training forward pass: logits `[n, 1]` and the trace for [`Head::backward`]. Dropout
+    /// masks are drawn from `rng` (pass `None` for a deterministic pass, e.g. gradient checks).
+    pub fn forward_train(&self, x: ArrayView2<T>, mut rng: Option<&mut dyn rand::RngCore>) -> (Array2<T>, Trace<T>) {
+        let mut trace = Trace { inputs: vec![x.to_owned()], relu_out: vec![], masks: vec![] };
+        let last = self.layers.len() - 1;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let mut a = layer.forward(trace.inputs[i].view());
+            if i == last {
+                return (a, trace);
+            }
+            relu_in_place(&mut a);
+            let mask = match rng.as_deref_mut() {
+                Some(rng) if self.dropout > 0.0 => Some(dropout_mask(a.dim(), self.dropout, rng)),
+                _ => None,
+            };
+            let next = match &mask {
+                Some(m) => &a * m,
+                None => a.clone(),
+            };
+            trace.relu_out.push(a);
+            trace.masks.push(mask);
+            trace.inputs.push(next);
+        }
+        unreachable!("a head has at least the output layer")
+    }
+
+    /// Backward pass from `dlogits` (`[n, 1]`) to every layer's parameter gradients.
+    pub fn backward(&self, trace: &Trace<T>, dlogits: Array2<T>) -> HeadGrad<T> {
+        let mut grads = Vec::with_capacity(self.layers.len());
+        let mut dy = dlogits;
+        for i in (0..self.layers.len()).rev() {
+            let (grad, dx) = self.layers[i].backward(trace.inputs[i].view(), dy.view(), i > 0);
+            grads.push(grad);
+            if let Some(mut dx) = dx {
+                let h = i - 1;
+                if let Some(mask) = &trace.masks[h] {
+                    dx *= mask;
+                }
+                relu_backward(trace.relu_out[h].view(), &mut dx);
+                dy = dx;
+            }
+        }
+        grads.reverse();
+        grads
+    }
+
+    /// Converts to another float type (f32 training weights to f64 for checks, or back).
+    pub fn cast<U: Real>(&self) -> Head<U> {
+        let c = |v: &T| U::of(v.to_f64().unwrap_or(f64::NAN));
+        Head {
+            layers: self.layers.iter().map(|l| Dense { kernel: l.kernel.map(c), bias: l.bias.map(c) }).collect(),
+            dropout: self.dropout,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every backward pass against central finite differences, in f64.
+    use super::*;
+    use ndarray::{Array, Dimension};
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    const H: f64 = 1e-6;
+
+    fn rng() -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(7)
+    }
+
+    fn random(shape: (usize, usize), rng: &mut impl Rng) -> Array2<f64> {
+        Array2::from_shape_simple_fn(shape, || rng.random_range(-1.0..1.0))
+    }
+
+    /// Numerical gradient of `f` with respect to every element of `param` (restored after).
+    fn numeric<D: Dimension>(param: &mut Array<f64, D>, mut f: impl FnMut(&Array<f64, D>) -> f64) -> Array<f64, D> {
+        let mut g = Array::zeros(param.raw_dim());
+        for i in 0..param.len() {
+            let orig = param.as_slice().unwrap()[i];
+            param.as_slice_mut().unwrap()[i] = orig + H;
+            let plus = f(param);
+            param.as_slice_mut().unwrap()[i] = orig - H;
+            let minus = f(param);
+            param.as_slice_mut().unwrap()[i] = orig;
+            g.as_slice_mut().unwrap()[i] = (plus - minus) / (2.0 * H);
+        }
+        g
+    }
+
+    fn assert_close<D: Dimension>(analytic: &Array<f64, D>, numeric: &Array<f64, D>, what: &str) {
+        assert_eq!(analytic.shape(), numeric.shape(), "{what}");
+        let scale = numeric.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+        for (a, n) in analytic.iter().zip(numeric) {
+            assert!((a - n).abs() <= 1e-6 * scale, "{what}: analytic {a} vs numeric {n}");
+        }
+    }
+
+    /// A scalar objective `Σ y ⊙ c` with fixed random `c`, so `dL/dy = c`.
+    fn probe(y: &Array2<f64>, c: &Array2<f64>) -> f64 {
+        (y * c).sum()
+    }
+
+    #[test]
+    fn dense_gradients_match_finite_differences() {
+        let mut rng = rng();
+        let mut layer = Dense::<f64>::glorot(5, 3, &mut rng);
+        layer.bias = Array1::from_shape_simple_fn(3, || rng.random_range(-1.0..1.0));
+        let mut x = random((4, 5), &mut rng);
+        let c = random((4, 3), &mut rng);
+        let (grad, dx) = layer.backward(x.view(), c.view(), true);
+
+        let mut kernel = layer.kernel.clone();
+        let num_k = numeric(&mut kernel, |k| {
+            probe(&Dense { kernel: k.clone(), bias: layer.bias.clone() }.forward(x.view()), &c)
+        });
+        assert_close(&grad.kernel, &num_k, "dense kernel");
+        let mut bias = layer.bias.clone();
+        let num_b = numeric(&mut bias, |b| {
+            probe(&Dense { kernel: layer.kernel.clone(), bias: b.clone() }.forward(x.view()), &c)
+        });
+        assert_close(&grad.bias, &num_b, "dense bias");
+        let num_x = numeric(&mut x, |x| probe(&layer.forward(x.view()), &c));
+        assert_close(&dx.unwrap(), &num_x, "dense input");
+    }
+
+    #[test]
+    fn relu_gradient_matches_finite_differences() {
+        let mut rng = rng();
+        // Keep inputs away from the kink at 0, where the derivative is undefined.
+        let mut x = random((4, 6), &mut rng).mapv(|v| if v.abs() < 0.05 { v + 0.1 } else { v });
+        let c = random((4, 6), &mut rng);
+        let relu = |x: &Array2<f64>| {
+            let mut y = x.clone();
+            relu_in_place(&mut y);
+            y
+        };
+        let mut dx = c.clone();
+        relu_backward(relu(&x).view(), &mut dx);
+        let num = numeric(&mut x, |x| probe(&relu(x), &c));
+        assert_close(&dx, &num, "relu");
+    }
+
+    #[test]
+    fn dropout_is_inverted_and_its_gradient_is_the_mask() {
+        let mut rng = rng();
+        let mask = dropout_mask::<f64>((50, 40), 0.5, &mut rng);
+        assert!(mask.iter().all(|&m| m == 0.0 || m == 2.0));
+        let kept = mask.iter().filter(|&&m| m > 0.0).count() as f64 / mask.len() as f64;
+        assert!((kept - 0.5).abs() < 0.05, "kept {kept}");
+        let mut x = random((50, 40), &mut rng);
+        let c = random((50, 40), &mut rng);
+        let num = numeric(&mut x, |x| probe(&(x * &mask), &c));
+        assert_close(&(&c * &mask), &num, "dropout");
+        assert!(dropout_mask::<f64>((3, 3), 0.0, &mut rng).iter().all(|&m| m == 1.0));
+    }
+
+    #[test]
+    fn loss_gradient_matches_finite_differences_and_is_stable() {
+        let z = Array1::from(vec![-3.0, -0.5, 0.0, 0.7, 4.0, 30.0]);
+        let t = [0.0, 1.0, 1.0, 0.0, 0.95, 0.05];
+        let (_, grad) = bce_with_logits(z.as_slice().unwrap(), &t);
+        let mut zz = z.clone();
+        let num = numeric(&mut zz, |z| bce_with_logits(z.as_slice().unwrap(), &t).0);
+        assert_close(&Array1::from(grad), &num, "bce");
+        // Matches the textbook formula where that is finite.
+        let (l, _) = bce_with_logits(&[0.3f64], &[1.0]);
+        assert!((l - -(sigmoid(0.3f64).ln())).abs() < 1e-12);
+        // No overflow or log(0) for huge logits.
+        let (l, g) = bce_with_logits(&[1e4f32, -1e4], &[0.0, 1.0]);
+        assert!((l - 1e4).abs() < 1.0 && g.iter().all(|g| g.is_finite()), "{l} {g:?}");
+    }
+
+    #[test]
+    fn whole_head_gradients_match_finite_differences() {
+        let mut rng = rng();
+        for hidden in [vec![6], vec![7, 5]] {
+            let mut head = Head::<f64>::new(8, &hidden, 0.5, &mut rng);
+            for l in &mut head.layers {
+                l.bias.mapv_inplace(|_| rng.random_range(-0.5..0.5));
+            }
+            let x = random((5, 8), &mut rng);
+            let y: Vec<f64> = vec![0.0, 1.0, 1.0, 0.0, 1.0];
+            // A fixed dropout draw makes the function deterministic for the finite differences.
+            let mut seeded = ChaCha8Rng::seed_from_u64(3);
+            let (z, trace) = head.forward_train(x.view(), Some(&mut seeded));
+            let (_, dz) = bce_with_logits(z.as_slice().unwrap(), &y);
+            let grads = head.backward(&trace, Array2::from_shape_vec((5, 1), dz).unwrap());
+            let loss = |h: &Head<f64>| {
+                let mut seeded = ChaCha8Rng::seed_from_u64(3);
+                let (z, _) = h.forward_train(x.view(), Some(&mut seeded));
+                bce_with_logits(z.as_slice().unwrap(), &y).0
+            };
+            for i in 0..head.layers.len() {
+                let mut k = head.layers[i].kernel.clone();
+                let num = numeric(&mut k, |k| {
+                    let mut h = head.clone();
+                    h.layers[i].kernel = k.clone();
+                    loss(&h)
+                });
+                assert_close(&grads[i].kernel, &num, &format!("{hidden:?} layer {i} kernel"));
+                let mut b = head.layers[i].bias.clone();
+                let num = numeric(&mut b, |b| {
+                    let mut h = head.clone();
+                    h.layers[i].bias = b.clone();
+                    loss(&h)
+                });
+                assert_close(&grads[i].bias, &num, &format!("{hidden:?} layer {i} bias"));
+            }
+        }
+    }
+
+    #[test]
+    fn inference_skips_dropout_and_matches_training_pass_without_it() {
+        let mut rng = rng();
+        let head = Head::<f64>::new(8, &[6], 0.5, &mut rng);
+        let x = random((3, 8), &mut rng);
+        let (z, _) = head.forward_train(x.view(), None);
+        assert_eq!(z, head.logits(x.view()));
+        assert_eq!(head.predict(x.view()), z.column(0).mapv(sigmoid));
+    }
+
+    #[test]
+    fn glorot_uniform_limits_and_zero_bias() {
+        let d = Dense::<f32>::glorot(8192, 256, &mut rng());
+        let limit = (6.0f32 / (8192.0 + 256.0)).sqrt();
+        assert!(d.kernel.iter().all(|v| v.abs() <= limit));
+        let max = d.kernel.iter().fold(0f32, |m, v| m.max(v.abs()));
+        assert!(max > 0.99 * limit, "spans the range");
+        let mean = d.kernel.sum() / d.kernel.len() as f32;
+        assert!(mean.abs() < 1e-4);
+        assert!(d.bias.iter().all(|&b| b == 0.0));
+    }
+}
