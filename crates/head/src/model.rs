@@ -76,12 +76,64 @@ impl<T: Real> Dense<T> {
         y
     }
 
+    /// Same as [`Dense::forward`], as a sum of rows of `W` over the nonzero inputs: ReLU'd
+    /// VGG features are ~85% zeros, so for training batches this does a fraction of the GEMM's
+    /// work and reads each row of `W` once (the `k` loop is outermost). Falls back to the GEMM
+    /// for non-contiguous arrays.
+    pub fn forward_sparse(&self, x: ArrayView2<T>) -> Array2<T> {
+        let (Some(w), Some(xs)) = (self.kernel.as_slice(), x.as_slice()) else {
+            return self.forward(x);
+        };
+        let (n, inputs, units) = (x.nrows(), self.inputs(), self.units());
+        let mut y = Array2::from_shape_fn((n, units), |(_, j)| self.bias[j]);
+        let ys = y.as_slice_mut().expect("fresh array");
+        with_simd(
+            #[inline(always)]
+            || {
+                for (k, w_row) in w.chunks_exact(units).enumerate() {
+                    for (i, y_row) in ys.chunks_exact_mut(units).enumerate() {
+                        let a = xs[i * inputs + k];
+                        if a != T::zero() {
+                            axpy(a, w_row, y_row);
+                        }
+                    }
+                }
+            },
+        );
+        y
+    }
+
     /// Parameter gradients (`dW = xᵀ·dy`, `db = Σ_batch dy`) and, if asked, the input gradient
     /// `dx = dy·Wᵀ` (not needed for the first layer, where it would be the costliest GEMM).
     pub fn backward(&self, x: ArrayView2<T>, dy: ArrayView2<T>, want_dx: bool) -> (DenseGrad<T>, Option<Array2<T>>) {
         let grad = DenseGrad { kernel: x.t().dot(&dy), bias: dy.sum_axis(Axis(0)) };
         let dx = want_dx.then(|| dy.dot(&self.kernel.t()));
         (grad, dx)
+    }
+}
+
+/// Runs `f` compiled for AVX2 when the CPU has it (the default x86-64 target only has SSE2).
+/// Rust never fuses `a·b + c` into an FMA, so the results are bit-identical either way; only
+/// the speed differs (about 25% on the training step).
+#[inline(always)]
+pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        fn avx2<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: the CPU supports AVX2 (checked just above).
+        return unsafe { avx2(f) };
+    }
+    f()
+}
+
+/// `y += a·x` (vectorised by the compiler).
+#[inline(always)]
+pub(crate) fn axpy<T: Real>(a: T, x: &[T], y: &mut [T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += a * x;
     }
 }
 
@@ -146,6 +198,13 @@ pub struct Trace<T> {
     masks: Vec<Option<Array2<T>>>,
 }
 
+impl<T: Real> Trace<T> {
+    /// The input of the first layer.
+    pub fn input(&self) -> ArrayView2<'_, T> {
+        self.inputs[0].view()
+    }
+}
+
 /// The dense head. `layers` are the hidden layers followed by the output layer (1 unit).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head<T> {
@@ -198,7 +257,7 @@ impl<T: Real> Head<T> {
         let mut trace = Trace { inputs: vec![x.to_owned()], relu_out: vec![], masks: vec![] };
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            let mut a = layer.forward(trace.inputs[i].view());
+            let mut a = layer.forward_sparse(trace.inputs[i].view());
             if i == last {
                 return (a, trace);
             }
@@ -220,22 +279,29 @@ impl<T: Real> Head<T> {
 
     /// Backward pass from `dlogits` (`[n, 1]`) to every layer's parameter gradients.
     pub fn backward(&self, trace: &Trace<T>, dlogits: Array2<T>) -> HeadGrad<T> {
+        let (upper, dy) = self.backward_upper(trace, dlogits);
+        let (first, _) = self.layers[0].backward(trace.input(), dy.view(), false);
+        std::iter::once(first).chain(upper).collect()
+    }
+
+    /// The backward pass down to, not through, the first layer: gradients of layers `1..` and
+    /// the gradient at the first layer's output, from which the trainer updates the (large)
+    /// first layer without materialising its gradient (see `OptimizerState::step_fused`).
+    pub fn backward_upper(&self, trace: &Trace<T>, dlogits: Array2<T>) -> (HeadGrad<T>, Array2<T>) {
         let mut grads = Vec::with_capacity(self.layers.len());
         let mut dy = dlogits;
-        for i in (0..self.layers.len()).rev() {
-            let (grad, dx) = self.layers[i].backward(trace.inputs[i].view(), dy.view(), i > 0);
+        for i in (1..self.layers.len()).rev() {
+            let (grad, dx) = self.layers[i].backward(trace.inputs[i].view(), dy.view(), true);
             grads.push(grad);
-            if let Some(mut dx) = dx {
-                let h = i - 1;
-                if let Some(mask) = &trace.masks[h] {
-                    dx *= mask;
-                }
-                relu_backward(trace.relu_out[h].view(), &mut dx);
-                dy = dx;
+            let mut dx = dx.expect("asked for dx");
+            if let Some(mask) = &trace.masks[i - 1] {
+                dx *= mask;
             }
+            relu_backward(trace.relu_out[i - 1].view(), &mut dx);
+            dy = dx;
         }
         grads.reverse();
-        grads
+        (grads, dy)
     }
 
     /// Converts to another float type (f32 training weights to f64 for checks, or back).
@@ -315,6 +381,22 @@ mod tests {
         assert_close(&grad.bias, &num_b, "dense bias");
         let num_x = numeric(&mut x, |x| probe(&layer.forward(x.view()), &c));
         assert_close(&dx.unwrap(), &num_x, "dense input");
+    }
+
+    #[test]
+    fn sparse_forward_matches_the_gemm() {
+        let mut rng = rng();
+        let mut layer = Dense::<f64>::glorot(40, 7, &mut rng);
+        layer.bias.mapv_inplace(|_| rng.random_range(-1.0..1.0));
+        let x = random((5, 40), &mut rng).mapv(|v| if v < 0.5 { 0.0 } else { v });
+        let close = |a: &Array2<f64>, b: &Array2<f64>| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-12);
+        let (a, b) = (layer.forward_sparse(x.view()), layer.forward(x.view()));
+        assert!(close(&a, &b), "{a} vs {b}");
+        // A non-contiguous input takes the GEMM path.
+        let wide = ndarray::concatenate![Axis(1), x, x];
+        let view = wide.slice(ndarray::s![.., ..40]);
+        assert!(view.as_slice().is_none());
+        assert_eq!(layer.forward_sparse(view), layer.forward(view));
     }
 
     #[test]
@@ -409,8 +491,9 @@ mod tests {
         let head = Head::<f64>::new(8, &[6], 0.5, &mut rng);
         let x = random((3, 8), &mut rng);
         let (z, _) = head.forward_train(x.view(), None);
-        assert_eq!(z, head.logits(x.view()));
-        assert_eq!(head.predict(x.view()), z.column(0).mapv(sigmoid));
+        let z2 = head.logits(x.view());
+        assert!(z.iter().zip(&z2).all(|(a, b)| (a - b).abs() < 1e-12), "{z} vs {z2}");
+        assert_eq!(head.predict(x.view()), z2.column(0).mapv(sigmoid));
     }
 
     #[test]

@@ -234,9 +234,13 @@ pub fn train(
             let (loss, dz) = bce_with_logits(&z, &targets);
             loss_sum += loss as f64 * batch.len() as f64;
             correct += count_correct(&z, labels.iter().copied());
-            let grads = head.backward(&trace, Array2::from_shape_vec((batch.len(), 1), dz).expect("one logit per row"));
+            let dz = Array2::from_shape_vec((batch.len(), 1), dz).expect("one logit per row");
+            let (upper, dy) = head.backward_upper(&trace, dz);
             lr = config.schedule.lr(config.learning_rate, step, total_steps, epoch);
-            opt.step(&mut head, &grads, lr);
+            for (i, grad) in upper.iter().enumerate() {
+                opt.step_layer(i + 1, &mut head.layers[i + 1], grad, lr);
+            }
+            opt.step_fused(0, &mut head.layers[0], trace.input(), dy.view(), lr);
             step += 1;
         }
         let (val_loss, val_acc) = evaluate(&head, validation.features.view(), validation.labels.view());
