@@ -99,6 +99,10 @@ pub struct Args {
     pub epochs: Option<usize>,
     #[arg(long)]
     pub batch_size: Option<usize>,
+    /// Exponential moving average of the weights with this momentum (e.g. 0.99; 0 = off);
+    /// validation and export then use the average (Keras `use_ema`).
+    #[arg(long)]
+    pub ema: Option<f64>,
     /// Export the epoch with the best validation accuracy instead of the last (true/false).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub keep_best: Option<bool>,
@@ -124,6 +128,7 @@ impl Args {
         set(&mut c.dropout, self.dropout);
         set(&mut c.input_dropout, self.input_dropout);
         set(&mut c.label_smoothing, self.label_smoothing);
+        set(&mut c.ema, self.ema);
         set(&mut c.regularization.weight_decay, self.weight_decay);
         set(&mut c.regularization.l2, self.l2);
         match self.optimizer {

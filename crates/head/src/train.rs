@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
-use crate::model::{Head, bce_with_logits, dropout_mask};
+use crate::model::{Head, bce_with_logits, dropout_mask, with_simd};
 use crate::optim::{Optimizer, OptimizerState, Regularization};
 
 /// Learning rate as a function of training progress.
@@ -65,6 +65,9 @@ pub struct TrainConfig {
     pub label_smoothing: f64,
     pub epochs: usize,
     pub batch_size: usize,
+    /// Momentum of an exponential moving average of the weights (Keras `use_ema=True,
+    /// ema_momentum=...`), 0 for none. When on, validation and export use the averaged weights.
+    pub ema: f64,
     /// Export the weights of the epoch with the best validation accuracy instead of the last.
     pub keep_best: bool,
     pub seed: u64,
@@ -93,6 +96,7 @@ impl Preset {
             label_smoothing: 0.0,
             epochs: 50,
             batch_size: 16,
+            ema: 0.0,
             keep_best: false,
             seed: 0,
         };
@@ -116,6 +120,7 @@ impl TrainConfig {
         rate("--dropout", self.dropout)?;
         rate("--input-dropout", self.input_dropout)?;
         rate("--label-smoothing", self.label_smoothing)?;
+        rate("--ema", self.ema)?;
         if self.hidden.contains(&0) {
             return bad(format!("--hidden {:?}: every width must be at least 1", self.hidden));
         }
@@ -189,6 +194,25 @@ fn count_correct(logits: &[f32], labels: impl Iterator<Item = f32>) -> usize {
     logits.iter().zip(labels).filter(|&(&z, y)| (z > 0.0) == (y > 0.5)).count()
 }
 
+/// `avg = m·avg + (1-m)·head`, every parameter.
+fn moving_average(avg: &mut Head<f32>, head: &Head<f32>, m: f32) {
+    with_simd(
+        #[inline(always)]
+        || {
+            for (a, h) in avg.layers.iter_mut().zip(&head.layers) {
+                let pairs =
+                    [(a.kernel.as_slice_mut(), h.kernel.as_slice()), (a.bias.as_slice_mut(), h.bias.as_slice())];
+                for (a, h) in pairs {
+                    let (a, h) = (a.expect("standard layout"), h.expect("standard layout"));
+                    for (a, &h) in a.iter_mut().zip(h) {
+                        *a = m * *a + (1.0 - m) * h;
+                    }
+                }
+            }
+        },
+    )
+}
+
 /// Trains a head on `train`, evaluating on `validation` after every epoch; `on_epoch` sees
 /// each epoch's stats as soon as they exist (for logs and progress bars).
 pub fn train(
@@ -216,6 +240,7 @@ pub fn train(
     let mut order: Vec<usize> = (0..n).collect();
     let mut history: Vec<EpochStats> = Vec::with_capacity(config.epochs);
     let (mut best, mut best_head) = (0usize, None::<Head<f32>>);
+    let mut ema = (config.ema > 0.0).then(|| head.clone());
     let mut step = 0;
     let mut lr = config.learning_rate;
     for epoch in 0..config.epochs {
@@ -241,9 +266,14 @@ pub fn train(
                 opt.step_layer(i + 1, &mut head.layers[i + 1], grad, lr);
             }
             opt.step_fused(0, &mut head.layers[0], trace.input(), dy.view(), lr);
+            if let Some(avg) = &mut ema {
+                // Keras starts the average at the weights after the first step.
+                moving_average(avg, &head, if step == 0 { 0.0 } else { config.ema as f32 });
+            }
             step += 1;
         }
-        let (val_loss, val_acc) = evaluate(&head, validation.features.view(), validation.labels.view());
+        let current = ema.as_ref().unwrap_or(&head);
+        let (val_loss, val_acc) = evaluate(current, validation.features.view(), validation.labels.view());
         let stats = EpochStats {
             epoch: epoch + 1,
             loss: loss_sum / n as f64,
@@ -260,14 +290,14 @@ pub fn train(
         if improved {
             best = epoch;
             if config.keep_best {
-                best_head = Some(head.clone());
+                best_head = Some(current.clone());
             }
         }
         on_epoch(&stats);
     }
     let (head, exported) = match best_head {
         Some(h) => (h, best),
-        None => (head, history.len() - 1),
+        None => (ema.unwrap_or(head), history.len() - 1),
     };
     Ok(Trained { head, history, best, exported, seconds: start.elapsed().as_secs_f64() })
 }
@@ -331,6 +361,20 @@ mod tests {
         assert_eq!(a.head, b.head);
         let c = train(&TrainConfig { seed: 6, ..cfg }, &tr, &va, |_| {}).unwrap();
         assert_ne!(a.head, c.head);
+    }
+
+    #[test]
+    fn ema_exports_the_average() {
+        let (tr, va) = (blobs(40, 12, 1), blobs(10, 12, 2));
+        let plain = train(&small(Preset::Keras), &tr, &va, |_| {}).unwrap();
+        let cfg = TrainConfig { ema: 0.9, ..small(Preset::Keras) };
+        let t = train(&cfg, &tr, &va, |_| {}).unwrap();
+        assert_ne!(t.head, plain.head, "exports the average, not the raw weights");
+        // The raw weights follow the same path; the average lags behind but stays close.
+        let diff = (&t.head.layers[0].kernel - &plain.head.layers[0].kernel).mapv(f32::abs);
+        assert!(diff.iter().cloned().fold(0.0, f32::max) < 0.5);
+        let (_, acc) = evaluate(&t.head, va.features.view(), va.labels.view());
+        assert_eq!(acc, t.history.last().unwrap().val_acc, "validation used the exported weights");
     }
 
     #[test]
