@@ -26,6 +26,7 @@ pub fn cmd(bin: &str, cwd: &Path) -> Command {
     let exe = match bin {
         "prepare-model" => env!("CARGO_BIN_EXE_prepare-model"),
         "bottleneck" => env!("CARGO_BIN_EXE_bottleneck"),
+        "train-head" => env!("CARGO_BIN_EXE_train-head"),
         other => panic!("unknown binary {other}"),
     };
     let mut c = Command::new(exe);

@@ -34,7 +34,7 @@ pub enum ScheduleName {
 /// Options left out take the preset's value (see `--preset`); the run's full config is
 /// recorded in metrics.json.
 #[derive(Debug, Parser)]
-#[command(name = "train-head", version)]
+#[command(name = "train-head", version, args_override_self = true)]
 pub struct Args {
     /// Training features: a folder with features.npy, labels.npy, classes.json (from `bottleneck`).
     #[arg(long, value_name = "DIR")]
@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Preset::Recommended)]
     pub preset: Preset,
     /// Hidden layer widths, comma separated (e.g. 256 or 512,256).
-    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    #[arg(long, value_delimiter = ',', num_args = 1.., action = clap::ArgAction::Set)]
     pub hidden: Option<Vec<usize>>,
     /// Dropout rate after each hidden layer.
     #[arg(long)]
