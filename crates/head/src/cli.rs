@@ -58,6 +58,12 @@ pub struct Args {
     /// Dropout on the input features while training (feature-level augmentation).
     #[arg(long)]
     pub input_dropout: Option<f64>,
+    /// Mirror training feature maps left-right at random (true/false).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub flip: Option<bool>,
+    /// Mixup with λ ~ Beta(α, α) for this α (e.g. 0.4; 0 = off).
+    #[arg(long, value_name = "ALPHA")]
+    pub mixup: Option<f64>,
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerName>,
     /// Learning rate (peak rate with a schedule).
@@ -129,6 +135,7 @@ impl Args {
         set(&mut c.input_dropout, self.input_dropout);
         set(&mut c.label_smoothing, self.label_smoothing);
         set(&mut c.ema, self.ema);
+        set(&mut c.mixup, self.mixup);
         set(&mut c.regularization.weight_decay, self.weight_decay);
         set(&mut c.regularization.l2, self.l2);
         match self.optimizer {
@@ -162,6 +169,7 @@ impl Args {
         c.epochs = self.epochs.unwrap_or(c.epochs);
         c.batch_size = self.batch_size.unwrap_or(c.batch_size);
         c.keep_best = self.keep_best.unwrap_or(c.keep_best);
+        c.flip = self.flip.unwrap_or(c.flip);
         c.seed = self.seed.unwrap_or(c.seed);
         c
     }
