@@ -45,8 +45,8 @@ pub struct Args {
     /// Output folder (created if needed).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Starting point for every option: `keras` is the blog recipe exactly; `recommended` adds an
-    /// L2 penalty and a cosine schedule (same accuracy, far less overconfident; see the README).
+    /// Starting point for every option: `keras` is the blog recipe exactly; `recommended` adds
+    /// input dropout, an L2 penalty and a cosine schedule (README).
     #[arg(long, value_enum, default_value_t = Preset::Recommended)]
     pub preset: Preset,
     /// Hidden layer widths, comma separated (e.g. 256 or 512,256).

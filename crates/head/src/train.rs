@@ -86,7 +86,8 @@ pub struct TrainConfig {
 pub enum Preset {
     /// The Keras blog recipe, exactly: RMSprop 1e-3, constant rate, no regularisation.
     Keras,
-    /// The Keras recipe plus L2 1e-4 on kernels and a cosine learning-rate decay (README).
+    /// The Keras recipe plus input dropout 0.3, L2 1e-4 on kernels and a cosine learning-rate
+    /// decay (README).
     Recommended,
 }
 
@@ -111,10 +112,12 @@ impl Preset {
         };
         match self {
             Preset::Keras => keras,
-            // Measured on Dogs vs Cats (README): same accuracy as the recipe within seed noise,
-            // validation loss 0.43 instead of 1.17 (less overconfident), and a final epoch that
-            // does not depend on where a constant-rate run happens to stop.
+            // Measured on Dogs vs Cats (README): validation accuracy over the last 10 epochs
+            // 0.969 instead of 0.966, validation loss 0.33 instead of 1.17 (far less
+            // overconfident), and a final epoch that does not depend on where a constant-rate
+            // run happens to stop.
             Preset::Recommended => TrainConfig {
+                input_dropout: 0.3,
                 schedule: Schedule::Cosine { min_factor: 0.0 },
                 regularization: Regularization { weight_decay: 0.0, l2: 1e-4 },
                 ..keras
