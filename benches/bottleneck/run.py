@@ -2,8 +2,9 @@
 """Bottleneck benchmark: one run gives every number the README quotes, measured on the same
 machine in the same script, so ratios are meaningful even on a noisy machine.
 
-    cargo build --release --bins --examples
     python3 benches/bottleneck/run.py [--data ../shared/data/dogs-vs-cats] [--device cpu]
+
+(it builds the release binaries first)
 
 * end to end: `bottleneck` over all 2800 images (decode + resize + inference + .npy writes)
 * inference alone: the same model on in-memory batches (Rust `inference` example)
@@ -52,6 +53,8 @@ ap.add_argument("--data", default=str(ROOT.parent / "shared/data/dogs-vs-cats"))
 ap.add_argument("--device", default="cpu")
 ap.add_argument("--batches", type=int, default=20)
 args = ap.parse_args()
+subprocess.run(["cargo", "build", "--release", "-q", "--bin", "bottleneck", "--bin", "prepare-model",
+                "-p", "smalldata", "--example", "inference", "-p", "sd-bottleneck"], check=True, cwd=ROOT)
 MODEL = ROOT / "artifacts/model/conv_base.onnx"
 if not MODEL.exists():
     subprocess.run([ROOT / "target/release/prepare-model", "--out", MODEL.parent, "-q"], check=True, cwd=ROOT)

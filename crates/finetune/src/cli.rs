@@ -245,10 +245,10 @@ pub fn run(args: &Args) -> Result<()> {
                     bar.inc(1);
                 }
                 Progress::Initial(v) => {
-            cache_bar.finish_and_clear();
-            tracing::info!("Before fine-tuning - val_loss: {:.4} - val_acc: {:.4}", v.val_loss, v.val_acc);
-        }
-        Progress::Epoch(h) => {
+                    cache_bar.finish_and_clear();
+                    tracing::info!("Before fine-tuning - val_loss: {:.4} - val_acc: {:.4}", v.val_loss, v.val_acc);
+                }
+                Progress::Epoch(h) => {
                     bar.suspend(|| tracing::info!("{}", report::epoch_line(h, config.epochs)));
                     bar.set_message(format!("val_acc {:.4}", h.val_acc));
                 }

@@ -64,7 +64,7 @@ fn numeric_gradients(w: &RefWeights, mut loss: impl FnMut(&RefWeights) -> f64) -
     const H: f64 = 1e-6;
     let mut w = w.clone();
     let sizes: Vec<usize> =
-        (0..6).map(|t| if t.is_multiple_of(2) { w.kernels[t / 2].len() } else { w.biases[t / 2].len() }).collect();
+        (0..6usize).map(|t| if t.is_multiple_of(2) { w.kernels[t / 2].len() } else { w.biases[t / 2].len() }).collect();
     sizes
         .iter()
         .enumerate()

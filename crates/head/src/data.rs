@@ -109,6 +109,19 @@ impl Split {
         Ok(Split { dir, features, feature_shape, labels, classes })
     }
 
+    /// Joins several splits (e.g. the original images and augmented rounds) into one, after
+    /// checking that they share feature shape and classes.
+    pub fn concat(parts: Vec<Split>) -> Result<Split, DataError> {
+        let mut parts = parts.into_iter();
+        let mut all = parts.next().expect("at least one split");
+        for part in parts {
+            all.check_compatible(&part)?;
+            all.features = ndarray::concatenate![ndarray::Axis(0), all.features, part.features];
+            all.labels = ndarray::concatenate![ndarray::Axis(0), all.labels, part.labels];
+        }
+        Ok(all)
+    }
+
     /// Checks that `validation` can be evaluated by a head trained on `self`.
     pub fn check_compatible(&self, validation: &Split) -> Result<(), DataError> {
         let mismatch = |file: &str, reason: String| DataError::Mismatch {

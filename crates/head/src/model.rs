@@ -466,21 +466,21 @@ mod tests {
                 let (z, _) = h.forward_train(x.view(), Some(&mut seeded));
                 bce_with_logits(z.as_slice().unwrap(), &y).0
             };
-            for i in 0..head.layers.len() {
+            for (i, grad) in grads.iter().enumerate() {
                 let mut k = head.layers[i].kernel.clone();
                 let num = numeric(&mut k, |k| {
                     let mut h = head.clone();
                     h.layers[i].kernel = k.clone();
                     loss(&h)
                 });
-                assert_close(&grads[i].kernel, &num, &format!("{hidden:?} layer {i} kernel"));
+                assert_close(&grad.kernel, &num, &format!("{hidden:?} layer {i} kernel"));
                 let mut b = head.layers[i].bias.clone();
                 let num = numeric(&mut b, |b| {
                     let mut h = head.clone();
                     h.layers[i].bias = b.clone();
                     loss(&h)
                 });
-                assert_close(&grads[i].bias, &num, &format!("{hidden:?} layer {i} bias"));
+                assert_close(&grad.bias, &num, &format!("{hidden:?} layer {i} bias"));
             }
         }
     }

@@ -144,7 +144,7 @@ pub fn update<T: Real>(
             let (rho, one_minus_rho, eps) = (T::of(rho), T::of(1.0 - rho), T::of(epsilon));
             for ((w, &g), v) in zip {
                 let g = g + two_l2 * *w;
-                *w = *w * decay;
+                *w *= decay;
                 *v = rho * *v + one_minus_rho * g * g;
                 *w = *w - lr_t * g / (*v + eps).sqrt();
             }
@@ -153,9 +153,9 @@ pub fn update<T: Real>(
             let mu = T::of(momentum);
             for ((w, &g), m) in zip {
                 let g = g + two_l2 * *w;
-                *w = *w * decay;
+                *w *= decay;
                 *m = mu * *m - lr_t * g;
-                *w = *w + if nesterov { mu * *m - lr_t * g } else { *m };
+                *w += if nesterov { mu * *m - lr_t * g } else { *m };
             }
         }
     }

@@ -9,9 +9,10 @@
 use std::time::Instant;
 
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::Distribution;
 use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
@@ -57,6 +58,12 @@ pub struct TrainConfig {
     pub dropout: f64,
     /// Dropout on the input features at training time (a cheap feature-level augmentation).
     pub input_dropout: f64,
+    /// Mirror each training sample's feature map left-right with probability 1/2 (features
+    /// `[H, W, C]`): a cheap stand-in for flipping the image.
+    pub flip: bool,
+    /// Mixup (Zhang et al. 2018) with `λ ~ Beta(α, α)`, α = this value (0 = off): each batch
+    /// is blended with a shuffled copy of itself, targets alike.
+    pub mixup: f64,
     pub optimizer: Optimizer,
     pub learning_rate: f64,
     pub schedule: Schedule,
@@ -79,7 +86,8 @@ pub struct TrainConfig {
 pub enum Preset {
     /// The Keras blog recipe, exactly: RMSprop 1e-3, constant rate, no regularisation.
     Keras,
-    /// The Keras recipe plus what measurably helps on Dogs vs Cats (see the README).
+    /// The Keras recipe plus input dropout 0.3, L2 1e-4 on kernels and a cosine learning-rate
+    /// decay (README).
     Recommended,
 }
 
@@ -89,6 +97,8 @@ impl Preset {
             hidden: vec![256],
             dropout: 0.5,
             input_dropout: 0.0,
+            flip: false,
+            mixup: 0.0,
             optimizer: Optimizer::RMSPROP,
             learning_rate: 1e-3,
             schedule: Schedule::Constant,
@@ -102,7 +112,16 @@ impl Preset {
         };
         match self {
             Preset::Keras => keras,
-            Preset::Recommended => TrainConfig { schedule: Schedule::Cosine { min_factor: 0.0 }, ..keras },
+            // Measured on Dogs vs Cats (README): validation accuracy over the last 10 epochs
+            // 0.969 instead of 0.966, validation loss 0.33 instead of 1.17 (far less
+            // overconfident), and a final epoch that does not depend on where a constant-rate
+            // run happens to stop.
+            Preset::Recommended => TrainConfig {
+                input_dropout: 0.3,
+                schedule: Schedule::Cosine { min_factor: 0.0 },
+                regularization: Regularization { weight_decay: 0.0, l2: 1e-4 },
+                ..keras
+            },
         }
     }
 }
@@ -131,6 +150,9 @@ impl TrainConfig {
             return bad(format!("--lr {} must be a positive number", self.learning_rate));
         }
         let Regularization { weight_decay, l2 } = self.regularization;
+        if !(self.mixup >= 0.0 && self.mixup.is_finite()) {
+            return bad(format!("--mixup {} must be >= 0", self.mixup));
+        }
         if !(weight_decay >= 0.0 && l2 >= 0.0) {
             return bad("--weight-decay and --l2 must be >= 0".into());
         }
@@ -194,6 +216,15 @@ fn count_correct(logits: &[f32], labels: impl Iterator<Item = f32>) -> usize {
     logits.iter().zip(labels).filter(|&(&z, y)| (z > 0.0) == (y > 0.5)).count()
 }
 
+/// Reverses the order of the `c`-sized pixels of one row of an HWC feature map.
+fn mirror<T>(row: &mut [T], c: usize) {
+    let w = row.len() / c;
+    for i in 0..w / 2 {
+        let (left, right) = row.split_at_mut((w - 1 - i) * c);
+        left[i * c..(i + 1) * c].swap_with_slice(&mut right[..c]);
+    }
+}
+
 /// `avg = m·avg + (1-m)·head`, every parameter.
 fn moving_average(avg: &mut Head<f32>, head: &Head<f32>, m: f32) {
     with_simd(
@@ -227,7 +258,19 @@ pub fn train(
         rng.set_stream(s);
         rng
     };
-    let (mut init_rng, mut shuffle_rng, mut dropout_rng) = (stream(0), stream(1), stream(2));
+    let (mut init_rng, mut shuffle_rng, mut dropout_rng, mut flip_rng) = (stream(0), stream(1), stream(2), stream(3));
+    let mut mixup_rng = stream(4);
+    let mixup = (config.mixup > 0.0)
+        .then(|| rand_distr::Beta::new(config.mixup as f32, config.mixup as f32))
+        .transpose()
+        .map_err(|e| ConfigError(format!("--mixup {}: {e}", config.mixup)))?;
+    let flip_shape = config.flip.then_some(train.feature_shape.as_slice());
+    if flip_shape.is_some_and(|s| s.len() != 3) {
+        return Err(ConfigError(format!(
+            "--flip needs feature maps [H, W, C], the features are {:?}",
+            train.feature_shape
+        )));
+    }
 
     let mut head = Head::<f32>::new(train.features.ncols(), &config.hidden, config.dropout, &mut init_rng);
     let mut opt = OptimizerState::new(config.optimizer, config.regularization, &head);
@@ -249,11 +292,35 @@ pub fn train(
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for batch in order.chunks(config.batch_size) {
             let mut x = train.features.select(Axis(0), batch);
+            if let Some(&[_, w, c]) = flip_shape {
+                for mut row in x.rows_mut() {
+                    if flip_rng.random::<bool>() {
+                        for pixel_row in row.as_slice_mut().expect("fresh array").chunks_exact_mut(w * c) {
+                            mirror(pixel_row, c);
+                        }
+                    }
+                }
+            }
             if config.input_dropout > 0.0 {
                 x *= &dropout_mask::<f32>(x.dim(), config.input_dropout, &mut dropout_rng);
             }
-            let labels: Vec<f32> = batch.iter().map(|&i| train.labels[i]).collect();
-            let targets: Vec<f32> = labels.iter().map(|&y| y * (1.0 - smooth) + 0.5 * smooth).collect();
+            let mut labels: Vec<f32> = batch.iter().map(|&i| train.labels[i]).collect();
+            let mut targets: Vec<f32> = labels.iter().map(|&y| y * (1.0 - smooth) + 0.5 * smooth).collect();
+            if let Some(beta) = &mixup {
+                let lambda: f32 = beta.sample(&mut mixup_rng);
+                let mut partner: Vec<usize> = (0..batch.len()).collect();
+                partner.shuffle(&mut mixup_rng);
+                x = &x * lambda + &x.select(Axis(0), &partner) * (1.0 - lambda);
+                targets = partner
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &j)| lambda * targets[i] + (1.0 - lambda) * targets[j])
+                    .collect();
+                // Training accuracy counts the dominant sample's label.
+                if lambda < 0.5 {
+                    labels = partner.iter().map(|&j| labels[j]).collect();
+                }
+            }
             let (z, trace) = head.forward_train(x.view(), Some(&mut dropout_rng));
             let z = z.into_raw_vec_and_offset().0;
             let (loss, dz) = bce_with_logits(&z, &targets);
@@ -355,7 +422,7 @@ mod tests {
     #[test]
     fn same_seed_same_weights_other_seed_other_weights() {
         let (tr, va) = (blobs(40, 12, 1), blobs(10, 12, 2));
-        let cfg = TrainConfig { input_dropout: 0.2, label_smoothing: 0.1, ..small(Preset::Keras) };
+        let cfg = TrainConfig { input_dropout: 0.2, label_smoothing: 0.1, mixup: 0.4, ..small(Preset::Keras) };
         let a = train(&cfg, &tr, &va, |_| {}).unwrap();
         let b = train(&cfg, &tr, &va, |_| {}).unwrap();
         assert_eq!(a.head, b.head);
@@ -390,6 +457,16 @@ mod tests {
     }
 
     #[test]
+    fn mirror_reverses_pixels_not_channels() {
+        let mut row = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        mirror(&mut row, 2);
+        assert_eq!(row, [9, 10, 7, 8, 5, 6, 3, 4, 1, 2]);
+        let mut row = [1, 2, 3, 4];
+        mirror(&mut row, 1);
+        assert_eq!(row, [4, 3, 2, 1]);
+    }
+
+    #[test]
     fn schedules() {
         let cos = Schedule::Cosine { min_factor: 0.1 };
         assert_eq!(cos.lr(1.0, 0, 100, 0), 1.0);
@@ -409,6 +486,7 @@ mod tests {
             TrainConfig { hidden: vec![8, 0], ..small(Preset::Keras) },
             TrainConfig { batch_size: 0, ..small(Preset::Keras) },
             TrainConfig { learning_rate: -1.0, ..small(Preset::Keras) },
+            TrainConfig { flip: true, ..small(Preset::Keras) }, // features are not [H, W, C]
         ] {
             assert!(train(&cfg, &tr, &va, |_| {}).is_err(), "{cfg:?}");
         }
