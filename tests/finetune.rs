@@ -186,7 +186,7 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     std::fs::copy(d.join("three/cats/cats.0.png"), d.join("three/birds/bird.png")).unwrap();
     fails(swap(base.clone(), "--validation", "three"), &["three", "birds", "the training set train"]);
     fails(swap(base.clone(), "--train", "missing"), &["missing", "does not exist"]);
-    fails([&base[..], &["--cache-rounds", "0"]].concat(), &["--cache-rounds"]);
+    fails(swap(base.clone(), "--epochs", "0"), &["--epochs"]);
     // A corrupt validation image is named.
     std::fs::write(d.join("validation/dogs/dogs.1.png"), b"not a png").unwrap();
     fails(base.clone(), &["dogs.1.png"]);
