@@ -13,18 +13,10 @@ use serde::Serialize;
 use crate::graphs::Block5Shape;
 use crate::train::{FinetuneConfig, Finetuned, Validation};
 
-pub const METRICS: &str = "metrics.json";
-pub const HISTORY: &str = "history.csv";
-pub const CURVES: &str = "curves.svg";
+pub use sd_head::report::{CURVES, HISTORY, METRICS, Source};
+
 /// The fine-tuned head, in `train-head`'s format.
 pub const HEAD_DIR: &str = "head";
-
-/// Where the data came from.
-#[derive(Debug, Clone, Serialize)]
-pub struct Source {
-    pub dir: String,
-    pub samples: usize,
-}
 
 /// `metrics.json`.
 #[derive(Debug, Clone, Serialize)]

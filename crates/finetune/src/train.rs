@@ -327,9 +327,7 @@ pub fn finetune(
             lr,
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
-        let improved = history
-            .get(best)
-            .is_none_or(|b: &EpochStats| val_acc > b.val_acc || (val_acc == b.val_acc && val_loss < b.val_loss));
+        let improved = history.get(best).is_none_or(|b| stats.beats(b));
         history.push(stats);
         if improved {
             best = epoch;

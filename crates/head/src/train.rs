@@ -186,6 +186,13 @@ pub struct EpochStats {
     pub seconds: f64,
 }
 
+impl EpochStats {
+    /// Better than `other` for keep-best: higher validation accuracy, ties broken by lower loss.
+    pub fn beats(&self, other: &EpochStats) -> bool {
+        self.val_acc > other.val_acc || (self.val_acc == other.val_acc && self.val_loss < other.val_loss)
+    }
+}
+
 /// A finished run.
 pub struct Trained {
     /// The exported weights: the last epoch's, or the best epoch's with `keep_best`.
@@ -350,9 +357,7 @@ pub fn train(
             lr,
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
-        let improved = history
-            .get(best)
-            .is_none_or(|b: &EpochStats| val_acc > b.val_acc || (val_acc == b.val_acc && val_loss < b.val_loss));
+        let improved = history.get(best).is_none_or(|b| stats.beats(b));
         history.push(stats);
         if improved {
             best = epoch;
