@@ -63,11 +63,16 @@ pub(crate) fn register(builder: &mut SessionBuilder, device: Device, kind: Libra
     let cuda = CUDA::default().with_device_id(id as i32);
     match cuda.register(builder) {
         Ok(()) => Ok(Device::Cuda(id)),
-        Err(e) if device == Device::Auto => {
-            tracing::warn!("CUDA is not usable ({e}); running on CPU");
-            Ok(Device::Cpu)
+        Err(e) => {
+            // ONNX Runtime's messages end in a newline; keep ours on one line.
+            let reason = e.to_string().trim_end().to_owned();
+            if device == Device::Auto {
+                tracing::warn!("CUDA is not usable ({reason}); running on CPU");
+                Ok(Device::Cpu)
+            } else {
+                Err(RuntimeError::CudaUnavailable { device, reason })
+            }
         }
-        Err(e) => Err(RuntimeError::CudaUnavailable { device, reason: e.to_string() }),
     }
 }
 
