@@ -102,6 +102,43 @@ fn exact_features_labels_and_order_from_a_hand_checkable_model() {
     );
 }
 
+#[test]
+fn reads_the_augmented_rounds_that_augment_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    solid_dataset(&dir.path().join("data"));
+    max_pool_model(&dir.path().join("pool.onnx"));
+    // Shear, zoom and flip with fill `nearest` map a solid image onto itself, so every round's
+    // features are still the image's own colour.
+    ok(run(
+        "augment",
+        &["rounds", "--data", "data", "--out", "aug", "--rounds", "2", "--preset", "finetune", "--seed", "5", "-q"],
+        dir.path(),
+    ));
+    ok(run("bottleneck", &["--data", "aug", "--model", "pool.onnx", "--out", "out", "--device", "cpu", "-q"], dir.path()));
+
+    let out = dir.path().join("out");
+    let files = std::fs::read_to_string(out.join("files.txt")).unwrap();
+    let files: Vec<&str> = files.lines().collect();
+    let want: Vec<String> = (0..9)
+        .flat_map(|i| (0..2).map(move |r| format!("{}/img{i}_r{r}.png", if i < 5 { "cats" } else { "dogs" })))
+        .collect();
+    assert_eq!(files, want, "two rounds of each of the 9 images, in class-folder order");
+    let labels = sd_data::npy::read::<i64>(out.join("labels.npy")).unwrap();
+    assert_eq!(labels.as_slice().unwrap(), [[0; 10].as_slice(), &[1; 8]].concat());
+    let features = read_f32(&out.join("features.npy"));
+    assert_eq!(features.shape(), [18, 4, 4, 3], "augment's default 150x150 gives a 4x4 map");
+    for (row, file) in files.iter().enumerate() {
+        let i: usize = file.split("img").nth(1).unwrap().split('_').next().unwrap().parse().unwrap();
+        let [r, g, b] = colour(i).map(f32::from);
+        let want = [b - 103.939, g - 116.779, r - 123.68];
+        for cell in features.index_axis(ndarray::Axis(0), row).as_slice().unwrap().chunks(3) {
+            for c in 0..3 {
+                assert!((cell[c] - want[c]).abs() < 1e-4, "{file}: {cell:?} vs {want:?}");
+            }
+        }
+    }
+}
+
 fn read_dir_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()

@@ -25,6 +25,7 @@ pub fn python() -> Option<PathBuf> {
 pub fn cmd(bin: &str, cwd: &Path) -> Command {
     let exe = match bin {
         "prepare-model" => env!("CARGO_BIN_EXE_prepare-model"),
+        "augment" => env!("CARGO_BIN_EXE_augment"),
         "bottleneck" => env!("CARGO_BIN_EXE_bottleneck"),
         "train-head" => env!("CARGO_BIN_EXE_train-head"),
         "finetune" => env!("CARGO_BIN_EXE_finetune"),
