@@ -114,7 +114,11 @@ fn reads_the_augmented_rounds_that_augment_writes() {
         &["rounds", "--data", "data", "--out", "aug", "--rounds", "2", "--preset", "finetune", "--seed", "5", "-q"],
         dir.path(),
     ));
-    ok(run("bottleneck", &["--data", "aug", "--model", "pool.onnx", "--out", "out", "--device", "cpu", "-q"], dir.path()));
+    ok(run(
+        "bottleneck",
+        &["--data", "aug", "--model", "pool.onnx", "--out", "out", "--device", "cpu", "-q"],
+        dir.path(),
+    ));
 
     let out = dir.path().join("out");
     let files = std::fs::read_to_string(out.join("files.txt")).unwrap();

@@ -31,7 +31,7 @@ use sd_data::{Preprocess, Sample};
 use sd_head::Head;
 use sd_head::model::{HeadGrad, bce_with_logits};
 use sd_head::optim::{Optimizer, OptimizerState, Regularization};
-use sd_head::train::{EpochStats, Schedule};
+use sd_head::train::{EpochStats, History, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::block5::{Block5, Block5Optimizer, Block5Weights};
@@ -289,8 +289,7 @@ pub fn finetune(
     let steps = n.div_ceil(config.batch_size);
     let total_steps = steps * config.epochs;
     let epochs = Epochs::new(train.clone(), loader(config.batch_size), augmenter.as_deref().cloned(), config.seed);
-    let mut history: Vec<EpochStats> = Vec::with_capacity(config.epochs);
-    let (mut best, mut best_weights) = (0usize, None);
+    let mut history = History::new(config.epochs, config.keep_best);
     let mut lr = config.learning_rate;
     for epoch in 0..config.epochs {
         let epoch_start = Instant::now();
@@ -327,27 +326,17 @@ pub fn finetune(
             lr,
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
-        let improved = history.get(best).is_none_or(|b| stats.beats(b));
-        history.push(stats);
-        if improved {
-            best = epoch;
-            if config.keep_best {
-                best_weights = Some((trainer.weights.clone(), trainer.head.clone()));
-            }
-        }
+        history.record(stats, || (trainer.weights.clone(), trainer.head.clone()));
         progress(Progress::Epoch(&stats));
     }
     let device = trainer.block5.device().to_string();
-    let ((weights, head), exported) = match best_weights {
-        Some(w) => (w, best),
-        None => ((trainer.weights, trainer.head), history.len() - 1),
-    };
+    let ((weights, head), exported) = history.finish(|| (trainer.weights, trainer.head));
     Ok(Finetuned {
         initial,
         weights,
         head,
-        history,
-        best,
+        best: history.best,
+        history: history.epochs,
         exported,
         seconds: start.elapsed().as_secs_f64(),
         setup_seconds,

@@ -193,6 +193,43 @@ impl EpochStats {
     }
 }
 
+/// The per-epoch history of a run and, with keep-best, the best epoch's weights: one place for
+/// the bookkeeping that the head and fine-tuning trainers share.
+pub struct History<W> {
+    pub epochs: Vec<EpochStats>,
+    /// Index into `epochs` of the best one so far (see [`EpochStats::beats`]).
+    pub best: usize,
+    keep_best: bool,
+    best_weights: Option<W>,
+}
+
+impl<W> History<W> {
+    pub fn new(capacity: usize, keep_best: bool) -> Self {
+        Self { epochs: Vec::with_capacity(capacity), best: 0, keep_best, best_weights: None }
+    }
+
+    /// Appends an epoch; `weights` is called (to copy them) only when keep-best is on and this
+    /// epoch is the best so far.
+    pub fn record(&mut self, stats: EpochStats, weights: impl FnOnce() -> W) {
+        if self.epochs.get(self.best).is_none_or(|b| stats.beats(b)) {
+            self.best = self.epochs.len();
+            if self.keep_best {
+                self.best_weights = Some(weights());
+            }
+        }
+        self.epochs.push(stats);
+    }
+
+    /// The weights to export and the index of their epoch: the kept best epoch's, or `last` (the
+    /// trainer's final weights) from the last epoch.
+    pub fn finish(&mut self, last: impl FnOnce() -> W) -> (W, usize) {
+        match self.best_weights.take() {
+            Some(w) => (w, self.best),
+            None => (last(), self.epochs.len().saturating_sub(1)),
+        }
+    }
+}
+
 /// A finished run.
 pub struct Trained {
     /// The exported weights: the last epoch's, or the best epoch's with `keep_best`.
@@ -288,8 +325,7 @@ pub fn train(
 
     let start = Instant::now();
     let mut order: Vec<usize> = (0..n).collect();
-    let mut history: Vec<EpochStats> = Vec::with_capacity(config.epochs);
-    let (mut best, mut best_head) = (0usize, None::<Head<f32>>);
+    let mut history = History::new(config.epochs, config.keep_best);
     let mut ema = (config.ema > 0.0).then(|| head.clone());
     let mut step = 0;
     let mut lr = config.learning_rate;
@@ -357,21 +393,11 @@ pub fn train(
             lr,
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
-        let improved = history.get(best).is_none_or(|b| stats.beats(b));
-        history.push(stats);
-        if improved {
-            best = epoch;
-            if config.keep_best {
-                best_head = Some(current.clone());
-            }
-        }
+        history.record(stats, || current.clone());
         on_epoch(&stats);
     }
-    let (head, exported) = match best_head {
-        Some(h) => (h, best),
-        None => (ema.unwrap_or(head), history.len() - 1),
-    };
-    Ok(Trained { head, history, best, exported, seconds: start.elapsed().as_secs_f64() })
+    let (head, exported) = history.finish(|| ema.unwrap_or(head));
+    Ok(Trained { head, best: history.best, history: history.epochs, exported, seconds: start.elapsed().as_secs_f64() })
 }
 
 #[cfg(test)]
@@ -459,6 +485,35 @@ mod tests {
         assert!(t.history.iter().all(|h| h.val_acc <= best.val_acc));
         let (_, acc) = evaluate(&t.head, va.features.view(), va.labels.view());
         assert_eq!(acc, best.val_acc);
+    }
+
+    #[test]
+    fn history_keeps_the_best_epoch_ties_going_to_the_lower_loss() {
+        let epoch = |epoch, val_acc, val_loss| EpochStats {
+            epoch,
+            loss: 0.0,
+            acc: 0.0,
+            val_loss,
+            val_acc,
+            lr: 0.0,
+            seconds: 0.0,
+        };
+        let mut kept = History::new(4, true);
+        let mut copies = 0;
+        for (i, (acc, loss)) in [(0.8, 0.5), (0.9, 0.4), (0.9, 0.3), (0.9, 0.35), (0.7, 0.1)].into_iter().enumerate() {
+            kept.record(epoch(i + 1, acc, loss), || {
+                copies += 1;
+                i
+            });
+        }
+        assert_eq!(kept.best, 2);
+        assert_eq!(copies, 3, "weights copied only for new bests");
+        assert_eq!(kept.finish(|| 99), (2, 2));
+        let mut last = History::new(4, false);
+        last.record(epoch(1, 0.9, 0.1), || unreachable!("keep-best off: never copies"));
+        last.record(epoch(2, 0.5, 0.9), || unreachable!("keep-best off: never copies"));
+        assert_eq!(last.best, 0);
+        assert_eq!(last.finish(|| 99), (99, 1));
     }
 
     #[test]
