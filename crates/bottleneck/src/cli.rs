@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sd_data::Preprocess;
 use sd_data::image::{ImageSize, ResizeFilter};
-use sd_runtime::{Device, SessionConfig};
+use sd_runtime::SessionConfig;
 
 use crate::{Config, FEATURES, Shard, extract, merge};
 
@@ -44,12 +44,8 @@ pub struct Args {
     /// Resize filter: bilinear (anti-aliased, like PIL), nearest (Keras' default), bicubic, lanczos3.
     #[arg(long, default_value_t = ResizeFilter::Bilinear)]
     pub resize_filter: ResizeFilter,
-    /// Where ONNX Runtime runs: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.
-    #[arg(long, default_value_t = Device::Auto)]
-    pub device: Device,
-    /// ONNX Runtime intra-op threads (default: all physical cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub session: SessionConfig,
     /// Compute only slice i of n (0-based), e.g. --shard 0/4.
     #[arg(long, conflicts_with = "merge")]
     pub shard: Option<Shard>,
@@ -80,7 +76,7 @@ pub fn main() -> ExitCode {
             batch_size: args.batch_size,
             preprocess: args.preprocess,
             resize_filter: args.resize_filter,
-            session: SessionConfig { device: args.device, threads: args.threads },
+            session: args.session.clone(),
             shard: args.shard,
             show_progress: args.log.interactive(),
         };

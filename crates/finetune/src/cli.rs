@@ -12,7 +12,7 @@ use sd_data::image::{ImageSize, ResizeFilter};
 use sd_data::{Dataset, Preprocess, Sample};
 use sd_head::optim::Optimizer;
 use sd_head::train::Schedule;
-use sd_runtime::{Device, Model, SessionConfig};
+use sd_runtime::{Model, SessionConfig};
 
 use crate::block5::Block5;
 use crate::features::Frozen;
@@ -110,12 +110,8 @@ pub struct Args {
     /// (on the same device and thread count).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Where ONNX Runtime runs: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.
-    #[arg(long, default_value_t = Device::Auto)]
-    pub device: Device,
-    /// ONNX Runtime intra-op threads (default: all physical cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub session: SessionConfig,
     #[command(flatten)]
     pub log: sd_cli::LogArgs,
 }
@@ -205,7 +201,7 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
 
-    let session = SessionConfig { device: args.device, threads: args.threads };
+    let session = args.session.clone();
     let c0 = model_dir.weights.channels()[0];
     let mut frozen = Frozen {
         model: Model::load(&model_dir.frozen_base, &session)?,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sd_data::Preprocess;
 use sd_data::image::{ImageSize, ResizeFilter};
-use sd_runtime::{Device, SessionConfig};
+use sd_runtime::SessionConfig;
 
 use crate::{Config, predict, summary};
 
@@ -40,12 +40,8 @@ pub struct Args {
     pub resize_filter: Option<ResizeFilter>,
     #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
-    /// Where ONNX Runtime runs: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.
-    #[arg(long, default_value_t = Device::Auto)]
-    pub device: Device,
-    /// ONNX Runtime intra-op threads (default: all physical cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub session: SessionConfig,
     #[command(flatten)]
     pub log: sd_cli::LogArgs,
 }
@@ -62,7 +58,7 @@ pub fn main() -> ExitCode {
             preprocess: args.preprocess,
             resize_filter: args.resize_filter,
             batch_size: args.batch_size,
-            session: SessionConfig { device: args.device, threads: args.threads },
+            session: args.session.clone(),
             show_progress: args.log.interactive(),
         };
         let metrics = predict(&config)?;

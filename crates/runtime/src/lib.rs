@@ -101,11 +101,16 @@ pub fn init(device: Device) -> Result<&'static Runtime> {
     Ok(RUNTIME.get_or_init(|| Runtime { library, kind, environment }))
 }
 
-/// Session settings shared by every stage (`--device`, `--threads`).
+/// Session settings shared by every stage (`--device`, `--threads`; with the `clap` feature, a
+/// `#[command(flatten)]` group of those flags).
 #[derive(Debug, Clone, Default)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 pub struct SessionConfig {
+    /// Where ONNX Runtime runs: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.
+    #[cfg_attr(feature = "clap", arg(long, default_value_t = Device::Auto))]
     pub device: Device,
-    /// Intra-op threads for the CPU provider; `None` lets ONNX Runtime use all physical cores.
+    /// ONNX Runtime intra-op threads (default: all physical cores).
+    #[cfg_attr(feature = "clap", arg(long))]
     pub threads: Option<usize>,
 }
 
