@@ -1,6 +1,6 @@
 //! End-to-end tests of `finetune` on a tiny VGG16-shaped model: outputs, reproducibility, the
-//! cached-rounds mode against the exact mode, the classifier against Python's onnxruntime, and
-//! clear errors for bad inputs.
+//! cached-rounds mode against the exact mode, the classifier against Python's onnxruntime,
+//! clear errors for bad inputs, and no scratch left by an interrupted run.
 
 mod common;
 
@@ -14,6 +14,13 @@ fn finetune_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     a.extend_from_slice(&["--device", "cpu", "--threads", "1", "-q"]);
     a.extend_from_slice(extra);
     a
+}
+
+/// `args` with the value after `flag` replaced.
+fn swap<'a>(mut args: Vec<&'a str>, flag: &str, value: &'a str) -> Vec<&'a str> {
+    let i = args.iter().position(|&x| x == flag).unwrap();
+    args[i + 1] = value;
+    args
 }
 
 fn json(path: &Path) -> serde_json::Value {
@@ -165,12 +172,6 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
             std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
         assert!(!names.iter().any(|n| n.starts_with(".out")), "{args:?} left {names:?}");
     };
-    let swap = |args: Vec<&'static str>, flag: &str, value: &'static str| -> Vec<&'static str> {
-        let mut a = args;
-        let i = a.iter().position(|&x| x == flag).unwrap();
-        a[i + 1] = value;
-        a
-    };
     let base = finetune_args("out", &[]);
 
     fails(swap(base.clone(), "--head", "nope"), &["head folder nope does not exist", "train-head"]);
@@ -190,4 +191,57 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     // A corrupt validation image is named.
     std::fs::write(d.join("validation/dogs/dogs.1.png"), b"not a png").unwrap();
     fails(base.clone(), &["dogs.1.png"]);
+}
+
+/// Hidden entries (scratch) in `dir`.
+fn hidden(dir: &Path) -> Vec<String> {
+    let names = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+    names.filter(|n| n.starts_with('.')).collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn interrupted_run_leaves_no_scratch_and_the_next_run_sweeps_a_killed_ones() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_recipe(d);
+    // Ctrl-C while the feature cache is being used: practically endless epochs.
+    let mut child = cmd("finetune", d)
+        .args(swap(finetune_args("out", &["--cache-rounds", "2"]), "--epochs", "1000000"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let cache_written =
+        || hidden(d).iter().any(|n| n.starts_with(".out.work-") && d.join(n).join("validation.npy").is_file());
+    while !cache_written() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            panic!("finetune ended ({status:?}) before it was interrupted: {err}");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no feature cache after 2 minutes: {:?}", hidden(d));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGINT), "dies of the signal, as without a handler: {status:?}");
+    assert_eq!(hidden(d), Vec::<String>::new(), "scratch left behind");
+    assert!(!d.join("out").exists());
+
+    // A SIGKILL cannot be caught: what it leaves (owner pid no longer running) goes on the next run.
+    let stale = [d.join(".out.work-999999999-aBc"), d.join(".out.partial-999999999-dEf")];
+    for s in &stale {
+        std::fs::create_dir_all(s).unwrap();
+        std::fs::write(s.join("round-0.npy"), b"half").unwrap();
+    }
+    let unrelated = d.join(".other.work-999999999-aBc");
+    std::fs::create_dir(&unrelated).unwrap();
+    ok(run("finetune", &swap(finetune_args("out", &["--cache-rounds", "1"]), "--epochs", "1"), d));
+    assert_eq!(hidden(d), vec![".other.work-999999999-aBc".to_string()], "only another output's scratch stays");
+    assert!(d.join("out/metrics.json").is_file());
 }

@@ -5,7 +5,8 @@
 //!   readable logs on stderr. Quiet by default (warnings and a one-line summary).
 //! * [`progress_bar`]: a bar on stderr when it is a terminal and not `-q`/JSON; hidden otherwise.
 //! * [`run`]: runs a stage's `main`, prints the error chain as `error: ...` and maps it to exit
-//!   code 1 (2 is clap's usage error), never a panic message for a bad input.
+//!   code 1 (2 is clap's usage error), never a panic message for a bad input. On Ctrl-C, SIGTERM
+//!   or SIGHUP it removes the stage's scratch ([`sd_data::scratch`]) before dying of the signal.
 
 use std::process::ExitCode;
 
@@ -76,6 +77,7 @@ pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
 
 /// Runs a stage: on error prints `error: <context>: <cause>: ...` and returns exit code 1.
 pub fn run(main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    remove_scratch_on_signal();
     match main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -83,6 +85,30 @@ pub fn run(main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A signal's default action ends the process without destructors, which would leave partial
+/// outputs and feature caches (gigabytes for `finetune`) behind. A thread waits for the signal,
+/// removes them, then dies of the same signal, so a parent (make, a scheduler, `pipeline`) sees
+/// exactly what it would have seen.
+fn remove_scratch_on_signal() {
+    #[cfg(unix)]
+    {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install signal handlers: an interrupted stage may leave scratch behind");
+                return;
+            }
+        };
+        std::thread::spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                sd_data::scratch::remove_live();
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+            }
+        });
     }
 }
 

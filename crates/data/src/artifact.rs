@@ -1,10 +1,13 @@
 //! Crash-safe artifact writing: everything goes to a temporary file in the destination folder
 //! and is renamed into place only once complete (make's `.DELETE_ON_ERROR`, done by
-//! construction). A crash or kill leaves at most a `.partial-*` file, never a truncated file
-//! under the real name.
+//! construction). A crash or kill leaves at most a hidden `.NAME.partial-*` file or folder, never
+//! a truncated file under the real name; [`crate::scratch`] removes those on a signal and after a
+//! SIGKILL.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+
+use crate::scratch;
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {path}: {source}")]
@@ -19,6 +22,7 @@ pub struct WriteError {
 pub struct AtomicFile {
     path: PathBuf,
     writer: BufWriter<tempfile::NamedTempFile>,
+    _scratch: scratch::Tracked,
 }
 
 impl AtomicFile {
@@ -30,8 +34,12 @@ impl AtomicFile {
         };
         let err = |source| WriteError { path: path.clone(), source };
         std::fs::create_dir_all(&dir).map_err(err)?;
-        let tmp = tempfile::Builder::new().prefix(".partial-").tempfile_in(&dir).map_err(err)?;
-        Ok(AtomicFile { writer: BufWriter::with_capacity(1 << 20, tmp), path })
+        let tmp = tempfile::Builder::new()
+            .prefix(&scratch::prefix(&file_name(&path), "partial"))
+            .tempfile_in(&dir)
+            .map_err(err)?;
+        let _scratch = scratch::track(tmp.path());
+        Ok(AtomicFile { writer: BufWriter::with_capacity(1 << 20, tmp), path, _scratch })
     }
 
     pub fn path(&self) -> &Path {
@@ -40,9 +48,9 @@ impl AtomicFile {
 
     /// Flushes, syncs and renames into place.
     pub fn commit(self) -> Result<(), WriteError> {
-        let path = self.path;
+        let AtomicFile { path, writer, _scratch } = self;
         let err = |source| WriteError { path: path.clone(), source };
-        let tmp = self.writer.into_inner().map_err(|e| err(e.into_error()))?;
+        let tmp = writer.into_inner().map_err(|e| err(e.into_error()))?;
         set_mode(tmp.path(), 0o644).map_err(err)?;
         tmp.as_file().sync_all().map_err(err)?;
         tmp.persist(&path).map_err(|e| err(e.error))?;
@@ -72,6 +80,7 @@ impl Write for AtomicFile {
 pub struct StagingDir {
     target: PathBuf,
     temp: Option<tempfile::TempDir>,
+    _scratch: scratch::Tracked,
 }
 
 impl StagingDir {
@@ -83,9 +92,12 @@ impl StagingDir {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).map_err(err)?;
-        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let temp = tempfile::Builder::new().prefix(&format!(".{name}.partial-")).tempdir_in(&parent).map_err(err)?;
-        Ok(StagingDir { target, temp: Some(temp) })
+        let name = file_name(&target);
+        scratch::sweep_stale(&parent, &name);
+        let temp =
+            tempfile::Builder::new().prefix(&scratch::prefix(&name, "partial")).tempdir_in(&parent).map_err(err)?;
+        let _scratch = scratch::track(temp.path());
+        Ok(StagingDir { target, temp: Some(temp), _scratch })
     }
 
     /// Where to write the files now.
@@ -100,16 +112,37 @@ impl StagingDir {
 
     /// Replaces the target folder (or file) with the staged one.
     pub fn commit(mut self) -> Result<(), WriteError> {
+        let temp = self.temp.take().expect("not committed");
         let err = |source| WriteError { path: self.target.clone(), source };
-        let staged = self.temp.take().expect("not committed").keep();
-        set_mode(&staged, 0o755).map_err(err)?;
-        if self.target.is_dir() {
-            std::fs::remove_dir_all(&self.target).map_err(err)?;
-        } else if self.target.exists() {
-            std::fs::remove_file(&self.target).map_err(err)?;
-        }
-        std::fs::rename(&staged, &self.target).map_err(err)
+        set_mode(temp.path(), 0o755).map_err(err)?;
+        let staged = temp.keep();
+        replace(&staged, &self.target).map_err(|e| {
+            let _ = std::fs::remove_dir_all(&staged);
+            err(e)
+        })
     }
+}
+
+/// Renames `new` over `dest` (a folder, a file or nothing). The old one is moved aside first
+/// (under a scratch name, so a crash here still leaves nothing that looks complete) and put
+/// back if the rename fails.
+fn replace(new: &Path, dest: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(dest).is_err() {
+        return std::fs::rename(new, dest);
+    }
+    let mut old = new.as_os_str().to_owned();
+    old.push("-old");
+    let old = PathBuf::from(old);
+    std::fs::rename(dest, &old)?;
+    if let Err(e) = std::fs::rename(new, dest) {
+        let _ = std::fs::rename(&old, dest);
+        return Err(e);
+    }
+    if std::fs::symlink_metadata(&old)?.is_dir() { std::fs::remove_dir_all(&old) } else { std::fs::remove_file(&old) }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Temporary files are created private (0600/0700); artifacts are shared like any output

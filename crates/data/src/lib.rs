@@ -8,6 +8,7 @@ pub mod image;
 pub mod loader;
 pub mod npy;
 pub mod preprocess;
+pub mod scratch;
 
 pub use dataset::{Dataset, Sample};
 pub use preprocess::Preprocess;

@@ -100,7 +100,8 @@ pub struct Args {
     /// augmentations per image. 0 (default): fresh augmentation every epoch, the recipe.
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub cache_rounds: usize,
-    /// Where cached features go (default: a temporary folder next to --out, removed at the end).
+    /// Where cached features go (default: a hidden folder next to --out, removed at the end, on
+    /// Ctrl-C or SIGTERM, and by the next run after a SIGKILL).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// Export the epoch with the best validation accuracy instead of the last.
@@ -282,7 +283,7 @@ pub fn run(args: &Args) -> Result<()> {
 /// file system, known to be writable) that is removed when done.
 enum WorkDir {
     Given(PathBuf),
-    Temp(tempfile::TempDir),
+    Temp { dir: tempfile::TempDir, _scratch: sd_data::scratch::Tracked },
 }
 
 impl WorkDir {
@@ -297,17 +298,19 @@ impl WorkDir {
         };
         std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
         let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        sd_data::scratch::sweep_stale(&parent, &name);
         let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}.work-"))
+            .prefix(&sd_data::scratch::prefix(&name, "work"))
             .tempdir_in(&parent)
             .with_context(|| format!("cannot create a work folder in {}", parent.display()))?;
-        Ok(WorkDir::Temp(temp))
+        let _scratch = sd_data::scratch::track(temp.path());
+        Ok(WorkDir::Temp { dir: temp, _scratch })
     }
 
     fn path(&self) -> &Path {
         match self {
             WorkDir::Given(p) => p,
-            WorkDir::Temp(t) => t.path(),
+            WorkDir::Temp { dir, .. } => dir.path(),
         }
     }
 }

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
+use sd_data::artifact::{StagingDir, WriteError};
 
 /// Kaggle file-name prefix and the class folder it goes to (sorted: cats=0, dogs=1).
 pub const CLASSES: [(&str, &str); 2] = [("cat", "cats"), ("dog", "dogs")];
@@ -88,12 +89,8 @@ pub fn split(source: &Path, out: &Path, train: usize, validation: usize, link: L
         let path = path.to_path_buf();
         move |source| SplitError::Write { path, source }
     };
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(parent).map_err(write(parent))?;
-    let tmp = tempfile::Builder::new().prefix(".partial-split-").tempdir_in(parent).map_err(write(parent))?;
+    let staged = |e: WriteError| SplitError::Write { path: e.path, source: e.source };
+    let staging = StagingDir::create(out).map_err(staged)?;
     // Symlinks must point at absolute paths to stay valid wherever OUT is read from.
     let source_abs = std::path::absolute(source).map_err(write(source))?;
     let mut result = Split { classes: BTreeMap::new(), copied: false };
@@ -101,7 +98,7 @@ pub fn split(source: &Path, out: &Path, train: usize, validation: usize, link: L
         let files = &found[prefix];
         let (tr, va) = (&files[..train], &files[train..need]);
         for (part, list) in [("train", tr), ("validation", va)] {
-            let dir = tmp.path().join(part).join(class);
+            let dir = staging.path().join(part).join(class);
             std::fs::create_dir_all(&dir).map_err(write(&dir))?;
             for (_, name) in list {
                 let (from, to) = (source_abs.join(name), dir.join(name));
@@ -111,7 +108,7 @@ pub fn split(source: &Path, out: &Path, train: usize, validation: usize, link: L
         let names = |l: &[(u64, String)]| l.iter().map(|(_, n)| n.clone()).collect();
         result.classes.insert(class.to_string(), (names(tr), names(va)));
     }
-    replace_dir(tmp.path(), out).map_err(write(out))?;
+    staging.commit().map_err(staged)?;
     Ok(result)
 }
 
@@ -130,19 +127,6 @@ fn place(from: &Path, to: &Path, link: Link) -> io::Result<bool> {
 }
 
 /// Moves the finished folder `new` to `dest`, replacing what was there.
-fn replace_dir(new: &Path, dest: &Path) -> io::Result<()> {
-    if std::fs::symlink_metadata(dest).is_err() {
-        return std::fs::rename(new, dest);
-    }
-    let old = new.with_extension("old");
-    std::fs::rename(dest, &old)?;
-    if let Err(e) = std::fs::rename(new, dest) {
-        let _ = std::fs::rename(&old, dest);
-        return Err(e);
-    }
-    if std::fs::symlink_metadata(&old)?.is_dir() { std::fs::remove_dir_all(&old) } else { std::fs::remove_file(&old) }
-}
-
 /// Split a raw Kaggle Dogs vs Cats train folder into train/ and validation/ class folders.
 #[derive(Debug, Parser)]
 #[command(name = "split", version)]
