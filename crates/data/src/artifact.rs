@@ -138,7 +138,7 @@ fn replace(new: &Path, dest: &Path) -> std::io::Result<()> {
         let _ = std::fs::rename(&old, dest);
         return Err(e);
     }
-    if std::fs::symlink_metadata(&old)?.is_dir() { std::fs::remove_dir_all(&old) } else { std::fs::remove_file(&old) }
+    scratch::remove(&old)
 }
 
 fn file_name(path: &Path) -> String {

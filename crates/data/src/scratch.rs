@@ -46,8 +46,7 @@ pub fn remove_live() {
     let live = lock().clone();
     for path in live {
         for _ in 0..3 {
-            let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-            if removed.is_ok() || !path.exists() {
+            if remove(&path).is_ok() || !path.exists() {
                 break;
             }
         }
@@ -70,14 +69,18 @@ pub fn sweep_stale(dir: &Path, name: &str) {
             continue;
         }
         let path = entry.path();
-        let removed = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
-        match removed {
+        match remove(&path) {
             Ok(()) => tracing::info!(path = %path.display(), pid, "removed scratch left by an interrupted run"),
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove scratch left by an interrupted run")
             }
         }
     }
+}
+
+/// Removes a folder with its content, or a file (a symlink itself, not its target).
+pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path)?.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) }
 }
 
 /// `partial-PID-xxxx` or `work-PID-xxxx` -> PID.
