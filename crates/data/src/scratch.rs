@@ -12,8 +12,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-/// Scratch paths of this process that still exist, for [`remove_live`].
-static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+/// Scratch paths that still exist.
+struct Registry(Mutex<Vec<PathBuf>>);
+
+/// This process's scratch, for [`remove_live`].
+static LIVE: Registry = Registry::new();
 
 /// The temp-name prefix for scratch of `kind` (`partial`, `work`) belonging to output `name`.
 pub fn prefix(name: &str, kind: &str) -> String {
@@ -23,32 +26,53 @@ pub fn prefix(name: &str, kind: &str) -> String {
 /// Registers `path` for removal on a signal until the returned guard drops (commit or drop of
 /// its owner; the owner removes or renames the path itself).
 pub fn track(path: &Path) -> Tracked {
-    lock().push(path.to_path_buf());
-    Tracked(path.to_path_buf())
+    LIVE.track(path)
 }
 
-/// Unregisters its path when dropped.
-#[derive(Debug)]
-pub struct Tracked(PathBuf);
+/// Removes every tracked path of this process. For signal handlers: best effort, no panics.
+pub fn remove_live() {
+    LIVE.remove_all()
+}
 
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        let mut live = lock();
-        if let Some(i) = live.iter().rposition(|p| *p == self.0) {
-            live.swap_remove(i);
+impl Registry {
+    const fn new() -> Registry {
+        Registry(Mutex::new(Vec::new()))
+    }
+
+    fn paths(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        // A panic while holding the lock leaves a valid Vec: keep going.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn track(&'static self, path: &Path) -> Tracked {
+        self.paths().push(path.to_path_buf());
+        Tracked { path: path.to_path_buf(), registry: self }
+    }
+
+    /// A stage still writing into a folder may re-create a file in it, hence the retries.
+    fn remove_all(&self) {
+        let live = self.paths().clone();
+        for path in live {
+            for _ in 0..3 {
+                if remove(&path).is_ok() || !path.exists() {
+                    break;
+                }
+            }
         }
     }
 }
 
-/// Removes every tracked path (files and folders). For signal handlers: best effort, no panics;
-/// a stage still writing into a folder may re-create a file in it, hence the retries.
-pub fn remove_live() {
-    let live = lock().clone();
-    for path in live {
-        for _ in 0..3 {
-            if remove(&path).is_ok() || !path.exists() {
-                break;
-            }
+/// Unregisters its path when dropped.
+pub struct Tracked {
+    path: PathBuf,
+    registry: &'static Registry,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let mut live = self.registry.paths();
+        if let Some(i) = live.iter().rposition(|p| *p == self.path) {
+            live.swap_remove(i);
         }
     }
 }
@@ -92,11 +116,6 @@ fn owner_pid(rest: &str) -> Option<u32> {
     tail.split_once('-')?.0.parse().ok()
 }
 
-fn lock() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    // A panic while holding the lock leaves a valid Vec: keep going.
-    LIVE.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,10 +128,12 @@ mod tests {
         std::fs::create_dir_all(removed.join("sub")).unwrap();
         std::fs::write(removed.join("sub/f"), b"x").unwrap();
         std::fs::write(&kept, b"x").unwrap();
-        let done = track(&kept);
+        // Not this process's registry: other tests' artifacts are being written concurrently.
+        let registry: &'static Registry = Box::leak(Box::new(Registry::new()));
+        let done = registry.track(&kept);
         drop(done);
-        let _live = track(&removed);
-        remove_live();
+        let _live = registry.track(&removed);
+        registry.remove_all();
         assert!(kept.exists(), "an untracked path was removed");
         assert!(!removed.exists(), "a tracked folder survived");
     }
