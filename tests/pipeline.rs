@@ -390,3 +390,41 @@ fn changing_the_stage_program_reruns_it_and_commands_run_in_the_pipeline_folder(
     run(&["run"]);
     assert_eq!(std::fs::read_to_string(sub.join("out.txt")).unwrap(), "v2\n");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_signal_to_pipeline_stops_its_running_stage_and_pipeline_dies_of_it() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "stages:\n  slow:\n    cmd: echo $$ > stage.pid && exec sleep 60\n    outs: [never.txt]\n";
+    std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
+    let mut child =
+        Command::new(PIPELINE).arg("run").current_dir(dir.path()).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let pid_file = dir.path().join("stage.pid");
+    let stage_pid = wait_for(|| std::fs::read_to_string(&pid_file).ok()?.trim().parse::<libc::pid_t>().ok())
+        .expect("the stage did not start");
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
+    let status = wait_for(|| child.try_wait().unwrap()).expect("pipeline did not stop within 20 s");
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    // The stage's own process (its `sh` exec'd into `sleep`) got the signal too, not left running.
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    let gone = wait_for(|| (unsafe { libc::kill(stage_pid, 0) } != 0).then_some(()));
+    assert!(gone.is_some(), "stage process {stage_pid} still runs");
+    let lock = std::fs::read_to_string(dir.path().join("pipeline.lock")).unwrap_or_default();
+    assert!(!lock.contains("slow"), "an interrupted stage got a lock entry: {lock}");
+}
+
+/// Polls `f` every 10 ms for up to 20 s.
+fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

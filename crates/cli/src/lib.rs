@@ -77,7 +77,7 @@ pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
 
 /// Runs a stage: on error prints `error: <context>: <cause>: ...` and returns exit code 1.
 pub fn run(main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
-    remove_scratch_on_signal();
+    handle_signals(|_| {});
     match main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -88,11 +88,13 @@ pub fn run(main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// A signal's default action ends the process without destructors, which would leave partial
-/// outputs and feature caches (gigabytes for `finetune`) behind. A thread waits for the signal,
-/// removes them, then dies of the same signal, so a parent (make, a scheduler, `pipeline`) sees
-/// exactly what it would have seen.
-fn remove_scratch_on_signal() {
+/// On Ctrl-C, SIGTERM or SIGHUP: remove this process's scratch, run `before_exit(signal)`, then
+/// die of the same signal. A signal's default action ends the process without destructors,
+/// which would leave partial outputs and feature caches (gigabytes for `finetune`) behind; dying
+/// of the signal afterwards means a parent (make, a scheduler, `pipeline`) sees exactly what it
+/// would have seen. [`run`] installs it for every stage; `pipeline` passes a `before_exit` that
+/// hands the signal on to its running stages and waits for them.
+pub fn handle_signals(before_exit: fn(i32)) {
     #[cfg(unix)]
     {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -106,10 +108,21 @@ fn remove_scratch_on_signal() {
         std::thread::spawn(move || {
             if let Some(signal) = signals.forever().next() {
                 sd_data::scratch::remove_live();
-                let _ = signal_hook::low_level::emulate_default_handler(signal);
+                before_exit(signal);
+                die_of(signal);
             }
         });
     }
+    #[cfg(not(unix))]
+    let _ = before_exit;
+}
+
+/// Ends the process as `signal`'s default action does (exit code 128 + signal where that cannot
+/// be emulated).
+pub fn die_of(signal: i32) -> ! {
+    #[cfg(unix)]
+    let _ = signal_hook::low_level::emulate_default_handler(signal);
+    std::process::exit(128 + signal)
 }
 
 /// Prints a one-line human summary on stdout unless quiet (schedulers read the JSON files).

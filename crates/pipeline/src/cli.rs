@@ -76,13 +76,18 @@ pub enum Cmd {
 pub fn main() -> ExitCode {
     let args = Args::parse();
     args.log.init();
-    match run(&args) {
+    sd_cli::handle_signals(crate::runner::stop_stages);
+    let code = match run(&args) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             if err.downcast_ref::<ConfigError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
+    };
+    if let Some(signal) = crate::runner::stopped_by() {
+        sd_cli::die_of(signal);
     }
+    code
 }
 
 fn run(args: &Args) -> anyhow::Result<ExitCode> {

@@ -6,6 +6,11 @@
 //! folder first on `PATH`. Its outs are deleted before it starts and again if it fails, so stale
 //! or half-written outputs never survive; the lock gets the stage's new fingerprint only after
 //! it succeeded and wrote every out.
+//!
+//! Each stage runs in a process group of its own, and a Ctrl-C, SIGTERM or SIGHUP sent to
+//! `pipeline` is handed on to every running stage's group ([`stop_stages`]): the stages clean
+//! their scratch and stop, and `pipeline` dies of the signal once they have exited, instead of
+//! leaving them running on their own.
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -249,8 +254,17 @@ fn spawn(
     if prefix {
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
+    #[cfg(unix)]
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let start = Instant::now();
+    let mut running = running_stages();
+    if running.stopped_by.is_some() {
+        return Err(io::Error::other("pipeline is being interrupted"));
+    }
     let mut child = cmd.spawn()?;
+    let pid = child.id();
+    running.pids.push(pid);
+    drop(running);
     let tag = format!("[{}] ", stage.name);
     std::thread::spawn(move || {
         let err = child.stderr.take().map(|e| {
@@ -263,9 +277,47 @@ fn spawn(
         if let Some(t) = err {
             let _ = t.join();
         }
-        let _ = done.send((s, child.wait(), start.elapsed()));
+        let status = child.wait();
+        running_stages().pids.retain(|&p| p != pid);
+        let _ = done.send((s, status, start.elapsed()));
     });
     Ok(())
+}
+
+/// The stages running now, by process id (= process group id); once stopped by a signal, no
+/// new ones.
+struct Running {
+    pids: Vec<u32>,
+    stopped_by: Option<i32>,
+}
+
+fn running_stages() -> std::sync::MutexGuard<'static, Running> {
+    static RUNNING: std::sync::Mutex<Running> = std::sync::Mutex::new(Running { pids: Vec::new(), stopped_by: None });
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The signal that stopped the run, if one did: `pipeline` then dies of it too, after its summary.
+pub fn stopped_by() -> Option<i32> {
+    running_stages().stopped_by
+}
+
+/// For `sd_cli::handle_signals`: starts no more stages, sends `signal` to every running stage's
+/// process group (`sh` and the stage binary it started) and waits up to 30 s for them to exit.
+pub fn stop_stages(signal: i32) {
+    let mut running = running_stages();
+    running.stopped_by = Some(signal);
+    #[cfg(unix)]
+    for &pid in &running.pids {
+        // SAFETY: kill(2) has no memory-safety preconditions; a negative pid names a group.
+        unsafe { libc::kill(-(pid as libc::pid_t), signal) };
+    }
+    #[cfg(not(unix))]
+    let _ = signal;
+    drop(running);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !running_stages().pids.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn copy_lines(from: impl Read, to: &mut impl Write, tag: &str) {
