@@ -2,7 +2,7 @@
 //! `split` stage plus small shell stages; each stage appends its name to runs.log).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
 const PIPELINE: &str = env!("CARGO_BIN_EXE_pipeline");
@@ -398,8 +398,13 @@ fn a_signal_to_pipeline_stops_its_running_stage_and_pipeline_dies_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let yaml = "stages:\n  slow:\n    cmd: echo $$ > stage.pid && exec sleep 60\n    outs: [never.txt]\n";
     std::fs::write(dir.path().join("pipeline.yaml"), yaml).unwrap();
-    let mut child =
-        Command::new(PIPELINE).arg("run").current_dir(dir.path()).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(PIPELINE)
+        .arg("run")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let pid_file = dir.path().join("stage.pid");
     let stage_pid = wait_for(|| std::fs::read_to_string(&pid_file).ok()?.trim().parse::<libc::pid_t>().ok())
         .expect("the stage did not start");
