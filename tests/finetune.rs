@@ -54,9 +54,7 @@ fn trains_writes_every_output_and_is_reproducible() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     // No work files left behind, next to the output or in it.
-    let names: Vec<String> =
-        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
-    assert!(!names.iter().any(|n| n.starts_with('.')), "{names:?}");
+    assert_eq!(hidden(d), Vec::<String>::new());
 
     let m = json(&out.join("metrics.json"));
     assert_eq!(m["epochs"], 3);
@@ -168,8 +166,7 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
         }
         assert!(!err.contains("panicked"), "{err}");
         assert!(!d.join("out").exists(), "{args:?} left output behind");
-        let names: Vec<String> =
-            std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        let names = hidden(d);
         assert!(!names.iter().any(|n| n.starts_with(".out")), "{args:?} left {names:?}");
     };
     let base = finetune_args("out", &[]);
@@ -203,7 +200,7 @@ fn hidden(dir: &Path) -> Vec<String> {
 #[test]
 fn interrupted_run_leaves_no_scratch_and_the_next_run_sweeps_a_killed_ones() {
     use std::os::unix::process::ExitStatusExt;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -214,18 +211,16 @@ fn interrupted_run_leaves_no_scratch_and_the_next_run_sweeps_a_killed_ones() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let start = Instant::now();
-    let cache_written =
-        || hidden(d).iter().any(|n| n.starts_with(".out.work-") && d.join(n).join("validation.npy").is_file());
-    while !cache_written() {
+    let cache_written = wait_for(Duration::from_secs(120), || {
         if let Some(status) = child.try_wait().unwrap() {
             let mut err = String::new();
             std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
             panic!("finetune ended ({status:?}) before it was interrupted: {err}");
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "no feature cache after 2 minutes: {:?}", hidden(d));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        let cache = |n: &String| n.starts_with(".out.work-") && d.join(n).join("validation.npy").is_file();
+        hidden(d).iter().any(cache).then_some(())
+    });
+    assert!(cache_written.is_some(), "no feature cache after 2 minutes: {:?}", hidden(d));
     // SAFETY: kill(2) on our own child's pid.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
     let status = child.wait().unwrap();

@@ -1,9 +1,13 @@
 //! End-to-end tests of the `pipeline` binary on tests/fixtures/pipeline/pipeline.yaml (the real
 //! `split` stage plus small shell stages; each stage appends its name to runs.log).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
+
+use common::wait_for;
 
 const PIPELINE: &str = env!("CARGO_BIN_EXE_pipeline");
 const ALL: [&str; 8] = ["flaky", "after-flaky", "split", "list-train", "list-validation", "report", "greet", "shout"];
@@ -406,30 +410,19 @@ fn a_signal_to_pipeline_stops_its_running_stage_and_pipeline_dies_of_it() {
         .spawn()
         .unwrap();
     let pid_file = dir.path().join("stage.pid");
-    let stage_pid = wait_for(|| std::fs::read_to_string(&pid_file).ok()?.trim().parse::<libc::pid_t>().ok())
-        .expect("the stage did not start");
+    let stage_pid = wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(&pid_file).ok()?.trim().parse::<libc::pid_t>().ok()
+    })
+    .expect("the stage did not start");
     // SAFETY: kill(2) on our own child.
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) }, 0);
-    let status = wait_for(|| child.try_wait().unwrap()).expect("pipeline did not stop within 20 s");
+    let status =
+        wait_for(Duration::from_secs(20), || child.try_wait().unwrap()).expect("pipeline did not stop within 20 s");
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
     // The stage's own process (its `sh` exec'd into `sleep`) got the signal too, not left running.
     // SAFETY: kill(2) with signal 0 only checks that the process exists.
-    let gone = wait_for(|| (unsafe { libc::kill(stage_pid, 0) } != 0).then_some(()));
+    let gone = wait_for(Duration::from_secs(20), || (unsafe { libc::kill(stage_pid, 0) } != 0).then_some(()));
     assert!(gone.is_some(), "stage process {stage_pid} still runs");
     let lock = std::fs::read_to_string(dir.path().join("pipeline.lock")).unwrap_or_default();
     assert!(!lock.contains("slow"), "an interrupted stage got a lock entry: {lock}");
-}
-
-/// Polls `f` every 10 ms for up to 20 s.
-fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if std::time::Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }

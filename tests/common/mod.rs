@@ -158,3 +158,17 @@ pub fn tiny_recipe(dir: &Path) {
     ];
     ok(run("train-head", &args, dir));
 }
+
+/// Polls `f` every 10 ms until it gives a value or `limit` has passed.
+pub fn wait_for<T>(limit: std::time::Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}

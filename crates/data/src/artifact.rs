@@ -7,7 +7,7 @@
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::scratch;
+use crate::scratch::{self, ScratchDir};
 
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write {path}: {source}")]
@@ -28,14 +28,11 @@ pub struct AtomicFile {
 impl AtomicFile {
     pub fn create(path: impl AsRef<Path>) -> Result<AtomicFile, WriteError> {
         let path = path.as_ref().to_path_buf();
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        let dir = scratch::parent_dir(&path);
         let err = |source| WriteError { path: path.clone(), source };
         std::fs::create_dir_all(&dir).map_err(err)?;
         let tmp = tempfile::Builder::new()
-            .prefix(&scratch::prefix(&file_name(&path), "partial"))
+            .prefix(&scratch::prefix(&scratch::file_name(&path), "partial"))
             .tempfile_in(&dir)
             .map_err(err)?;
         let _scratch = scratch::track(tmp.path());
@@ -79,30 +76,20 @@ impl Write for AtomicFile {
 /// the old folder or none, never a half-filled one; dropping it uncommitted deletes it.
 pub struct StagingDir {
     target: PathBuf,
-    temp: Option<tempfile::TempDir>,
-    _scratch: scratch::Tracked,
+    staged: ScratchDir,
 }
 
 impl StagingDir {
     pub fn create(target: impl AsRef<Path>) -> Result<StagingDir, WriteError> {
         let target = target.as_ref().to_path_buf();
-        let err = |source| WriteError { path: target.clone(), source };
-        let parent = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).map_err(err)?;
-        let name = file_name(&target);
-        scratch::sweep_stale(&parent, &name);
-        let temp =
-            tempfile::Builder::new().prefix(&scratch::prefix(&name, "partial")).tempdir_in(&parent).map_err(err)?;
-        let _scratch = scratch::track(temp.path());
-        Ok(StagingDir { target, temp: Some(temp), _scratch })
+        let staged =
+            ScratchDir::next_to(&target, "partial").map_err(|source| WriteError { path: target.clone(), source })?;
+        Ok(StagingDir { target, staged })
     }
 
     /// Where to write the files now.
     pub fn path(&self) -> &Path {
-        self.temp.as_ref().expect("not committed").path()
+        self.staged.path()
     }
 
     /// The final folder.
@@ -111,12 +98,12 @@ impl StagingDir {
     }
 
     /// Replaces the target folder (or file) with the staged one.
-    pub fn commit(mut self) -> Result<(), WriteError> {
-        let temp = self.temp.take().expect("not committed");
-        let err = |source| WriteError { path: self.target.clone(), source };
-        set_mode(temp.path(), 0o755).map_err(err)?;
-        let staged = temp.keep();
-        replace(&staged, &self.target).map_err(|e| {
+    pub fn commit(self) -> Result<(), WriteError> {
+        let StagingDir { target, staged } = self;
+        let err = |source| WriteError { path: target.clone(), source };
+        set_mode(staged.path(), 0o755).map_err(err)?;
+        let staged = staged.keep();
+        replace(&staged, &target).map_err(|e| {
             let _ = std::fs::remove_dir_all(&staged);
             err(e)
         })
@@ -139,10 +126,6 @@ fn replace(new: &Path, dest: &Path) -> std::io::Result<()> {
         return Err(e);
     }
     scratch::remove(&old)
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// Temporary files are created private (0600/0700); artifacts are shared like any output

@@ -6,7 +6,7 @@
 //!   signal's default action ends the process without running destructors, which left a 1.8 GB
 //!   feature cache behind a killed `finetune`;
 //! * after a SIGKILL, OOM kill or power loss, by the next run that writes the same output
-//!   ([`sweep_stale`]): the owner's pid is in the name, and a pid that no longer runs means the
+//!   ([`ScratchDir::next_to`]): the owner's pid is in the name, and a pid that no longer runs means the
 //!   folder is garbage. A live owner's scratch (a concurrent run) is left alone.
 
 use std::path::{Path, PathBuf};
@@ -18,14 +18,57 @@ struct Registry(Mutex<Vec<PathBuf>>);
 /// This process's scratch, for [`remove_live`].
 static LIVE: Registry = Registry::new();
 
+/// A hidden folder next to an output (same file system, so it can be renamed into place) for
+/// scratch of one kind: removed when dropped and on a signal. Creating one first sweeps what
+/// killed runs left for the same output.
+pub struct ScratchDir {
+    dir: tempfile::TempDir,
+    _tracked: Tracked,
+}
+
+impl ScratchDir {
+    /// `.NAME.KIND-PID-*` beside `target` (`kind`: `partial` for outputs being built, `work` for
+    /// caches); creates `target`'s parent folder if needed.
+    pub fn next_to(target: &Path, kind: &str) -> std::io::Result<ScratchDir> {
+        let parent = parent_dir(target);
+        std::fs::create_dir_all(&parent)?;
+        let name = file_name(target);
+        sweep_stale(&parent, &name);
+        let dir = tempfile::Builder::new().prefix(&prefix(&name, kind)).tempdir_in(&parent)?;
+        let _tracked = track(dir.path());
+        Ok(ScratchDir { dir, _tracked })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Hands the folder over (e.g. to be renamed into place): no longer removed.
+    pub fn keep(self) -> PathBuf {
+        self.dir.keep()
+    }
+}
+
+/// The folder `path` is in (`.` for a bare name).
+pub fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+pub(crate) fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
 /// The temp-name prefix for scratch of `kind` (`partial`, `work`) belonging to output `name`.
-pub fn prefix(name: &str, kind: &str) -> String {
+pub(crate) fn prefix(name: &str, kind: &str) -> String {
     format!(".{name}.{kind}-{}-", std::process::id())
 }
 
 /// Registers `path` for removal on a signal until the returned guard drops (commit or drop of
 /// its owner; the owner removes or renames the path itself).
-pub fn track(path: &Path) -> Tracked {
+pub(crate) fn track(path: &Path) -> Tracked {
     LIVE.track(path)
 }
 
@@ -63,7 +106,7 @@ impl Registry {
 }
 
 /// Unregisters its path when dropped.
-pub struct Tracked {
+pub(crate) struct Tracked {
     path: PathBuf,
     registry: &'static Registry,
 }
@@ -79,7 +122,7 @@ impl Drop for Tracked {
 
 /// Removes the scratch of output `name` in `dir` (any kind) left by processes that no longer run.
 /// Only where process liveness can be checked (`/proc`); elsewhere it does nothing.
-pub fn sweep_stale(dir: &Path, name: &str) {
+fn sweep_stale(dir: &Path, name: &str) {
     if !Path::new("/proc/self").exists() {
         return;
     }

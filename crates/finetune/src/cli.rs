@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, ValueEnum};
 use sd_augment::cli::TransformArgs;
 use sd_data::image::{ImageSize, ResizeFilter};
+use sd_data::scratch::ScratchDir;
 use sd_data::{Dataset, Preprocess, Sample};
 use sd_head::optim::Optimizer;
 use sd_head::train::Schedule;
@@ -283,7 +284,7 @@ pub fn run(args: &Args) -> Result<()> {
 /// file system, known to be writable) that is removed when done.
 enum WorkDir {
     Given(PathBuf),
-    Temp { dir: tempfile::TempDir, _scratch: sd_data::scratch::Tracked },
+    Temp(ScratchDir),
 }
 
 impl WorkDir {
@@ -292,25 +293,15 @@ impl WorkDir {
             std::fs::create_dir_all(dir).with_context(|| format!("cannot create --work-dir {}", dir.display()))?;
             return Ok(WorkDir::Given(dir.into()));
         }
-        let parent = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&parent).with_context(|| format!("cannot create {}", parent.display()))?;
-        let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        sd_data::scratch::sweep_stale(&parent, &name);
-        let temp = tempfile::Builder::new()
-            .prefix(&sd_data::scratch::prefix(&name, "work"))
-            .tempdir_in(&parent)
-            .with_context(|| format!("cannot create a work folder in {}", parent.display()))?;
-        let _scratch = sd_data::scratch::track(temp.path());
-        Ok(WorkDir::Temp { dir: temp, _scratch })
+        let dir = ScratchDir::next_to(out, "work")
+            .with_context(|| format!("cannot create a work folder next to {}", out.display()))?;
+        Ok(WorkDir::Temp(dir))
     }
 
     fn path(&self) -> &Path {
         match self {
             WorkDir::Given(p) => p,
-            WorkDir::Temp { dir, .. } => dir.path(),
+            WorkDir::Temp(dir) => dir.path(),
         }
     }
 }

@@ -126,7 +126,6 @@ fn place(from: &Path, to: &Path, link: Link) -> io::Result<bool> {
     }
 }
 
-/// Moves the finished folder `new` to `dest`, replacing what was there.
 /// Split a raw Kaggle Dogs vs Cats train folder into train/ and validation/ class folders.
 #[derive(Debug, Parser)]
 #[command(name = "split", version)]
