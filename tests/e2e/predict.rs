@@ -1,10 +1,9 @@
 //! End-to-end tests of `predict` on a classifier fine-tuned from a tiny VGG16-shaped model.
 
-mod common;
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

@@ -2,11 +2,10 @@
 //! cached-rounds mode against the exact mode, the classifier against Python's onnxruntime,
 //! clear errors for bad inputs, and no scratch left by an interrupted run.
 
-mod common;
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn finetune_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut a = vec!["--train", "train", "--validation", "validation", "--model", "model", "--head", "head"];

@@ -1,13 +1,12 @@
 //! End-to-end tests of the `pipeline` binary on tests/fixtures/pipeline/pipeline.yaml (the real
 //! `split` stage plus small shell stages; each stage appends its name to runs.log).
 
-mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::wait_for;
+use crate::common::wait_for;
 
 const PIPELINE: &str = env!("CARGO_BIN_EXE_pipeline");
 const ALL: [&str; 8] = ["flaky", "after-flaky", "split", "list-train", "list-validation", "report", "greet", "shout"];

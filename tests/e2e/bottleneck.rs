@@ -2,11 +2,10 @@
 //! against the Python reference, sharding + merge byte-identical, numpy compatibility, and
 //! clear errors for bad input.
 
-mod common;
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use sd_onnx::{Dim, attr_ints, dtype, node, value_info};
 
 /// A model whose features can be computed by hand: NHWC -> 32x32 max pool -> NHWC, so a solid
@@ -219,7 +218,7 @@ fn bad_inputs_are_clear_errors_and_leave_no_output() {
     solid_dataset(&dir.path().join("data"));
     max_pool_model(&dir.path().join("pool.onnx"));
     let fails = |args: &[&str], envs: &[(&str, &str)], needles: &[&str]| {
-        let o = common::cmd("bottleneck", dir.path()).args(args).envs(envs.iter().copied()).output().unwrap();
+        let o = crate::common::cmd("bottleneck", dir.path()).args(args).envs(envs.iter().copied()).output().unwrap();
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
         for n in needles {
@@ -264,7 +263,7 @@ fn bad_inputs_are_clear_errors_and_leave_no_output() {
     let fake = dir.path().join("fake.so");
     fails(&base, &[("ORT_DYLIB_PATH", fake.to_str().unwrap())], &["cannot load ONNX Runtime", "fake.so"]);
     // CUDA asked for explicitly, without a CUDA build or GPU: an error, not a silent CPU run.
-    let o = common::cmd("bottleneck", dir.path())
+    let o = crate::common::cmd("bottleneck", dir.path())
         .args(["--data", "data", "--model", "pool.onnx", "--out", "out", "--device", "cuda"])
         .output()
         .unwrap();

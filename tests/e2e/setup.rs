@@ -1,19 +1,18 @@
 //! scripts/setup.sh: idempotent, self-documenting, and clear when pip or the network is missing.
 
-mod common;
 
 use std::process::Command;
 
 fn setup() -> Command {
-    let mut c = Command::new(common::root().join("scripts/setup.sh"));
-    c.current_dir(common::root());
+    let mut c = Command::new(crate::common::root().join("scripts/setup.sh"));
+    c.current_dir(crate::common::root());
     c
 }
 
 #[test]
 fn help_documents_the_script() {
     let o = setup().arg("--help").output().unwrap();
-    let out = common::ok(o);
+    let out = crate::common::ok(o);
     assert!(out.contains("--gpu") && out.contains(".cache/onnxruntime/cpu/libonnxruntime.so"), "{out}");
     let o = setup().arg("--bogus").output().unwrap();
     assert_eq!(o.status.code(), Some(2));
@@ -21,9 +20,9 @@ fn help_documents_the_script() {
 
 #[test]
 fn a_second_run_only_checks() {
-    common::source_model(); // asserts the first run happened
+    crate::common::source_model(); // asserts the first run happened
     let o = setup().output().unwrap();
-    let err = common::stderr(&o);
+    let err = crate::common::stderr(&o);
     assert!(o.status.success(), "{err}");
     assert!(err.contains("already in place") && !err.contains("fetching"), "{err}");
 }
@@ -33,7 +32,7 @@ fn missing_python_or_network_is_a_clear_error() {
     let cache = tempfile::tempdir().unwrap();
     let o = setup().env("PYTHON", "/nonexistent/python3").env("SMALLDATA_CACHE", cache.path()).output().unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(common::stderr(&o).contains("'/nonexistent/python3' not found"), "{}", common::stderr(&o));
+    assert!(crate::common::stderr(&o).contains("'/nonexistent/python3' not found"), "{}", crate::common::stderr(&o));
 
     // An unreachable package index stands in for a machine without network.
     let o = setup()
@@ -44,7 +43,7 @@ fn missing_python_or_network_is_a_clear_error() {
         .env("PIP_CONFIG_FILE", "/dev/null")
         .output()
         .unwrap();
-    let err = common::stderr(&o);
+    let err = crate::common::stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("pip could not download onnxruntime==1.32.0") && err.contains("network"), "{err}");
 }

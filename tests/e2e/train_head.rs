@@ -1,10 +1,9 @@
 //! End-to-end tests of `train-head` on small synthetic bottleneck features.
 
-mod common;
 
 use std::path::Path;
 
-use common::{ok, python, rel_max_diff, run, stderr};
+use crate::common::{ok, python, rel_max_diff, run, stderr};
 use ndarray::{Array1, Array4, ArrayD, Axis};
 use sd_runtime::{Device, Model, SessionConfig};
 

@@ -1,1 +1,0 @@
-//! smalldata: see README.md. The binaries live in src/bin; the logic in crates/.

@@ -1,0 +1,14 @@
+//! End-to-end tests of the binaries, one module per area, in one test binary: it builds and links
+//! the workspace once instead of once per area.
+
+mod common;
+
+mod augment;
+mod bottleneck;
+mod finetune;
+mod pipeline;
+mod predict;
+mod prepare_model;
+mod setup;
+mod split;
+mod train_head;
