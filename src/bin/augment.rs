@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    sd_augment::cli::main()
+    sd_cli::main(sd_augment::cli::run)
 }

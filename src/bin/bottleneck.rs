@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    sd_bottleneck::cli::main()
+    sd_cli::main(sd_bottleneck::cli::run)
 }

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    sd_finetune::cli::main()
+    sd_cli::main(sd_finetune::cli::run)
 }

@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    sd_predict::cli::main()
+    sd_cli::main(sd_predict::cli::run)
 }

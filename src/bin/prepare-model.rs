@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    sd_model::cli::main()
+    sd_cli::main(sd_model::cli::run)
 }

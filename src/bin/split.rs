@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    sd_pipeline::split::main()
+    sd_cli::main(sd_split::run)
 }

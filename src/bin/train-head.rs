@@ -1,3 +1,3 @@
 fn main() -> std::process::ExitCode {
-    sd_head::cli::main()
+    sd_cli::main(sd_head::cli::run)
 }

@@ -158,7 +158,7 @@ fn rounds_write_class_folders_and_are_thread_count_independent() {
     assert_eq!(manifest["classes"]["dogs"], 1);
     // What `bottleneck --data` reads: a plain class-folder set (the manifest is not a class).
     let scanned = sd_data::Dataset::scan(&one).unwrap();
-    assert_eq!((scanned.classes.as_slice(), scanned.len()), (["cats".to_string(), "dogs".to_string()].as_slice(), 12));
+    assert_eq!((scanned.classes.names(), scanned.len()), (["cats".to_string(), "dogs".to_string()].as_slice(), 12));
 
     // A second run with fewer rounds replaces the folder as a whole: no stale round 1.
     let args =

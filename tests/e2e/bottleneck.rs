@@ -2,7 +2,6 @@
 //! against the Python reference, sharding + merge byte-identical, numpy compatibility, and
 //! clear errors for bad input.
 
-
 use std::path::Path;
 
 use crate::common::*;

@@ -81,6 +81,14 @@ pub fn sample_subset(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// Asserts that `bin args` is refused as a usage error (exit 2, before any work) naming `flag`.
+pub fn usage_error(bin: &str, args: &[&str], cwd: &Path, flag: &str) {
+    let o = run(bin, args, cwd);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    assert!(err.contains(flag), "{args:?}: expected '{flag}' in: {err}");
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

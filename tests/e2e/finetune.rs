@@ -2,7 +2,6 @@
 //! cached-rounds mode against the exact mode, the classifier against Python's onnxruntime,
 //! clear errors for bad inputs, and no scratch left by an interrupted run.
 
-
 use std::path::Path;
 
 use crate::common::*;
@@ -183,7 +182,10 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     std::fs::copy(d.join("three/cats/cats.0.png"), d.join("three/birds/bird.png")).unwrap();
     fails(swap(base.clone(), "--validation", "three"), &["three", "birds", "the training set train"]);
     fails(swap(base.clone(), "--train", "missing"), &["missing", "does not exist"]);
-    fails(swap(base.clone(), "--epochs", "0"), &["--epochs"]);
+    for flag in ["--epochs", "--batch-size"] {
+        usage_error("finetune", &swap(base.clone(), flag, "0"), d, flag);
+        assert!(!d.join("out").exists());
+    }
     // A corrupt validation image is named.
     std::fs::write(d.join("validation/dogs/dogs.1.png"), b"not a png").unwrap();
     fails(base.clone(), &["dogs.1.png"]);

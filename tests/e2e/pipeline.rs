@@ -1,7 +1,6 @@
 //! End-to-end tests of the `pipeline` binary on tests/fixtures/pipeline/pipeline.yaml (the real
 //! `split` stage plus small shell stages; each stage appends its name to runs.log).
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};

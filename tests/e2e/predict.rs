@@ -1,6 +1,5 @@
 //! End-to-end tests of `predict` on a classifier fine-tuned from a tiny VGG16-shaped model.
 
-
 use std::path::Path;
 
 use crate::common::*;

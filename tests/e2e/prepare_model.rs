@@ -1,7 +1,6 @@
 //! prepare-model on the real VGG16 (from scripts/setup.sh): structure, fingerprint, and the
 //! conv base's features against an independent Python reference (tests/fixtures/make_reference.py).
 
-
 use crate::common::*;
 use sd_data::Preprocess;
 use sd_runtime::{Device, Model, SessionConfig};

@@ -1,6 +1,5 @@
 //! scripts/setup.sh: idempotent, self-documenting, and clear when pip or the network is missing.
 
-
 use std::process::Command;
 
 fn setup() -> Command {

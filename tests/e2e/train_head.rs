@@ -1,9 +1,8 @@
 //! End-to-end tests of `train-head` on small synthetic bottleneck features.
 
-
 use std::path::Path;
 
-use crate::common::{ok, python, rel_max_diff, run, stderr};
+use crate::common::{ok, python, rel_max_diff, run, stderr, usage_error};
 use ndarray::{Array1, Array4, ArrayD, Axis};
 use sd_runtime::{Device, Model, SessionConfig};
 
@@ -93,7 +92,7 @@ fn onnx_head_matches_the_rust_forward_pass() {
     assert_eq!(head.hidden(), [12, 6]);
     let x = read_f32(&dir.path().join("validation/features.npy"));
     let flat = x.view().into_shape_with_order((16, 32)).unwrap().into_dimensionality().unwrap();
-    let rust = head.predict(flat);
+    let rust = head.logits(flat).column(0).mapv(sd_train::loss::sigmoid);
 
     let mut model = Model::load(out.join(&spec.onnx), &SessionConfig { device: Device::Cpu, threads: Some(1) })
         .expect("ONNX Runtime is set up (scripts/setup.sh)");
@@ -154,6 +153,11 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     sd_data::npy::write(dir.path().join("validation/features.npy"), &Array4::<f32>::zeros((4, 1, 1, 32))).unwrap();
     fails(&base, &["train/features.npy", "validation/features.npy", "[2, 2, 8]", "[1, 1, 32]"]);
     write_split(&dir.path().join("validation"), 4, 2);
-    // Bad options.
-    fails(&[&base[..], &["--dropout", "1.5"]].concat(), &["--dropout"]);
+    // Bad options: usage errors, before any work.
+    for (flag, value) in
+        [("--dropout", "1.5"), ("--epochs", "0"), ("--batch-size", "0"), ("--lr", "0"), ("--hidden", "8,0")]
+    {
+        usage_error("train-head", &[&base[..], &[flag, value]].concat(), dir.path(), flag);
+        assert!(!dir.path().join("out").exists());
+    }
 }

@@ -1,21 +1,21 @@
 //! `augment`: preview augmented copies of one image, or write K augmented rounds of a
 //! class-folder data set (as class folders of images, or uint8 `.npy` shards) for `bottleneck`.
 
-use std::fs;
-use std::io::Cursor;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use image::RgbImage;
 use rayon::prelude::*;
 use sd_cli::LogArgs;
+use sd_cli::args::ResizeArgs;
 use sd_data::artifact::{StagingDir, write_bytes, write_json, write_lines};
-use sd_data::image::{ImageSize, ResizeFilter, load_resized, load_rgb, resize};
+use sd_data::image::{ImageSize, load_resized, load_rgb, resize};
+use sd_data::layout::features::{FILES, LABELS, write_classes};
 use sd_data::npy::NpyWriter;
 use sd_data::{Dataset, Sample};
 use serde_json::json;
+use std::fs;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
 
 use crate::params::{AugmentConfig, Preset, parse_zoom};
 use crate::{Augmenter, FillMode};
@@ -43,7 +43,7 @@ pub enum Command {
 pub struct PreviewArgs {
     /// The image to augment.
     pub image: PathBuf,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
     /// Output folder (created); files are PREFIX_<i>.<format>.
     #[arg(long)]
@@ -52,9 +52,9 @@ pub struct PreviewArgs {
     pub prefix: String,
     #[arg(long, value_enum, default_value_t = ImageFormat::Jpeg)]
     pub format: ImageFormat,
-    /// Resize first: N (square) or WxH (default: keep the image's size, as the blog's preview).
-    #[arg(long)]
-    pub size: Option<ImageSize>,
+    /// Resize first (without --size: keep the image's size, as the blog's preview).
+    #[command(flatten)]
+    pub resize: ResizeArgs,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -68,17 +68,14 @@ pub struct RoundsArgs {
     /// (a class-folder set for `bottleneck --data OUT`); npy: OUT/round-<k>/{images,labels}.npy.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
-    /// Images are resized to N x N (or WxH) before augmentation (Keras' target_size).
-    #[arg(long, default_value_t = ImageSize::square(150))]
-    pub size: ImageSize,
+    /// Images are resized (default 150x150) before augmentation (Keras' target_size).
+    #[command(flatten)]
+    pub resize: ResizeArgs,
     /// png (lossless, default), jpeg (re-encoding loses quality) or npy (uint8 [n,H,W,3]).
     #[arg(long, value_enum, default_value_t = RoundsFormat::Png)]
     pub format: RoundsFormat,
-    /// Resize filter: bilinear (anti-aliased, like PIL), nearest (Keras' default), bicubic, lanczos3.
-    #[arg(long, default_value_t = ResizeFilter::Bilinear)]
-    pub resize_filter: ResizeFilter,
     /// Multiply pixels by this after the transform (e.g. 1/255) and write float32 images.npy;
     /// npy only (for model input, prefer bottleneck's --preprocess).
     #[arg(long, value_parser = parse_factor)]
@@ -186,24 +183,29 @@ fn parse_factor(s: &str) -> Result<f32, String> {
     }
 }
 
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    cli.log.init();
-    sd_cli::run(|| {
-        let common = match &cli.command {
-            Command::Preview(a) => &a.common,
-            Command::Rounds(a) => &a.common,
-        };
-        let mut pool = rayon::ThreadPoolBuilder::new();
-        if let Some(n) = common.threads {
-            pool = pool.num_threads(n as usize);
-        }
-        pool.build().context("cannot start worker threads")?.install(|| match &cli.command {
-            Command::Preview(args) => preview(args, &cli.log),
-            Command::Rounds(args) => rounds(args, &cli.log),
-        })
+impl sd_cli::Stage for Cli {
+    fn log(&self) -> &LogArgs {
+        &self.log
+    }
+}
+
+pub fn run(cli: &Cli) -> Result<()> {
+    let common = match &cli.command {
+        Command::Preview(a) => &a.common,
+        Command::Rounds(a) => &a.common,
+    };
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = common.threads {
+        pool = pool.num_threads(n as usize);
+    }
+    pool.build().context("cannot start worker threads")?.install(|| match &cli.command {
+        Command::Preview(args) => preview(args, &cli.log),
+        Command::Rounds(args) => rounds(args, &cli.log),
     })
 }
+
+/// Rounds are made at the recipe's size unless told otherwise.
+const ROUNDS_SIZE: ImageSize = ImageSize::square(150);
 
 fn augmenter(common: &CommonArgs) -> Result<Augmenter> {
     Augmenter::new(common.transform.config(), common.seed).context("invalid augmentation settings")
@@ -223,8 +225,8 @@ fn encode(img: &RgbImage, format: ImageFormat, quality: u8) -> Result<Vec<u8>> {
 fn preview(args: &PreviewArgs, log: &LogArgs) -> Result<()> {
     let aug = augmenter(&args.common)?;
     let mut img = load_rgb(&args.image)?;
-    if let Some(s) = args.size {
-        img = resize(img, s.width, s.height, ResizeFilter::Bilinear)?;
+    if let Some(s) = args.resize.size {
+        img = resize(img, s.width, s.height, args.resize.resize_filter.unwrap_or_default())?;
     }
     let width = args.count.saturating_sub(1).to_string().len();
     (0..args.count).into_par_iter().try_for_each(|i| -> Result<()> {
@@ -245,7 +247,6 @@ const MANIFEST: &str = "augment.json";
 
 fn rounds(args: &RoundsArgs, log: &LogArgs) -> Result<()> {
     let aug = augmenter(&args.common)?;
-    ensure!(args.rounds > 0, "--rounds must be at least 1");
     if args.rescale.is_some() && args.format != RoundsFormat::Npy {
         bail!("--rescale needs --format npy (it makes float32 arrays; images stay 0..255)");
     }
@@ -259,7 +260,8 @@ fn rounds(args: &RoundsArgs, log: &LogArgs) -> Result<()> {
     let names = output_names(&data)?;
     let total = data.len() as u64 * args.rounds as u64;
     let bar = sd_cli::progress_bar(total, "augment", log.interactive());
-    let load = |s: &Sample| load_resized(&s.path, args.size.width, args.size.height, args.resize_filter);
+    let (size, filter) = (args.resize.size.unwrap_or(ROUNDS_SIZE), args.resize.resize_filter.unwrap_or_default());
+    let load = |s: &Sample| load_resized(&s.path, size.width, size.height, filter);
     match args.format {
         RoundsFormat::Png | RoundsFormat::Jpeg => {
             let format = if args.format == RoundsFormat::Png { ImageFormat::Png } else { ImageFormat::Jpeg };
@@ -281,11 +283,11 @@ fn rounds(args: &RoundsArgs, log: &LogArgs) -> Result<()> {
         tmp.join(MANIFEST),
         &json!({
             "data": args.data,
-            "classes": data.class_indices(),
+            "classes": data.classes,
             "samples": data.len(),
             "rounds": args.rounds,
-            "size": args.size,
-            "resize_filter": args.resize_filter,
+            "size": size,
+            "resize_filter": filter,
             "format": format!("{:?}", args.format).to_lowercase(),
             "rescale": args.rescale,
             "seed": aug.seed(),
@@ -326,7 +328,8 @@ fn write_npy_rounds(
     load: &(dyn Fn(&Sample) -> Result<RgbImage, sd_data::image::ImageError> + Sync),
     bar: &indicatif::ProgressBar,
 ) -> Result<()> {
-    let row = [args.size.height as usize, args.size.width as usize, 3];
+    let size = args.resize.size.unwrap_or(ROUNDS_SIZE);
+    let row = [size.height as usize, size.width as usize, 3];
     let k = args.rounds as usize;
     let round_dir = |r: usize| dir.join(format!("round-{r:0w$}", w = (k - 1).to_string().len().max(3)));
     let mut writers: Vec<Writer> = (0..k)
@@ -363,9 +366,9 @@ fn write_npy_rounds(
     for (r, w) in writers.into_iter().enumerate() {
         w.finish()?;
         let d = round_dir(r);
-        sd_data::npy::write(d.join("labels.npy"), &labels)?;
-        write_lines(d.join("files.txt"), &files)?;
-        write_json(d.join("classes.json"), &data.class_indices())?;
+        sd_data::npy::write(d.join(LABELS), &labels)?;
+        write_lines(d.join(FILES), &files)?;
+        write_classes(&d, &data.classes)?;
     }
     Ok(())
 }

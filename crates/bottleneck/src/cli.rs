@@ -1,14 +1,14 @@
 //! `bottleneck`: the command line.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
-use sd_data::Preprocess;
-use sd_data::image::{ImageSize, ResizeFilter};
+use sd_cli::args::InputArgs;
+use sd_data::ModelInput;
+use sd_data::layout::features::FEATURES;
 use sd_runtime::SessionConfig;
 
-use crate::{Config, FEATURES, Shard, extract, merge};
+use crate::{Config, Shard, extract, merge};
 
 /// Compute VGG16 bottleneck features for every image of a class-folder data set.
 ///
@@ -31,19 +31,12 @@ pub struct Args {
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
-    /// Image size fed to the network: N (square) or WxH.
-    #[arg(long, default_value = "150")]
-    pub size: ImageSize,
+    /// Image input (default: 150x150, bilinear, caffe).
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Images per inference batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = sd_cli::args::count)]
     pub batch_size: usize,
-    /// Pixel preprocessing: caffe (BGR minus ImageNet mean, what the weights expect) or
-    /// rescale (RGB / 255, the original tutorial).
-    #[arg(long, default_value_t = Preprocess::Caffe)]
-    pub preprocess: Preprocess,
-    /// Resize filter: bilinear (anti-aliased, like PIL), nearest (Keras' default), bicubic, lanczos3.
-    #[arg(long, default_value_t = ResizeFilter::Bilinear)]
-    pub resize_filter: ResizeFilter,
     #[command(flatten)]
     pub session: SessionConfig,
     /// Compute only slice i of n (0-based), e.g. --shard 0/4.
@@ -56,52 +49,52 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
-pub fn main() -> ExitCode {
-    let args = Args::parse();
-    args.log.init();
-    sd_cli::run(|| {
-        if !args.merge.is_empty() {
-            let n = merge(&args.merge, &args.out)?;
-            sd_cli::summary(
-                &args.log,
-                format_args!("bottleneck: merged {} shards, {n} images -> {}", args.merge.len(), args.out.display()),
-            );
-            return Ok(());
-        }
-        let config = Config {
-            data: args.data.clone().expect("required by clap"),
-            model: args.model.clone().expect("required by clap"),
-            out: args.out.clone(),
-            size: args.size,
-            batch_size: args.batch_size,
-            preprocess: args.preprocess,
-            resize_filter: args.resize_filter,
-            session: args.session.clone(),
-            shard: args.shard,
-            show_progress: args.log.interactive(),
-        };
-        let r = extract(&config)?;
-        let secs = r.elapsed.as_secs_f64();
-        let (rate, inference_rate) = (r.images as f64 / secs, r.images as f64 / r.inference.as_secs_f64().max(1e-9));
-        tracing::info!(
-            images = r.images,
-            seconds = secs,
-            images_per_second = rate,
-            inference_seconds = r.inference.as_secs_f64(),
-            inference_images_per_second = inference_rate,
-            device = %r.device,
-            "bottleneck done"
-        );
+impl sd_cli::Stage for Args {
+    fn log(&self) -> &sd_cli::LogArgs {
+        &self.log
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    if !args.merge.is_empty() {
+        let n = merge(&args.merge, &args.out)?;
         sd_cli::summary(
             &args.log,
-            format_args!(
-                "bottleneck: {} images -> {} {:?} in {secs:.1} s ({rate:.1} images/s; inference alone {inference_rate:.1} images/s on {})",
-                r.images,
-                config.out.join(FEATURES).display(),
-                std::iter::once(r.images).chain(r.feature_shape.iter().copied()).collect::<Vec<_>>(),
-                r.device
-            ),
+            format_args!("bottleneck: merged {} shards, {n} images -> {}", args.merge.len(), args.out.display()),
         );
-        Ok(())
-    })
+        return Ok(());
+    }
+    let config = Config {
+        data: args.data.clone().expect("required by clap"),
+        model: args.model.clone().expect("required by clap"),
+        out: args.out.clone(),
+        input: args.input.or(ModelInput::RECIPE),
+        batch_size: args.batch_size,
+        session: args.session.clone(),
+        shard: args.shard,
+        show_progress: args.log.interactive(),
+    };
+    let r = extract(&config)?;
+    let secs = r.elapsed.as_secs_f64();
+    let (rate, inference_rate) = (r.images as f64 / secs, r.images as f64 / r.inference.as_secs_f64().max(1e-9));
+    tracing::info!(
+        images = r.images,
+        seconds = secs,
+        images_per_second = rate,
+        inference_seconds = r.inference.as_secs_f64(),
+        inference_images_per_second = inference_rate,
+        device = %r.device,
+        "bottleneck done"
+    );
+    sd_cli::summary(
+        &args.log,
+        format_args!(
+            "bottleneck: {} images -> {} {:?} in {secs:.1} s ({rate:.1} images/s; inference alone {inference_rate:.1} images/s on {})",
+            r.images,
+            config.out.join(FEATURES).display(),
+            std::iter::once(r.images).chain(r.feature_shape.iter().copied()).collect::<Vec<_>>(),
+            r.device
+        ),
+    );
+    Ok(())
 }

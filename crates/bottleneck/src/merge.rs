@@ -2,14 +2,15 @@
 //! run gives (byte for byte), after checking that the shards belong together and cover the
 //! data set exactly once.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
-use sd_data::artifact::{AtomicFile, StagingDir};
-use sd_data::npy::{self, NpyWriter};
-
-use crate::{CLASSES, FEATURES, FILES, LABELS, META, Meta, read_meta};
+use sd_data::artifact::StagingDir;
+use sd_data::layout::features::{
+    CLASSES, FEATURES, FILES, FeatureMeta as Meta, FeatureWriter, LABELS, META, read_classes, read_meta,
+};
+use sd_data::npy;
 
 /// Merges shard folders (any order) into `out`; returns the number of images.
 pub fn merge(shard_dirs: &[PathBuf], out: &Path) -> Result<usize> {
@@ -67,12 +68,10 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path) -> Result<usize> {
     ensure!(next == info.total, "the shards cover {next} of {} images", info.total);
 
     let staging = StagingDir::create(out)?;
-    let dir = staging.path();
-    let mut features = NpyWriter::<f32>::create(dir.join(FEATURES), info.total, &first.feature_shape)?;
-    let mut labels = NpyWriter::<i64>::create(dir.join(LABELS), info.total, &[])?;
-    let mut files = AtomicFile::create(dir.join(FILES))?;
+    let mut writer = FeatureWriter::create(staging.path(), info.total)?;
+    writer.set_shape(&first.feature_shape)?;
     for (shard_dir, meta) in &shards {
-        copy_features(&shard_dir.join(FEATURES), meta, &mut features)?;
+        copy_features(&shard_dir.join(FEATURES), meta, &mut writer)?;
         let l = npy::read::<i64>(shard_dir.join(LABELS))?;
         ensure!(
             l.len() == meta.count,
@@ -81,23 +80,20 @@ pub fn merge(shard_dirs: &[PathBuf], out: &Path) -> Result<usize> {
             l.len(),
             meta.count
         );
-        labels.write_rows(l.as_slice().expect("standard layout"))?;
-        let list = std::fs::read(shard_dir.join(FILES))
+        let labels: Vec<u32> = l.iter().map(|&v| v as u32).collect();
+        let list = std::fs::read_to_string(shard_dir.join(FILES))
             .with_context(|| format!("reading {}", shard_dir.join(FILES).display()))?;
+        let names: Vec<&str> = list.lines().collect();
         ensure!(
-            list.iter().filter(|&&b| b == b'\n').count() == meta.count,
+            names.len() == meta.count,
             "{}: line count differs from {}",
             shard_dir.join(FILES).display(),
             meta.count
         );
-        files.write_all(&list).with_context(|| format!("writing {FILES}"))?;
+        writer.write_index(&labels, &names)?;
     }
-    features.finish()?;
-    labels.finish()?;
-    files.commit()?;
-    sd_data::artifact::write_bytes(dir.join(CLASSES), &classes_json)?;
     let merged = Meta { count: info.total, shard: None, ..first.clone() };
-    sd_data::artifact::write_json(dir.join(META), &merged)?;
+    writer.finish(&read_classes(first_dir)?, &merged)?;
     staging.commit()?;
     Ok(info.total)
 }
@@ -108,7 +104,7 @@ fn missing(shards: &[(PathBuf, Meta)], count: usize) -> String {
 }
 
 /// Streams one shard's features into the merged file, 1 MiB at a time.
-fn copy_features(path: &Path, meta: &Meta, out: &mut NpyWriter<f32>) -> Result<()> {
+fn copy_features(path: &Path, meta: &Meta, out: &mut FeatureWriter) -> Result<()> {
     let header = npy::read_header(path)?;
     let mut want = vec![meta.count];
     want.extend(&meta.feature_shape);
@@ -126,7 +122,7 @@ fn copy_features(path: &Path, meta: &Meta, out: &mut NpyWriter<f32>) -> Result<(
         f.read_exact(&mut buf[..n]).with_context(|| format!("{} is truncated", path.display()))?;
         values.clear();
         values.extend(buf[..n].chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])));
-        out.write_rows(&values)?;
+        out.write_features(&values)?;
         left -= n;
     }
     Ok(())

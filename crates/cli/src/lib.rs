@@ -4,13 +4,17 @@
 //! * [`LogArgs`]: `-v`/`-vv` for more, `-q` for errors only, `--log-format json` for machine
 //!   readable logs on stderr. Quiet by default (warnings and a one-line summary).
 //! * [`progress_bar`]: a bar on stderr when it is a terminal and not `-q`/JSON; hidden otherwise.
-//! * [`run`]: runs a stage's `main`, prints the error chain as `error: ...` and maps it to exit
-//!   code 1 (2 is clap's usage error), never a panic message for a bad input. On Ctrl-C, SIGTERM
-//!   or SIGHUP it removes the stage's scratch ([`sd_data::scratch`]) before dying of the signal.
+//! * [`main`]: a stage binary's whole `main`: parse the flags, set up logging, [`run`].
+//! * [`run`]: runs a stage, prints the error chain as `error: ...` and maps it to exit code 1
+//!   (2 is clap's usage error), never a panic message for a bad input. On Ctrl-C, SIGTERM or
+//!   SIGHUP it removes the stage's scratch ([`sd_data::scratch`]) before dying of the signal.
+//! * [`args`]: flag groups several stages share (image input, optimiser and schedule).
+
+pub mod args;
 
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -73,6 +77,18 @@ pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
     );
     bar.set_message(what.to_string());
     bar
+}
+
+/// A stage's command line: clap's parser plus where its logging flags are.
+pub trait Stage: Parser {
+    fn log(&self) -> &LogArgs;
+}
+
+/// The `main` of a stage binary: parses its flags, sets up logging and runs `stage` with them.
+pub fn main<A: Stage>(stage: impl FnOnce(&A) -> anyhow::Result<()>) -> ExitCode {
+    let args = A::parse();
+    args.log().init();
+    run(|| stage(&args))
 }
 
 /// Runs a stage: on error prints `error: <context>: <cause>: ...` and returns exit code 1.

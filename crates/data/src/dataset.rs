@@ -3,8 +3,9 @@
 //! label of `cats` is 0 and of `dogs` is 1; files are listed recursively in sorted path order.
 //! The same folder always gives the same samples in the same order.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+use crate::Classes;
 
 /// File extensions taken as images (case-insensitive); Keras' list plus WebP and GIF.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "ppm", "pgm", "tif", "tiff", "webp", "gif"];
@@ -20,9 +21,9 @@ pub enum DatasetError {
     #[error("class folder {path} holds no images (looked for {exts}); add images or remove the folder", exts = IMAGE_EXTENSIONS.join(", "))]
     EmptyClass { path: PathBuf },
     #[error(
-        "{root} has classes {found:?}, but {expected:?} were expected (from {source_of_expected}); use the same class folders for every split"
+        "{root} has classes {found}, but {expected} were expected (from {source_of_expected}); use the same class folders for every split"
     )]
-    ClassMismatch { root: PathBuf, found: Vec<String>, expected: Vec<String>, source_of_expected: String },
+    ClassMismatch { root: PathBuf, found: Classes, expected: Classes, source_of_expected: String },
 }
 
 /// One image and its class index.
@@ -37,7 +38,7 @@ pub struct Sample {
 pub struct Dataset {
     pub root: PathBuf,
     /// Class names; the index is the label.
-    pub classes: Vec<String>,
+    pub classes: Classes,
     /// All images, class by class, each class in sorted path order.
     pub samples: Vec<Sample>,
 }
@@ -71,16 +72,16 @@ impl Dataset {
             files.sort();
             samples.extend(files.into_iter().map(|path| Sample { path, label: label as u32 }));
         }
-        Ok(Dataset { root, classes, samples })
+        Ok(Dataset { root, classes: Classes::new(classes), samples })
     }
 
     /// Checks that this data set has exactly `expected` classes (e.g. validation vs train).
-    pub fn expect_classes(&self, expected: &[String], source_of_expected: &str) -> Result<(), DatasetError> {
-        if self.classes != expected {
+    pub fn expect_classes(&self, expected: &Classes, source_of_expected: &str) -> Result<(), DatasetError> {
+        if self.classes != *expected {
             return Err(DatasetError::ClassMismatch {
                 root: self.root.clone(),
                 found: self.classes.clone(),
-                expected: expected.to_vec(),
+                expected: expected.clone(),
                 source_of_expected: source_of_expected.into(),
             });
         }
@@ -102,11 +103,6 @@ impl Dataset {
             counts[s.label as usize] += 1;
         }
         counts
-    }
-
-    /// Class name -> index, as Keras' `class_indices`.
-    pub fn class_indices(&self) -> BTreeMap<String, u32> {
-        self.classes.iter().enumerate().map(|(i, c)| (c.clone(), i as u32)).collect()
     }
 
     /// Sample paths relative to the root (for file lists written next to features).
@@ -174,11 +170,11 @@ mod tests {
             touch(dir.path(), f);
         }
         let ds = Dataset::scan(dir.path()).unwrap();
-        assert_eq!(ds.classes, ["cats", "dogs"]);
+        assert_eq!(ds.classes.names(), ["cats", "dogs"]);
         assert_eq!(ds.relative_paths(), ["cats/cat.10.JPG", "cats/cat.2.png", "dogs/dog.1.jpeg", "dogs/dog.2.jpg"]);
         assert_eq!(ds.samples.iter().map(|s| s.label).collect::<Vec<_>>(), [0, 0, 1, 1]);
         assert_eq!(ds.class_counts(), [2, 2]);
-        assert_eq!(ds.class_indices()["dogs"], 1);
+        assert_eq!(ds.classes.label("dogs"), Some(1));
     }
 
     #[test]
@@ -215,7 +211,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         touch(dir.path(), "cats/1.jpg");
         let ds = Dataset::scan(dir.path()).unwrap();
-        let err = ds.expect_classes(&["cats".into(), "dogs".into()], "train").unwrap_err().to_string();
+        let err =
+            ds.expect_classes(&Classes::new(vec!["cats".into(), "dogs".into()]), "train").unwrap_err().to_string();
         assert!(err.contains("[\"cats\"]") && err.contains("train"), "{err}");
     }
 }

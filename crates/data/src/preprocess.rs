@@ -10,7 +10,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use image::RgbImage;
+use ndarray::Array4;
 use serde::{Deserialize, Serialize};
+
+use crate::image::{ImageSize, ResizeFilter};
+use crate::loader::{Batch, LoaderConfig};
 
 /// ImageNet channel means in BGR order, on 0..255 pixel values.
 pub const CAFFE_MEAN_BGR: [f32; 3] = [103.939, 116.779, 123.68];
@@ -51,6 +55,39 @@ impl Preprocess {
         for (dst, src) in out.chunks_exact_mut(3).zip(rgb.chunks_exact(3)) {
             dst.copy_from_slice(&self.pixel([src[0], src[1], src[2]]));
         }
+    }
+}
+
+/// How an image becomes a model input: squashed to `size` with `resize_filter`, then
+/// `preprocess`ed. Training and inference must agree on all three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelInput {
+    pub size: ImageSize,
+    pub resize_filter: ResizeFilter,
+    pub preprocess: Preprocess,
+}
+
+impl ModelInput {
+    /// The recipe's: 150x150, anti-aliased bilinear, Caffe preprocessing.
+    pub const RECIPE: ModelInput = ModelInput {
+        size: ImageSize::square(150),
+        resize_filter: ResizeFilter::Bilinear,
+        preprocess: Preprocess::Caffe,
+    };
+
+    /// A loader that decodes and resizes images to this input, `batch_size` at a time.
+    pub fn loader(&self, batch_size: usize) -> LoaderConfig {
+        let mut c = LoaderConfig::new(self.size.width, self.size.height, batch_size);
+        c.filter = self.resize_filter;
+        c
+    }
+
+    /// A batch of decoded images as the float32 NHWC tensor the model takes.
+    pub fn tensor(&self, batch: &Batch) -> Array4<f32> {
+        let (h, w) = (batch.height as usize, batch.width as usize);
+        let mut input = Array4::<f32>::zeros((batch.len(), h, w, 3));
+        self.preprocess.write_hwc_bytes(&batch.pixels, input.as_slice_mut().expect("standard layout"));
+        input
     }
 }
 

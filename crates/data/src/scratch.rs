@@ -146,7 +146,7 @@ fn sweep_stale(dir: &Path, name: &str) {
 }
 
 /// Removes a folder with its content, or a file (a symlink itself, not its target).
-pub(crate) fn remove(path: &Path) -> std::io::Result<()> {
+pub fn remove(path: &Path) -> std::io::Result<()> {
     if std::fs::symlink_metadata(path)?.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) }
 }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 use ndarray::Array4;
 use rand::{Rng, SeedableRng};
 use sd_finetune::block5::Block5;
-use sd_finetune::inputs::ModelDir;
+use sd_finetune::inputs::PreparedModel;
 use sd_runtime::{Device, Model, SessionConfig};
 
 fn main() -> anyhow::Result<()> {
@@ -16,7 +16,7 @@ fn main() -> anyhow::Result<()> {
     let reps: usize = args.get(3).map_or(Ok(5), |s| s.parse())?;
     let threads = args.get(4).map(|s| s.parse()).transpose()?;
     let session = SessionConfig { device: Device::Auto, threads };
-    let model = ModelDir::load(&dir)?;
+    let model = PreparedModel::load(&dir)?;
     let size = sd_data::image::ImageSize::square(150);
     let shape = model.block5_shape(size);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

@@ -1,14 +1,15 @@
-//! Block 5 at run time: its weights (as `prepare-model` writes them), the three ONNX Runtime
-//! sessions built from [`crate::graphs`], and an optimiser for its weights that applies
-//! `sd-head`'s update rule, so the block and the head move by exactly the same rule.
+//! Block 5 at run time: its weights (as `prepare-model` writes them, `sd_data::layout::model`),
+//! the three ONNX Runtime sessions built from [`crate::graphs`], and its parameters as
+//! `sd-train`'s optimisers see them, so the block and the head move by exactly the same rule.
 
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array4, ArrayD, ArrayView4, ArrayViewD, Ix1, Ix4};
-use sd_head::optim::{Optimizer, Regularization, update};
+use sd_data::layout::model::WeightFiles;
 use sd_runtime::{Session, SessionConfig};
+use sd_train::optim::Param;
 
-use crate::graphs::{self, Block5Shape, LAYERS};
+use crate::graphs::{self, Block5Shape};
 
 /// One 3x3 convolution's parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,11 +34,6 @@ pub enum WeightsError {
     Shape { path: PathBuf, reason: String },
 }
 
-/// File names of layer `i`'s weights, relative to a model or output folder (prepare-model's).
-pub fn weight_files(i: usize) -> (String, String) {
-    (format!("block5/{}_kernel.npy", LAYERS[i]), format!("block5/{}_bias.npy", LAYERS[i]))
-}
-
 impl Block5Weights {
     /// Reads `block5/block5_conv{1,2,3}_{kernel,bias}.npy` under `dir` and checks that they
     /// chain (each layer's input channels are the previous one's outputs).
@@ -45,8 +41,8 @@ impl Block5Weights {
         let mut convs = Vec::with_capacity(3);
         let mut cin: Option<usize> = None;
         for i in 0..3 {
-            let (k, b) = weight_files(i);
-            let (kp, bp) = (dir.join(k), dir.join(b));
+            let files = WeightFiles::block5(i);
+            let (kp, bp) = (dir.join(files.kernel), dir.join(files.bias));
             let bad = |path: &Path, reason: String| WeightsError::Shape { path: path.into(), reason };
             let kernel = sd_data::npy::read::<f32>(&kp)?;
             let kernel = match kernel.into_dimensionality::<Ix4>() {
@@ -78,9 +74,9 @@ impl Block5Weights {
     /// Writes the weights under `dir` in the layout [`Block5Weights::load`] reads.
     pub fn save(&self, dir: &Path) -> Result<(), sd_data::npy::NpyError> {
         for (i, c) in self.convs.iter().enumerate() {
-            let (k, b) = weight_files(i);
-            sd_data::npy::write(dir.join(k), &c.kernel)?;
-            sd_data::npy::write(dir.join(b), &c.bias)?;
+            let files = WeightFiles::block5(i);
+            sd_data::npy::write(dir.join(files.kernel), &c.kernel)?;
+            sd_data::npy::write(dir.join(files.bias), &c.bias)?;
         }
         Ok(())
     }
@@ -116,21 +112,27 @@ impl Block5Weights {
         })
     }
 
-    /// Every tensor as a mutable slice, in [`Block5Weights::named`] order, with whether it is
-    /// a kernel.
-    fn slices_mut(&mut self) -> impl Iterator<Item = (&mut [f32], bool)> {
-        self.convs.iter_mut().flat_map(|c| {
-            [
-                (c.kernel.as_slice_mut().expect("standard layout"), true),
-                (c.bias.as_slice_mut().expect("standard layout"), false),
-            ]
-        })
+    /// Sizes of every tensor, in [`Block5Weights::named`] order (the optimiser's).
+    pub fn sizes(&self) -> Vec<usize> {
+        self.convs.iter().flat_map(|c| [c.kernel.len(), c.bias.len()]).collect()
     }
 
-    fn slices(&self) -> impl Iterator<Item = &[f32]> {
-        self.convs
-            .iter()
-            .flat_map(|c| [c.kernel.as_slice().expect("standard layout"), c.bias.as_slice().expect("standard layout")])
+    /// Every tensor with its gradient in `grads`, in [`Block5Weights::named`] order.
+    pub fn params<'a>(&'a mut self, grads: &'a Block5Weights) -> impl Iterator<Item = Param<'a, f32>> {
+        self.convs.iter_mut().zip(&grads.convs).flat_map(|(c, g)| {
+            [
+                Param {
+                    value: c.kernel.as_slice_mut().expect("standard layout"),
+                    grad: g.kernel.as_slice().expect("standard layout"),
+                    kernel: true,
+                },
+                Param {
+                    value: c.bias.as_slice_mut().expect("standard layout"),
+                    grad: g.bias.as_slice().expect("standard layout"),
+                    kernel: false,
+                },
+            ]
+        })
     }
 
     /// The weights as ONNX initializers (for the exported classifier).
@@ -225,26 +227,4 @@ impl Block5 {
 
 fn into4(a: ArrayD<f32>) -> Array4<f32> {
     a.into_dimensionality().expect("the graphs declare 4-d outputs")
-}
-
-/// Optimiser state (momentum or squared-gradient average) for block 5's weights. Same rule as
-/// `sd-head` (`sd_head::optim::update`); regularisation on kernels only.
-pub struct Block5Optimizer {
-    pub optimizer: Optimizer,
-    pub regularization: Regularization,
-    slots: Block5Weights,
-}
-
-impl Block5Optimizer {
-    pub fn new(optimizer: Optimizer, regularization: Regularization, weights: &Block5Weights) -> Block5Optimizer {
-        Block5Optimizer { optimizer, regularization, slots: weights.zeros_like() }
-    }
-
-    pub fn step(&mut self, weights: &mut Block5Weights, grads: &Block5Weights, lr: f64) {
-        let tensors = weights.slices_mut().zip(grads.slices()).zip(self.slots.slices_mut());
-        for (((w, is_kernel), g), (slot, _)) in tensors {
-            let reg = if is_kernel { self.regularization } else { Regularization::default() };
-            update(self.optimizer, reg, w, g, slot, lr);
-        }
-    }
 }

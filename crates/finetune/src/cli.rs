@@ -1,48 +1,32 @@
 //! `finetune`: the command line.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use sd_augment::cli::TransformArgs;
-use sd_data::image::{ImageSize, ResizeFilter};
+use sd_cli::args::{InputArgs, Optim, OptimArgs, count};
 use sd_data::scratch::ScratchDir;
-use sd_data::{Dataset, Preprocess, Sample};
-use sd_head::optim::Optimizer;
-use sd_head::train::Schedule;
+use sd_data::{Dataset, ModelInput, Sample};
 use sd_runtime::{Model, SessionConfig};
+use sd_train::report::Source;
+use sd_train::{Optimizer, Schedule};
 
 use crate::block5::Block5;
 use crate::features::Frozen;
-use crate::inputs::{ModelDir, check_head_fits, load_head};
-use crate::report::{self, Metrics, Source};
+use crate::inputs::{PreparedModel, check_head_fits, load_head};
+use crate::report::{self, Metrics};
 use crate::train::{FinetuneConfig, Progress, Trainer, finetune};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OptimizerName {
-    /// SGD with momentum (the recipe: lr 1e-4, momentum 0.9).
-    Sgd,
-    /// Keras RMSprop (rho 0.9, epsilon 1e-7).
-    Rmsprop,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ScheduleName {
-    Constant,
-    /// Cosine decay over all steps to `lr · --lr-min-factor`.
-    Cosine,
-}
 
 /// Fine-tune VGG16's block 5 together with the trained dense head (blocks 1-4 frozen), the
 /// Keras recipe's last step: SGD lr 1e-4 momentum 0.9, batch 16, 50 epochs, augmentation
 /// shear 0.2 / zoom 0.2 / horizontal flip, validation every epoch.
 ///
 /// Writes into --out (replaced as a whole when complete): classifier.onnx (input NHWC
-/// [N,H,W,3] preprocessed -> probability [N,1]), block5/*.npy, head/ (train-head's format),
-/// metrics.json, history.csv, curves.svg.
+/// [N,H,W,3] preprocessed -> probability [N,1] for two classes, probabilities [N,classes]
+/// otherwise), block5/*.npy, head/ (train-head's format), metrics.json, history.csv,
+/// curves.svg.
 #[derive(Debug, Parser)]
 #[command(name = "finetune", version)]
 pub struct Args {
@@ -61,34 +45,17 @@ pub struct Args {
     /// Output folder.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Image size: N or WxH; the head must have been trained on features at this size.
-    #[arg(long, default_value = "150")]
-    pub size: ImageSize,
-    /// caffe (BGR minus ImageNet means, what the weights expect) or rescale (RGB / 255).
-    #[arg(long, default_value_t = Preprocess::Caffe)]
-    pub preprocess: Preprocess,
-    #[arg(long, default_value_t = ResizeFilter::Bilinear)]
-    pub resize_filter: ResizeFilter,
-    #[arg(long, default_value_t = 50)]
+    /// Image input; the head must have been trained on features made the same way.
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[arg(long, default_value_t = 50, value_parser = count)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = count)]
     pub batch_size: usize,
-    #[arg(long, value_enum, default_value_t = OptimizerName::Sgd)]
-    pub optimizer: OptimizerName,
-    /// Learning rate (peak rate with a schedule).
-    #[arg(long, default_value_t = 1e-4)]
-    pub lr: f64,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
-    /// SGD Nesterov momentum.
-    #[arg(long)]
-    pub nesterov: bool,
-    #[arg(long, value_enum, default_value_t = ScheduleName::Constant)]
-    pub schedule: ScheduleName,
-    /// Cosine schedule: final rate as a fraction of --lr.
-    #[arg(long, default_value_t = 0.0)]
-    pub lr_min_factor: f64,
+    /// Optimiser and schedule (default: the recipe's SGD, lr 1e-4, momentum 0.9, constant; with
+    /// --optimizer rmsprop: lr 1e-5, as Deep Learning with Python fine-tunes).
+    #[command(flatten)]
+    pub optim: OptimArgs,
     /// Augmentation (Keras ImageDataGenerator arguments); without --preset or flags, the
     /// recipe's fine-tuning preset (shear 0.2, zoom 0.2, horizontal flip).
     #[command(flatten)]
@@ -118,6 +85,13 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
+/// The recipe's optimiser for fine-tuning.
+const RECIPE_OPTIM: Optim = Optim {
+    optimizer: Optimizer::Sgd { momentum: 0.9, nesterov: false },
+    learning_rate: 1e-4,
+    schedule: Schedule::Constant,
+};
+
 impl Args {
     pub fn config(&self) -> FinetuneConfig {
         let augment = if self.no_augment {
@@ -129,20 +103,14 @@ impl Args {
             }
             Some(t.config())
         };
+        let default_lr = |o: &Optimizer| if matches!(o, Optimizer::Sgd { .. }) { 1e-4 } else { 1e-5 };
+        let optim = self.optim.apply(RECIPE_OPTIM, default_lr);
         FinetuneConfig {
-            size: self.size,
-            preprocess: self.preprocess,
-            resize_filter: self.resize_filter,
+            input: self.input.or(ModelInput::RECIPE),
             augment,
-            optimizer: match self.optimizer {
-                OptimizerName::Sgd => Optimizer::Sgd { momentum: self.momentum, nesterov: self.nesterov },
-                OptimizerName::Rmsprop => Optimizer::RMSPROP,
-            },
-            learning_rate: self.lr,
-            schedule: match self.schedule {
-                ScheduleName::Constant => Schedule::Constant,
-                ScheduleName::Cosine => Schedule::Cosine { min_factor: self.lr_min_factor },
-            },
+            optimizer: optim.optimizer,
+            learning_rate: optim.learning_rate,
+            schedule: optim.schedule,
             epochs: self.epochs,
             batch_size: self.batch_size,
             cache_rounds: (self.cache_rounds > 0).then_some(self.cache_rounds),
@@ -152,24 +120,19 @@ impl Args {
     }
 }
 
-pub fn main() -> ExitCode {
-    let args = Args::parse();
-    args.log.init();
-    sd_cli::run(|| run(&args))
+impl sd_cli::Stage for Args {
+    fn log(&self) -> &sd_cli::LogArgs {
+        &self.log
+    }
 }
 
-/// Scans a data set and checks it is binary with the expected classes.
+/// Scans a data set and checks it has the expected classes (at least two).
 fn scan(dir: &Path, expected: Option<&Dataset>) -> Result<Dataset> {
     let d = Dataset::scan(dir)?;
     match expected {
         Some(train) => d.expect_classes(&train.classes, &format!("the training set {}", train.root.display()))?,
-        None if d.classes.len() != 2 => {
-            bail!(
-                "{} has {} classes ({:?}); the classifier is binary: it needs exactly two class folders",
-                dir.display(),
-                d.classes.len(),
-                d.classes
-            )
+        None if d.classes.len() < 2 => {
+            bail!("{} has one class {}; a classifier needs at least two class folders", dir.display(), d.classes)
         }
         None => {}
     }
@@ -179,23 +142,24 @@ fn scan(dir: &Path, expected: Option<&Dataset>) -> Result<Dataset> {
 pub fn run(args: &Args) -> Result<()> {
     let config = args.config();
     config.validate()?;
-    let model_dir = ModelDir::load(&args.model)?;
+    let model_dir = PreparedModel::load(&args.model)?;
     let (head, spec) = load_head(&args.head)?;
-    let shape = model_dir.block5_shape(config.size);
-    check_head_fits(&spec, &args.head, &shape, config.size)?;
-    if let Some(p) = model_dir.preprocess.filter(|&p| p != config.preprocess) {
+    let size = config.input.size;
+    let shape = model_dir.block5_shape(size);
+    check_head_fits(&spec, &args.head, &shape, size)?;
+    if let Some(p) = model_dir.preprocess.filter(|&p| p != config.input.preprocess) {
         tracing::warn!(
             "{} says its weights expect --preprocess {p}, running with {}",
             args.model.display(),
-            config.preprocess
+            config.input.preprocess
         );
     }
     let train = scan(&args.train, None)?;
     let validation = scan(&args.validation, Some(&train))?;
-    let classes: BTreeMap<String, i64> = train.class_indices().into_iter().map(|(k, v)| (k, v as i64)).collect();
+    let classes = train.classes.clone();
     if !spec.classes.is_empty() && spec.classes != classes {
         bail!(
-            "{} was trained for classes {:?}, but {} has {:?}",
+            "{} was trained for classes {}, but {} has {}",
             args.head.join(sd_head::export::HEAD_JSON).display(),
             spec.classes,
             args.train.display(),
@@ -207,7 +171,7 @@ pub fn run(args: &Args) -> Result<()> {
     let c0 = model_dir.weights.channels()[0];
     let mut frozen = Frozen {
         model: Model::load(&model_dir.frozen_base, &session)?,
-        preprocess: config.preprocess,
+        input: config.input,
         output: [shape.height, shape.width, c0],
     };
     let block5 = Block5::new(shape, &session).context("building block 5's training graphs")?;
@@ -248,7 +212,7 @@ pub fn run(args: &Args) -> Result<()> {
                     tracing::info!("Before fine-tuning - val_loss: {:.4} - val_acc: {:.4}", v.val_loss, v.val_acc);
                 }
                 Progress::Epoch(h) => {
-                    bar.suspend(|| tracing::info!("{}", report::epoch_line(h, config.epochs)));
+                    bar.suspend(|| tracing::info!("{}", sd_train::report::epoch_line(h, config.epochs)));
                     bar.set_message(format!("val_acc {:.4}", h.val_acc));
                 }
             }
@@ -264,14 +228,14 @@ pub fn run(args: &Args) -> Result<()> {
         &args.log,
         format!(
             "finetune: val_acc {:.4} (epoch {}; {:.4} before), best {:.4} (epoch {}), {} epochs in {:.1} s ({:.1} s/epoch, +{:.1} s caching) on {} -> {}",
-            metrics.exported.val_acc,
-            metrics.exported.epoch,
+            metrics.epochs.exported.val_acc,
+            metrics.epochs.exported.epoch,
             metrics.initial.val_acc,
-            metrics.best.val_acc,
-            metrics.best.epoch,
-            metrics.epochs,
-            metrics.seconds,
-            metrics.seconds_per_epoch,
+            metrics.epochs.best.val_acc,
+            metrics.epochs.best.epoch,
+            metrics.epochs.epochs,
+            metrics.epochs.seconds,
+            metrics.epochs.seconds_per_epoch,
             metrics.setup_seconds,
             metrics.device,
             args.out.display()

@@ -1,6 +1,7 @@
 //! `classifier.onnx`: the whole fine-tuned model in one graph, runnable by any ONNX Runtime
 //! (Python's included): input `input` float32 NHWC `[N, H, W, 3]` (preprocessed, at the training
-//! size), output `probability` float32 `[N, 1]` (of the class labelled 1). It is
+//! size), output `probability` float32 `[N, 1]` (of the class labelled 1) for two classes, or
+//! `probabilities` `[N, classes]` (softmax) for more. It is
 //! `frozen_base.onnx` unchanged, then block 5 (the forward graph of [`crate::graphs`] with the
 //! trained weights as initializers), then the head (`sd-head`'s export). Its metadata records
 //! the size, resize filter, preprocessing and classes for `predict`.
@@ -9,16 +10,16 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use sd_data::layout::classifier::ClassifierMeta;
 use sd_head::Head;
+use sd_head::export::output_name;
 use sd_onnx::{Dim, GraphProto, ModelProto, value_info};
-use sd_predict::ClassifierMeta;
 
 use crate::block5::Block5Weights;
 use crate::graphs::{self, Block5Shape};
 
 pub const CLASSIFIER: &str = "classifier.onnx";
 pub const INPUT: &str = "input";
-pub const OUTPUT: &str = "probability";
 
 /// Renames every tensor and node of `graph` with `prefix`, except the names in `keep` (the
 /// tensors it shares with the graphs it is joined to), so that merged graphs cannot collide.
@@ -74,15 +75,10 @@ pub fn classifier(
     rewire(&mut block5, graphs::INPUT, &frozen_out);
 
     let mut head_graph = sd_head::export::onnx(head, &shape.output()).graph.expect("built with a graph");
-    prefix_names(&mut head_graph, "finetune/head/", &[sd_head::export::ONNX_INPUT, sd_head::export::ONNX_OUTPUT]);
+    // The head's probabilities are the classifier's output, under the same name.
+    let output = output_name(head.outputs());
+    prefix_names(&mut head_graph, "finetune/head/", &[sd_head::export::ONNX_INPUT, output]);
     rewire(&mut head_graph, sd_head::export::ONNX_INPUT, graphs::OUTPUT);
-    for n in &mut head_graph.node {
-        for o in &mut n.output {
-            if o == sd_head::export::ONNX_OUTPUT {
-                *o = OUTPUT.into();
-            }
-        }
-    }
 
     let existing: HashSet<String> = graph
         .node
@@ -90,8 +86,8 @@ pub fn classifier(
         .flat_map(|n| n.output.iter().cloned())
         .chain(graph.initializer.iter().filter_map(|t| t.name.clone()))
         .collect();
-    if existing.contains(graphs::OUTPUT) || existing.contains(OUTPUT) {
-        bail!("{} already has a tensor named {} or {}", frozen_base.display(), graphs::OUTPUT, OUTPUT);
+    if existing.contains(graphs::OUTPUT) || existing.contains(output) {
+        bail!("{} already has a tensor named {} or {output}", frozen_base.display(), graphs::OUTPUT);
     }
     graph.node.extend(block5.node);
     graph.node.extend(head_graph.node);
@@ -103,12 +99,13 @@ pub fn classifier(
         rewire(graph, &frozen_in, INPUT);
     }
     graph.input = vec![value_info(INPUT, sd_onnx::dtype::FLOAT, &input_dims)];
-    graph.output = vec![value_info(OUTPUT, sd_onnx::dtype::FLOAT, &[Dim::named("N"), Dim::Fixed(1)])];
+    let dims = [Dim::named("N"), Dim::Fixed(head.outputs() as i64)];
+    graph.output = vec![value_info(output, sd_onnx::dtype::FLOAT, &dims)];
     graph.value_info.clear();
     graph.name = Some("classifier".into());
     model.producer_name = Some("smalldata finetune".into());
     model.producer_version = Some(env!("CARGO_PKG_VERSION").into());
-    model.metadata_props = meta.props();
+    sd_onnx::set_metadata(&mut model, meta.props());
     // The block 5 and head graphs need opset 13 semantics at most for the operators they use
     // (Conv, Relu, MaxPool, Transpose, Flatten, Gemm, Sigmoid are unchanged since opset 11).
     if sd_onnx::default_opset(&model).is_none_or(|v| v < 11) {

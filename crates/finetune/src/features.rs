@@ -11,13 +11,13 @@ use anyhow::{Context, Result, bail};
 use ndarray::{Array4, ArrayView2};
 use sd_data::loader::{Batch, Loader, LoaderConfig};
 use sd_data::npy::NpyWriter;
-use sd_data::{Preprocess, Sample};
+use sd_data::{ModelInput, Sample};
 use sd_runtime::Model;
 
 /// `frozen_base.onnx` with the preprocessing in front of it.
 pub struct Frozen {
     pub model: Model,
-    pub preprocess: Preprocess,
+    pub input: ModelInput,
     /// Expected per-sample output `[h, w, C]`, checked on every batch.
     pub output: [usize; 3],
 }
@@ -26,9 +26,7 @@ impl Frozen {
     /// `block4_pool` (NHWC) of a batch of RGB images.
     pub fn run(&mut self, batch: &Batch) -> Result<Array4<f32>> {
         let (h, w) = (batch.height as usize, batch.width as usize);
-        let mut input = Array4::<f32>::zeros((batch.len(), h, w, 3));
-        self.preprocess.write_hwc_bytes(&batch.pixels, input.as_slice_mut().expect("standard layout"));
-        let out = self.model.run(input.view().into_dyn())?;
+        let out = self.model.run(self.input.tensor(batch).view().into_dyn())?;
         let want = [batch.len(), self.output[0], self.output[1], self.output[2]];
         if out.shape() != want {
             bail!(

@@ -29,13 +29,13 @@ use sd_onnx::{AttributeProto, Dim, GraphProto, ModelProto, TensorProto, attr_int
 /// The opset of the graphs built here.
 pub const OPSET: i64 = 13;
 /// Input: block 4's pooled output, NHWC.
-pub const INPUT: &str = "block4_pool";
+pub use sd_data::layout::model::BLOCK4_POOL as INPUT;
 /// Output: block 5's pooled output, NHWC (the head's input).
 pub const OUTPUT: &str = "block5_pool";
 /// Backward input: the loss gradient with respect to [`OUTPUT`].
 pub const OUTPUT_GRAD: &str = "block5_pool_grad";
 /// Keras' names of block 5's layers.
-pub const LAYERS: [&str; 3] = ["block5_conv1", "block5_conv2", "block5_conv3"];
+pub use sd_data::layout::model::BLOCK5_LAYERS as LAYERS;
 
 /// Name of layer `i`'s kernel (`bias = false`) or bias, as a graph input or initializer.
 pub fn weight_name(i: usize, bias: bool) -> String {

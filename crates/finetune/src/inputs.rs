@@ -7,18 +7,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sd_data::Preprocess;
 use sd_data::image::ImageSize;
+use sd_data::layout::model::{self, ModelDir};
 use sd_head::Head;
 use sd_head::export::HeadSpec;
 
 use crate::block5::Block5Weights;
 use crate::graphs::Block5Shape;
 
-pub const FROZEN_BASE: &str = "frozen_base.onnx";
-pub const MODEL_JSON: &str = "model.json";
-
-/// A `prepare-model` output folder.
-pub struct ModelDir {
-    pub dir: PathBuf,
+/// A `prepare-model` output folder, loaded.
+pub struct PreparedModel {
+    pub dir: ModelDir,
     /// `frozen_base.onnx`: images to `block4_pool`.
     pub frozen_base: PathBuf,
     /// Block 5's starting weights.
@@ -27,31 +25,29 @@ pub struct ModelDir {
     pub preprocess: Option<Preprocess>,
 }
 
-impl ModelDir {
-    pub fn load(dir: &Path) -> Result<ModelDir> {
+impl PreparedModel {
+    pub fn load(dir: &Path) -> Result<PreparedModel> {
         if !dir.is_dir() {
             bail!("model folder {} does not exist; run `prepare-model --out {}` first", dir.display(), dir.display());
         }
-        let frozen_base = dir.join(FROZEN_BASE);
+        let folder = ModelDir::new(dir);
+        let frozen_base = folder.frozen_base();
         if !frozen_base.is_file() {
             bail!(
-                "{} is missing: --model must be the folder prepare-model writes (frozen_base.onnx, block5/*.npy, model.json)",
-                frozen_base.display()
+                "{} is missing: --model must be the folder prepare-model writes ({}, block5/*.npy, {})",
+                frozen_base.display(),
+                model::FROZEN_BASE,
+                model::MODEL_JSON
             );
         }
         let weights = Block5Weights::load(dir).with_context(|| {
             format!("cannot read block 5's weights from {} (written by prepare-model)", dir.join("block5").display())
         })?;
-        let json = dir.join(MODEL_JSON);
-        let preprocess = match std::fs::read_to_string(&json) {
-            Ok(text) => {
-                let v: serde_json::Value =
-                    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", json.display()))?;
-                v.get("preprocess").and_then(|p| p.as_str()).and_then(|p| p.parse().ok())
-            }
-            Err(_) => None,
+        let preprocess = match folder.info_path().is_file() {
+            true => folder.info()?.preprocess,
+            false => None,
         };
-        Ok(ModelDir { dir: dir.into(), frozen_base, weights, preprocess })
+        Ok(PreparedModel { dir: folder, frozen_base, weights, preprocess })
     }
 
     /// Block 5's shape for images of `size`: `block4_pool` is 1/16 of the image (four 2x2

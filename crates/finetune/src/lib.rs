@@ -3,7 +3,7 @@
 //!
 //! * [`graphs`]: block 5's forward and hand-derived backward passes as ONNX graphs (weights as
 //!   inputs), built at start-up.
-//! * [`block5`]: block 5's weights, its sessions, and its optimiser (`sd-head`'s update rule).
+//! * [`block5`]: block 5's weights, its sessions, and its parameters for `sd-train`'s optimisers.
 //! * [`features`]: the frozen part (`frozen_base.onnx`) per batch, and cached feature files.
 //! * [`inputs`]: the model folder and the trained head, checked against each other.
 //! * [`train`]: the training loop, exact (fresh augmentation every epoch) or on cached rounds.

@@ -1,19 +1,17 @@
 //! Writing a finished run: the classifier, block 5's and the head's weights, metrics, history
 //! and curves, all into one folder that appears only when complete.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Result;
-use sd_data::artifact::{StagingDir, write_bytes, write_json, write_lines};
-use sd_head::train::EpochStats;
-use sd_predict::ClassifierMeta;
+use sd_data::Classes;
+use sd_data::artifact::{StagingDir, write_json};
+use sd_data::layout::classifier::ClassifierMeta;
+use sd_train::report::{EpochSummary, METRICS, Source};
 use serde::Serialize;
 
 use crate::graphs::Block5Shape;
 use crate::train::{FinetuneConfig, Finetuned, Validation};
-
-pub use sd_head::report::{CURVES, HISTORY, METRICS, Source};
 
 /// The fine-tuned head, in `train-head`'s format.
 pub const HEAD_DIR: &str = "head";
@@ -23,16 +21,8 @@ pub const HEAD_DIR: &str = "head";
 pub struct Metrics {
     /// Validation before fine-tuning (the trained head on the prepared block 5).
     pub initial: Validation,
-    /// The last epoch.
-    pub last: EpochStats,
-    /// The epoch with the best validation accuracy (ties: lower validation loss).
-    pub best: EpochStats,
-    /// The epoch whose weights were written (`last`, or `best` with `keep_best`).
-    pub exported: EpochStats,
-    pub epochs: usize,
-    /// Training and validation, all epochs.
-    pub seconds: f64,
-    pub seconds_per_epoch: f64,
+    #[serde(flatten)]
+    pub epochs: EpochSummary,
     /// Caching frozen features and the initial validation, before the first epoch.
     pub setup_seconds: f64,
     pub device: String,
@@ -40,7 +30,7 @@ pub struct Metrics {
     pub validation: Source,
     pub model: String,
     pub head: String,
-    pub classes: BTreeMap<String, i64>,
+    pub classes: Classes,
     pub config: FinetuneConfig,
 }
 
@@ -51,17 +41,12 @@ impl Metrics {
         sources: [Source; 2],
         model: &Path,
         head: &Path,
-        classes: &BTreeMap<String, i64>,
+        classes: &Classes,
     ) -> Metrics {
         let [train, validation] = sources;
         Metrics {
             initial: t.initial,
-            last: *t.history.last().expect("at least one epoch"),
-            best: t.history[t.best],
-            exported: t.history[t.exported],
-            epochs: t.history.len(),
-            seconds: t.seconds,
-            seconds_per_epoch: t.seconds / t.history.len() as f64,
+            epochs: EpochSummary::of(&t.fit),
             setup_seconds: t.setup_seconds,
             device: t.device.clone(),
             train,
@@ -78,26 +63,20 @@ impl Metrics {
 pub fn write(out: &Path, t: &Finetuned, metrics: &Metrics, frozen_base: &Path, shape: &Block5Shape) -> Result<()> {
     let staging = StagingDir::create(out)?;
     let dir = staging.path();
-    let config = &metrics.config;
+    let input = metrics.config.input;
     let meta = ClassifierMeta {
-        preprocess: Some(config.preprocess),
-        size: Some(config.size),
-        resize_filter: Some(config.resize_filter),
+        preprocess: Some(input.preprocess),
+        size: Some(input.size),
+        resize_filter: Some(input.resize_filter),
         classes: Some(metrics.classes.clone()),
     };
-    let classifier = crate::export::classifier(frozen_base, &t.weights, shape, &t.head, &meta)?;
+    let (weights, head) = &t.fit.weights;
+    let classifier = crate::export::classifier(frozen_base, weights, shape, head, &meta)?;
     sd_onnx::save(&classifier, dir.join(crate::export::CLASSIFIER))?;
-    t.weights.save(dir)?;
-    sd_head::export::save(&t.head, &shape.output(), &metrics.classes, &dir.join(HEAD_DIR))?;
+    weights.save(dir)?;
+    sd_head::export::save(head, &shape.output(), &metrics.classes, &dir.join(HEAD_DIR))?;
     write_json(dir.join(METRICS), metrics)?;
-    write_lines(dir.join(HISTORY), &sd_head::report::history_csv(&t.history))?;
-    let svg = sd_head::report::curves_svg(&t.history).map_err(anyhow::Error::msg)?;
-    write_bytes(dir.join(CURVES), svg.as_bytes())?;
+    sd_train::report::write_history(dir, &t.fit.history)?;
     staging.commit()?;
     Ok(())
-}
-
-/// Keras-style epoch line.
-pub fn epoch_line(h: &EpochStats, epochs: usize) -> String {
-    sd_head::report::epoch_line(h, epochs)
 }

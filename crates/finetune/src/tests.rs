@@ -5,11 +5,11 @@ use ndarray::{Array1, Array2, Array4, ArrayD, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sd_head::Head;
-use sd_head::model::bce_with_logits;
-use sd_head::optim::Optimizer;
 use sd_runtime::{Device, SessionConfig};
+use sd_train::metrics::Tally;
+use sd_train::{Loss, Optimizer, OptimizerState};
 
-use crate::block5::{Block5, Block5Optimizer, Block5Weights, Conv};
+use crate::block5::{Block5, Block5Weights, Conv};
 use crate::graphs::Block5Shape;
 use crate::reference::{self, RefWeights};
 use crate::train::Trainer;
@@ -149,8 +149,8 @@ fn backward_graph_matches_finite_differences() {
     }
 }
 
-fn small_head(inputs: usize, dropout: f64, rng: &mut ChaCha8Rng) -> Head<f32> {
-    let mut head = Head::<f32>::new(inputs, &[5], dropout, rng);
+fn small_head(inputs: usize, outputs: usize, dropout: f64, rng: &mut ChaCha8Rng) -> Head<f32> {
+    let mut head = Head::<f32>::new(inputs, &[5], outputs, dropout, rng);
     for l in &mut head.layers {
         l.bias.mapv_inplace(|_| rng.random_range(-0.3..0.3));
     }
@@ -159,44 +159,48 @@ fn small_head(inputs: usize, dropout: f64, rng: &mut ChaCha8Rng) -> Head<f32> {
 
 #[test]
 fn block5_and_head_chain_gradients_match_finite_differences() {
-    let mut r = rng(3);
-    let shape = SHAPES[0];
-    let w = random_weights(shape.channels, &mut r);
-    let x = random_input(4, &shape, &mut r);
-    let labels = [0.0f32, 1.0, 1.0, 0.0];
-    let head = small_head(shape.output().iter().product(), 0.5, &mut r);
-    let mut trainer = Trainer::new(Block5::new(shape, &cpu()).unwrap(), w.clone(), head.clone(), Optimizer::RMSPROP, 0);
-    let g = trainer.gradients(x.clone(), &labels, false).unwrap();
+    // Two classes (sigmoid) and three (softmax).
+    for (classes, labels) in [(2, [0u32, 1, 1, 0]), (3, [0, 2, 1, 2])] {
+        let mut r = rng(3);
+        let shape = SHAPES[0];
+        let w = random_weights(shape.channels, &mut r);
+        let x = random_input(4, &shape, &mut r);
+        let loss_fn = Loss::for_classes(classes);
+        let head = small_head(shape.output().iter().product(), loss_fn.outputs(), 0.5, &mut r);
+        let mut trainer =
+            Trainer::new(Block5::new(shape, &cpu()).unwrap(), w.clone(), head.clone(), Optimizer::RMSPROP, 0);
+        let g = trainer.gradients(x.clone(), &labels, false).unwrap();
 
-    let (x64, head64) = (f64_of(&x), head.cast::<f64>());
-    let y64: Vec<f64> = labels.iter().map(|&v| v as f64).collect();
-    let loss = |w: &RefWeights, head: &Head<f64>| {
-        let f = reference::block5(&x64, w);
-        let flat = f.view().into_shape_with_order((4, f.len() / 4)).unwrap().to_owned();
-        bce_with_logits(head.logits(flat.view()).as_slice().unwrap(), &y64).0
-    };
-    let w64 = RefWeights::of(&w);
-    let numeric = numeric_gradients(&w64, |w| loss(w, &head64));
-    assert_close(&tensors(&g.block5), &numeric, 2e-4, "block 5 through the head");
-    // The head's first layer (whose input gradient feeds block 5) too.
-    let mut k = head64.layers[0].kernel.clone();
-    let num_k = Array2::from_shape_fn(k.dim(), |(i, j)| {
-        let orig = k[[i, j]];
-        let mut at = |v: f64| {
-            k[[i, j]] = v;
-            let mut h = head64.clone();
-            h.layers[0].kernel = k.clone();
-            loss(&w64, &h)
+        let (x64, head64) = (f64_of(&x), head.cast::<f64>());
+        let t64 = loss_fn.targets::<f64>(&labels, 0.0);
+        let loss = |w: &RefWeights, head: &Head<f64>| {
+            let f = reference::block5(&x64, w);
+            let flat = f.view().into_shape_with_order((4, f.len() / 4)).unwrap().to_owned();
+            loss_fn.forward(head.logits(flat.view()).as_slice().unwrap(), &t64, None).0
         };
-        let d = (at(orig + 1e-6) - at(orig - 1e-6)) / 2e-6;
-        k[[i, j]] = orig;
-        d
-    });
-    let scale = num_k.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
-    for (a, n) in g.head[0].kernel.iter().zip(&num_k) {
-        assert!((*a as f64 - n).abs() <= 2e-4 * scale, "head kernel: {a} vs {n}");
+        let w64 = RefWeights::of(&w);
+        let numeric = numeric_gradients(&w64, |w| loss(w, &head64));
+        assert_close(&tensors(&g.block5), &numeric, 2e-4, &format!("block 5 through the head, {classes} classes"));
+        // The head's first layer (whose input gradient feeds block 5) too.
+        let mut k = head64.layers[0].kernel.clone();
+        let num_k = Array2::from_shape_fn(k.dim(), |(i, j)| {
+            let orig = k[[i, j]];
+            let mut at = |v: f64| {
+                k[[i, j]] = v;
+                let mut h = head64.clone();
+                h.layers[0].kernel = k.clone();
+                loss(&w64, &h)
+            };
+            let d = (at(orig + 1e-6) - at(orig - 1e-6)) / 2e-6;
+            k[[i, j]] = orig;
+            d
+        });
+        let scale = num_k.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
+        for (a, n) in g.head[0].kernel.iter().zip(&num_k) {
+            assert!((*a as f64 - n).abs() <= 2e-4 * scale, "head kernel, {classes} classes: {a} vs {n}");
+        }
+        assert!((g.loss - loss(&w64, &head64)).abs() < 1e-5, "{classes} classes");
     }
-    assert!((g.loss_sum / 4.0 - loss(&w64, &head64)).abs() < 1e-5);
 }
 
 #[test]
@@ -205,14 +209,16 @@ fn one_sgd_step_moves_every_weight_by_minus_lr_times_its_gradient() {
     let shape = SHAPES[1];
     let w = random_weights(shape.channels, &mut r);
     let x = random_input(3, &shape, &mut r);
-    let labels = [1.0f32, 0.0, 1.0];
+    let labels = [1u32, 0, 1];
     // No dropout, so the step's gradients are the ones computed separately.
-    let head = small_head(shape.output().iter().product(), 0.0, &mut r);
+    let head = small_head(shape.output().iter().product(), 1, 0.0, &mut r);
     let sgd = Optimizer::Sgd { momentum: 0.9, nesterov: false };
     let mut trainer = Trainer::new(Block5::new(shape, &cpu()).unwrap(), w.clone(), head.clone(), sgd, 0);
     let g = trainer.gradients(x.clone(), &labels, false).unwrap();
     let lr = 0.05;
-    trainer.step(x, &labels, lr).unwrap();
+    let mut tally = Tally::new(Loss::Binary);
+    trainer.step(x, &labels, lr, &mut tally).unwrap();
+    assert_eq!(tally.samples(), 3);
     // First step with momentum: m = -lr·g, w += m.
     for (after, (before, grad)) in tensors(&trainer.weights).iter().zip(tensors(&w).iter().zip(tensors(&g.block5))) {
         for ((&a, &b), &gr) in after.iter().zip(before).zip(&grad) {
@@ -238,10 +244,11 @@ fn block5_optimizer_follows_keras_sgd_momentum() {
     g.convs[1].kernel.fill(2.0);
     g.convs[2].bias.fill(-1.0);
     let (lr, mu) = (0.1f32, 0.9f32);
-    let mut opt = Block5Optimizer::new(Optimizer::Sgd { momentum: mu as f64, nesterov: false }, Default::default(), &w);
+    let sgd = Optimizer::Sgd { momentum: mu as f64, nesterov: false };
+    let mut opt = OptimizerState::new(sgd, Default::default(), w.sizes());
     let mut after = w.clone();
-    opt.step(&mut after, &g, lr as f64);
-    opt.step(&mut after, &g, lr as f64);
+    opt.step(after.params(&g), lr as f64);
+    opt.step(after.params(&g), lr as f64);
     // m1 = -lr·g; m2 = μ·m1 - lr·g; w2 = w + m1 + m2.
     let moved = |w: f32, g: f32| {
         let m1 = 0.0 - lr * g;
@@ -255,11 +262,11 @@ fn block5_optimizer_follows_keras_sgd_momentum() {
 }
 
 /// A tiny VGG16-shaped model prepared like the real one.
-fn tiny_model(dir: &std::path::Path) -> crate::inputs::ModelDir {
+fn tiny_model(dir: &std::path::Path) -> crate::inputs::PreparedModel {
     let src = dir.join("tiny.onnx");
     sd_onnx::save(&sd_model::testing::tiny_vgg(&[2, 3, 4, 5, 6], sd_model::structure::Layout::Nhwc, 3), &src).unwrap();
     sd_model::prepare(&src, &dir.join("model"), &sd_model::FingerprintCheck::Skip).unwrap();
-    crate::inputs::ModelDir::load(&dir.join("model")).unwrap()
+    crate::inputs::PreparedModel::load(&dir.join("model")).unwrap()
 }
 
 #[test]
@@ -276,7 +283,7 @@ fn on_a_prepared_model_block5_gives_the_conv_base_features_and_the_classifier_th
     let b4: Array4<f32> = frozen.run(images.view().into_dyn()).unwrap().into_dimensionality().unwrap();
     let mut b5 = Block5::new(shape, &cpu()).unwrap();
     let ours = b5.forward(b4.view(), &model.weights).unwrap();
-    let mut conv_base = sd_runtime::Model::load(model.dir.join("conv_base.onnx"), &cpu()).unwrap();
+    let mut conv_base = sd_runtime::Model::load(model.dir.conv_base(), &cpu()).unwrap();
     let theirs = conv_base.run(images.view().into_dyn()).unwrap();
     assert_eq!(ours.shape(), theirs.shape());
     for (a, b) in ours.iter().zip(&theirs) {
@@ -286,8 +293,8 @@ fn on_a_prepared_model_block5_gives_the_conv_base_features_and_the_classifier_th
     // Trained-looking weights: perturb block 5 and use a random head.
     let mut weights = model.weights.clone();
     weights.convs[2].kernel.mapv_inplace(|v| v * 1.3 + 0.01);
-    let head = small_head(shape.output().iter().product(), 0.5, &mut r);
-    let meta = sd_predict::ClassifierMeta { size: Some(size), ..Default::default() };
+    let head = small_head(shape.output().iter().product(), 1, 0.5, &mut r);
+    let meta = sd_data::layout::classifier::ClassifierMeta { size: Some(size), ..Default::default() };
     let classifier = crate::export::classifier(&model.frozen_base, &weights, &shape, &head, &meta).unwrap();
     let path = dir.path().join("classifier.onnx");
     sd_onnx::save(&classifier, &path).unwrap();
@@ -297,7 +304,7 @@ fn on_a_prepared_model_block5_gives_the_conv_base_features_and_the_classifier_th
     let p: ArrayD<f32> = c.run(images.view().into_dyn()).unwrap();
     let mut trainer = Trainer::new(b5, weights, head.clone(), Optimizer::RMSPROP, 0);
     let z = trainer.logits(&b4).unwrap();
-    let want: Vec<f32> = z.iter().map(|&z| sd_head::model::sigmoid(z)).collect();
+    let want: Vec<f32> = z.iter().map(|&z| sd_train::loss::sigmoid(z)).collect();
     assert_eq!(p.shape(), [3, 1]);
     for (a, b) in p.index_axis(Axis(1), 0).iter().zip(&want) {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");

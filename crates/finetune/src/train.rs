@@ -25,24 +25,23 @@ use ndarray::{Array2, Array4};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sd_augment::{AugmentConfig, Augmenter, Epochs, epoch_order};
-use sd_data::image::{ImageSize, ResizeFilter};
-use sd_data::loader::LoaderConfig;
-use sd_data::{Preprocess, Sample};
+use sd_data::{ModelInput, Sample};
 use sd_head::Head;
-use sd_head::model::{HeadGrad, bce_with_logits};
-use sd_head::optim::{Optimizer, OptimizerState, Regularization};
-use sd_head::train::{EpochStats, History, Schedule};
+use sd_head::model::HeadGrad;
+use sd_head::optim::HeadOptimizer;
+use sd_train::history::Fit;
+use sd_train::metrics::Tally;
+use sd_train::{EpochStats, History, Loss, Optimizer, OptimizerState, Regularization, Schedule};
 use serde::{Deserialize, Serialize};
 
-use crate::block5::{Block5, Block5Optimizer, Block5Weights};
+use crate::block5::{Block5, Block5Weights};
 use crate::features::{FeatureFile, Frozen, flatten};
 
 /// Everything that determines a run (recorded in `metrics.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinetuneConfig {
-    pub size: ImageSize,
-    pub preprocess: Preprocess,
-    pub resize_filter: ResizeFilter,
+    #[serde(flatten)]
+    pub input: ModelInput,
     /// Training augmentation (`None`: the images as they are).
     pub augment: Option<AugmentConfig>,
     pub optimizer: Optimizer,
@@ -63,9 +62,7 @@ impl FinetuneConfig {
     /// zoom 0.2 / horizontal flip, at 150x150 (with the Caffe preprocessing the weights expect).
     pub fn keras() -> FinetuneConfig {
         FinetuneConfig {
-            size: ImageSize::square(150),
-            preprocess: Preprocess::Caffe,
-            resize_filter: ResizeFilter::default(),
+            input: ModelInput::RECIPE,
             augment: Some(sd_augment::Preset::Finetune.config()),
             optimizer: Optimizer::Sgd { momentum: 0.9, nesterov: false },
             learning_rate: 1e-4,
@@ -80,19 +77,15 @@ impl FinetuneConfig {
 
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 || self.batch_size == 0 {
-            bail!("--epochs and --batch-size must be at least 1");
+            bail!("epochs and batch size must be at least 1");
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            bail!("--lr {} must be a positive number", self.learning_rate);
+            bail!("learning rate {} must be a positive number", self.learning_rate);
         }
         if self.cache_rounds == Some(0) {
-            bail!("--cache-rounds must be at least 1");
+            bail!("cached rounds must be at least 1");
         }
-        if let Optimizer::Sgd { momentum, .. } = self.optimizer
-            && !(0.0..=1.0).contains(&momentum)
-        {
-            bail!("--momentum {momentum} must be in [0, 1]");
-        }
+        self.optimizer.validate().map_err(anyhow::Error::msg)?;
         if let Some(a) = &self.augment {
             a.validate()?;
         }
@@ -129,26 +122,19 @@ pub struct Validation {
 pub struct Finetuned {
     /// Validation before fine-tuning.
     pub initial: Validation,
-    pub weights: Block5Weights,
-    pub head: Head<f32>,
-    pub history: Vec<EpochStats>,
-    /// Index into `history` of the best validation accuracy (ties: lower validation loss).
-    pub best: usize,
-    /// Index into `history` of the epoch whose weights are in `weights` and `head`.
-    pub exported: usize,
-    /// Training and validation, all epochs.
-    pub seconds: f64,
+    /// The exported block 5 and head, with the history.
+    pub fit: Fit<(Block5Weights, Head<f32>)>,
     /// Computing cached frozen features before the first epoch.
     pub setup_seconds: f64,
     pub device: String,
 }
 
-/// One batch's gradients.
+/// One batch's gradients, with its mean loss and logits.
 pub struct Gradients {
     pub block5: Block5Weights,
     pub head: HeadGrad<f32>,
-    pub loss_sum: f64,
-    pub correct: usize,
+    pub loss: f64,
+    pub logits: Vec<f32>,
 }
 
 /// Block 5 + head with their optimisers: one training step, or inference.
@@ -156,18 +142,22 @@ pub struct Trainer {
     pub block5: Block5,
     pub weights: Block5Weights,
     pub head: Head<f32>,
-    block5_opt: Block5Optimizer,
-    head_opt: OptimizerState<f32>,
+    loss: Loss,
+    block5_opt: OptimizerState<f32>,
+    head_opt: HeadOptimizer<f32>,
     dropout_rng: ChaCha8Rng,
 }
 
 impl Trainer {
+    /// The loss follows the head: one sigmoid logit for two classes, a softmax over more.
     pub fn new(block5: Block5, weights: Block5Weights, head: Head<f32>, optimizer: Optimizer, seed: u64) -> Trainer {
         let mut dropout_rng = ChaCha8Rng::seed_from_u64(seed);
         dropout_rng.set_stream(2);
+        let loss = Loss::for_outputs(head.outputs());
         Trainer {
-            block5_opt: Block5Optimizer::new(optimizer, Regularization::default(), &weights),
-            head_opt: OptimizerState::new(optimizer, Regularization::default(), &head),
+            block5_opt: OptimizerState::new(optimizer, Regularization::default(), weights.sizes()),
+            head_opt: HeadOptimizer::new(optimizer, Regularization::default(), &head),
+            loss,
             block5,
             weights,
             head,
@@ -175,17 +165,20 @@ impl Trainer {
         }
     }
 
+    pub fn loss(&self) -> Loss {
+        self.loss
+    }
+
     /// Loss gradients of block 5 and the head on a batch of `block4_pool` maps (`dropout`:
-    /// training mode, masks drawn from the trainer's stream). Also returns the summed loss and
-    /// the number of correct predictions, as Keras reports them during training.
-    pub fn gradients(&mut self, x: Array4<f32>, labels: &[f32], dropout: bool) -> Result<Gradients> {
-        let n = labels.len();
+    /// training mode, masks drawn from the trainer's stream). Also returns the batch's mean loss
+    /// and logits, as Keras reports them during training.
+    pub fn gradients(&mut self, x: Array4<f32>, labels: &[u32], dropout: bool) -> Result<Gradients> {
         let (features, trace) = self.block5.forward_train(x, &self.weights)?;
         let rng = dropout.then_some(&mut self.dropout_rng as &mut dyn rand::RngCore);
         let (z, head_trace) = self.head.forward_train(flatten(&features), rng);
-        let z = z.into_raw_vec_and_offset().0;
-        let (loss, dz) = bce_with_logits(&z, labels);
-        let dz = Array2::from_shape_vec((n, 1), dz).expect("one logit per row");
+        let targets = self.loss.targets::<f32>(labels, 0.0);
+        let (loss, dz) = self.loss.forward(z.as_slice().expect("fresh array"), &targets, None);
+        let dz = Array2::from_shape_vec(z.dim(), dz).expect("one gradient per logit");
         let (upper, dy) = self.head.backward_upper(&head_trace, dz);
         // The first dense layer's input gradient is what flows into block 5.
         let (first, d_features) = self.head.layers[0].backward(head_trace.input(), dy.view(), true);
@@ -195,48 +188,41 @@ impl Trainer {
         Ok(Gradients {
             block5,
             head: std::iter::once(first).chain(upper).collect(),
-            loss_sum: loss as f64 * n as f64,
-            correct: count_correct(&z, labels),
+            loss: loss as f64,
+            logits: z.into_raw_vec_and_offset().0,
         })
     }
 
-    /// One training step (with dropout); returns the summed loss and the number of correct
-    /// predictions.
-    pub fn step(&mut self, x: Array4<f32>, labels: &[f32], lr: f64) -> Result<(f64, usize)> {
+    /// One training step (with dropout), tallied into `tally`.
+    pub fn step(&mut self, x: Array4<f32>, labels: &[u32], lr: f64, tally: &mut Tally) -> Result<()> {
         let g = self.gradients(x, labels, true)?;
         self.head_opt.step(&mut self.head, &g.head, lr);
-        self.block5_opt.step(&mut self.weights, &g.block5, lr);
-        Ok((g.loss_sum, g.correct))
+        self.block5_opt.step(self.weights.params(&g.block5), lr);
+        tally.add_batch(g.loss, &g.logits, labels);
+        Ok(())
     }
 
-    /// Logits `[n]` of a batch of `block4_pool` maps (inference: no dropout).
+    /// Logits `[n, outputs]` (row-major) of a batch of `block4_pool` maps (inference: no
+    /// dropout).
     pub fn logits(&mut self, x: &Array4<f32>) -> Result<Vec<f32>> {
         let features = self.block5.forward(x.view(), &self.weights)?;
         Ok(self.head.logits(flatten(&features)).into_raw_vec_and_offset().0)
     }
 
-    /// Mean loss and accuracy over a feature file with `labels`.
-    pub fn evaluate(&mut self, store: &FeatureFile, labels: &[f32], batch_size: usize) -> Result<(f64, f64)> {
-        let (mut loss, mut correct) = (0.0, 0);
+    /// Loss and accuracy over a feature file with `labels`.
+    pub fn evaluate(&mut self, store: &FeatureFile, labels: &[u32], batch_size: usize) -> Result<Tally> {
+        let mut tally = Tally::new(self.loss);
         let indices: Vec<usize> = (0..store.rows()).collect();
         for chunk in indices.chunks(batch_size) {
             let z = self.logits(&store.read(chunk)?)?;
-            let y = &labels[chunk[0]..chunk[0] + chunk.len()];
-            loss += bce_with_logits(&z, y).0 as f64 * chunk.len() as f64;
-            correct += count_correct(&z, y);
+            tally.add_logits(&z, &labels[chunk[0]..chunk[0] + chunk.len()]);
         }
-        let n = labels.len().max(1) as f64;
-        Ok((loss / n, correct as f64 / n))
+        Ok(tally)
     }
 }
 
-/// Keras' `binary_accuracy` at 0.5: logit > 0.
-fn count_correct(logits: &[f32], labels: &[f32]) -> usize {
-    logits.iter().zip(labels).filter(|&(&z, &y)| (z > 0.0) == (y > 0.5)).count()
-}
-
-fn labels_of(samples: &[Sample]) -> Vec<f32> {
-    samples.iter().map(|s| s.label as f32).collect()
+fn labels_of(samples: &[Sample]) -> Vec<u32> {
+    samples.iter().map(|s| s.label).collect()
 }
 
 /// Fine-tunes `trainer` (block 5 + head) on `train`, validating on `validation` after every
@@ -252,11 +238,7 @@ pub fn finetune(
 ) -> Result<Finetuned> {
     config.validate()?;
     let setup = Instant::now();
-    let loader = |batch_size| {
-        let mut c = LoaderConfig::new(config.size.width, config.size.height, batch_size);
-        c.filter = config.resize_filter;
-        c
-    };
+    let loader = |batch_size| config.input.loader(batch_size);
     let augmenter = config.augment.clone().map(|a| Augmenter::new(a, config.seed)).transpose()?.map(Arc::new);
 
     let val_path = work_dir.join("validation.npy");
@@ -278,8 +260,8 @@ pub fn finetune(
         })?;
         round_stores.push(FeatureFile::open(&path)?);
     }
-    let (val_loss, val_acc) = trainer.evaluate(&val_store, &val_labels, config.batch_size)?;
-    let initial = Validation { val_loss, val_acc };
+    let before = trainer.evaluate(&val_store, &val_labels, config.batch_size)?;
+    let initial = Validation { val_loss: before.loss(), val_acc: before.accuracy() };
     progress(Progress::Initial(&initial));
     let setup_seconds = setup.elapsed().as_secs_f64();
 
@@ -293,53 +275,32 @@ pub fn finetune(
     let mut lr = config.learning_rate;
     for epoch in 0..config.epochs {
         let epoch_start = Instant::now();
-        let (mut loss_sum, mut correct) = (0.0, 0);
-        let mut run_step = |step: usize, x: Array4<f32>, labels: &[f32]| -> Result<()> {
+        let mut tally = Tally::new(trainer.loss());
+        let mut run_step = |step: usize, x: Array4<f32>, labels: &[u32]| -> Result<()> {
             lr = config.schedule.lr(config.learning_rate, epoch * steps + step, total_steps, epoch);
-            let (l, c) = trainer.step(x, labels, lr)?;
-            loss_sum += l;
-            correct += c;
+            trainer.step(x, labels, lr, &mut tally)?;
             progress(Progress::Step { epoch, step: step + 1, steps });
             Ok(())
         };
         if round_stores.is_empty() {
             for (step, batch) in epochs.epoch(epoch as u64).enumerate() {
                 let batch = batch?;
-                let labels: Vec<f32> = batch.labels.iter().map(|&l| l as f32).collect();
-                run_step(step, frozen.run(&batch)?, &labels)?;
+                run_step(step, frozen.run(&batch)?, &batch.labels)?;
             }
         } else {
             let store = &round_stores[epoch % round_stores.len()];
             let order = epoch_order(n, config.seed, epoch as u64);
             for (step, chunk) in order.chunks(config.batch_size).enumerate() {
-                let labels: Vec<f32> = chunk.iter().map(|&i| train_labels[i]).collect();
+                let labels: Vec<u32> = chunk.iter().map(|&i| train_labels[i]).collect();
                 run_step(step, store.read(chunk)?, &labels)?;
             }
         }
-        let (val_loss, val_acc) = trainer.evaluate(&val_store, &val_labels, config.batch_size)?;
-        let stats = EpochStats {
-            epoch: epoch + 1,
-            loss: loss_sum / n as f64,
-            acc: correct as f64 / n as f64,
-            val_loss,
-            val_acc,
-            lr,
-            seconds: epoch_start.elapsed().as_secs_f64(),
-        };
+        let val = trainer.evaluate(&val_store, &val_labels, config.batch_size)?;
+        let stats = EpochStats::new(epoch, &tally, &val, lr, epoch_start.elapsed().as_secs_f64());
         history.record(stats, || (trainer.weights.clone(), trainer.head.clone()));
         progress(Progress::Epoch(&stats));
     }
     let device = trainer.block5.device().to_string();
-    let ((weights, head), exported) = history.finish(|| (trainer.weights, trainer.head));
-    Ok(Finetuned {
-        initial,
-        weights,
-        head,
-        best: history.best,
-        history: history.epochs,
-        exported,
-        seconds: start.elapsed().as_secs_f64(),
-        setup_seconds,
-        device,
-    })
+    let fit = history.finish(|| (trainer.weights, trainer.head), start.elapsed().as_secs_f64());
+    Ok(Finetuned { initial, fit, setup_seconds, device })
 }

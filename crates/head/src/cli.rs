@@ -1,35 +1,20 @@
 //! `train-head`: trains the dense head on bottleneck features.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+use sd_cli::args::{Optim, OptimArgs, count, non_negative, rate};
+use sd_train::Optimizer;
+use sd_train::report::Source;
 
 use crate::data::Split;
-use crate::optim::Optimizer;
-use crate::report::{self, Metrics, Source};
-use crate::train::{self, Preset, Schedule, TrainConfig};
+use crate::report::{self, Metrics};
+use crate::train::{self, Preset, TrainConfig};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OptimizerName {
-    /// Keras RMSprop (default learning rate 1e-3).
-    Rmsprop,
-    /// SGD with momentum (default learning rate 1e-2, momentum 0.9).
-    Sgd,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ScheduleName {
-    Constant,
-    /// Cosine decay over all steps to `lr · --lr-min-factor`.
-    Cosine,
-    /// Multiply by `--step-factor` every `--step-every` epochs.
-    Step,
-}
-
-/// Trains Flatten -> Dense(ReLU) -> Dropout -> Dense(1, sigmoid) on bottleneck features and
-/// writes weights (.npy, Keras layout), head.onnx, metrics.json, history.csv and curves.svg.
+/// Trains Flatten -> Dense(ReLU) -> Dropout -> Dense on bottleneck features (one sigmoid unit for
+/// two classes, a softmax over N otherwise) and writes weights (.npy, Keras layout), head.onnx,
+/// metrics.json, history.csv and curves.svg.
 ///
 /// Options left out take the preset's value (see `--preset`); the run's full config is
 /// recorded in metrics.json.
@@ -51,64 +36,40 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Preset::Recommended)]
     pub preset: Preset,
     /// Hidden layer widths, comma separated (e.g. 256 or 512,256).
-    #[arg(long, value_delimiter = ',', num_args = 1.., action = clap::ArgAction::Set)]
+    #[arg(long, value_delimiter = ',', num_args = 1.., action = clap::ArgAction::Set, value_parser = count)]
     pub hidden: Option<Vec<usize>>,
     /// Dropout rate after each hidden layer.
-    #[arg(long)]
+    #[arg(long, value_parser = rate)]
     pub dropout: Option<f64>,
     /// Dropout on the input features while training (feature-level augmentation).
-    #[arg(long)]
+    #[arg(long, value_parser = rate)]
     pub input_dropout: Option<f64>,
     /// Mirror training feature maps left-right at random (true/false).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub flip: Option<bool>,
     /// Mixup with λ ~ Beta(α, α) for this α (e.g. 0.4; 0 = off).
-    #[arg(long, value_name = "ALPHA")]
+    #[arg(long, value_name = "ALPHA", value_parser = non_negative)]
     pub mixup: Option<f64>,
-    #[arg(long, value_enum)]
-    pub optimizer: Option<OptimizerName>,
-    /// Learning rate (peak rate with a schedule).
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// RMSprop decay of the squared-gradient average.
-    #[arg(long)]
-    pub rho: Option<f64>,
-    /// RMSprop epsilon (inside the square root, as in Keras 3).
-    #[arg(long)]
-    pub epsilon: Option<f64>,
-    /// SGD momentum.
-    #[arg(long)]
-    pub momentum: Option<f64>,
-    /// SGD Nesterov momentum.
-    #[arg(long)]
-    pub nesterov: bool,
-    #[arg(long, value_enum)]
-    pub schedule: Option<ScheduleName>,
-    /// Cosine schedule: final rate as a fraction of --lr.
-    #[arg(long, default_value_t = 0.0)]
-    pub lr_min_factor: f64,
-    /// Step schedule: epochs between decays.
-    #[arg(long, default_value_t = 10)]
-    pub step_every: usize,
-    /// Step schedule: factor per decay.
-    #[arg(long, default_value_t = 0.5)]
-    pub step_factor: f64,
+    /// Optimiser and schedule (default: the preset's; switching to sgd: lr 1e-2, momentum 0.9;
+    /// to rmsprop: lr 1e-3).
+    #[command(flatten)]
+    pub optim: OptimArgs,
     /// Decoupled weight decay on kernels (Keras `weight_decay`, AdamW-style: w -= lr·wd·w).
-    #[arg(long)]
+    #[arg(long, value_parser = non_negative)]
     pub weight_decay: Option<f64>,
     /// L2 penalty on kernels (Keras `kernel_regularizer=L2(l2)`).
-    #[arg(long)]
+    #[arg(long, value_parser = non_negative)]
     pub l2: Option<f64>,
-    /// Label smoothing: targets y·(1-s) + s/2.
-    #[arg(long)]
+    /// Label smoothing: targets y·(1-s) + s/2 for two classes, y·(1-s) + s/N for N.
+    #[arg(long, value_parser = rate)]
     pub label_smoothing: Option<f64>,
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub epochs: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = count)]
     pub batch_size: Option<usize>,
     /// Exponential moving average of the weights with this momentum (e.g. 0.99; 0 = off);
     /// validation and export then use the average (Keras `use_ema`).
-    #[arg(long)]
+    #[arg(long, value_parser = rate)]
     pub ema: Option<f64>,
     /// Export the epoch with the best validation accuracy instead of the last (true/false).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -139,34 +100,10 @@ impl Args {
         set(&mut c.mixup, self.mixup);
         set(&mut c.regularization.weight_decay, self.weight_decay);
         set(&mut c.regularization.l2, self.l2);
-        match self.optimizer {
-            Some(OptimizerName::Sgd) if !matches!(c.optimizer, Optimizer::Sgd { .. }) => {
-                c.optimizer = Optimizer::Sgd { momentum: 0.9, nesterov: false };
-                c.learning_rate = 1e-2;
-            }
-            Some(OptimizerName::Rmsprop) if !matches!(c.optimizer, Optimizer::Rmsprop { .. }) => {
-                c.optimizer = Optimizer::RMSPROP;
-                c.learning_rate = 1e-3;
-            }
-            _ => {}
-        }
-        match &mut c.optimizer {
-            Optimizer::Rmsprop { rho, epsilon } => {
-                set(rho, self.rho);
-                set(epsilon, self.epsilon);
-            }
-            Optimizer::Sgd { momentum, nesterov } => {
-                set(momentum, self.momentum);
-                *nesterov |= self.nesterov;
-            }
-        }
-        set(&mut c.learning_rate, self.lr);
-        c.schedule = match self.schedule {
-            None => c.schedule,
-            Some(ScheduleName::Constant) => Schedule::Constant,
-            Some(ScheduleName::Cosine) => Schedule::Cosine { min_factor: self.lr_min_factor },
-            Some(ScheduleName::Step) => Schedule::Step { every: self.step_every, factor: self.step_factor },
-        };
+        let base = Optim { optimizer: c.optimizer, learning_rate: c.learning_rate, schedule: c.schedule };
+        let default_lr = |o: &Optimizer| if matches!(o, Optimizer::Sgd { .. }) { 1e-2 } else { 1e-3 };
+        let optim = self.optim.apply(base, default_lr);
+        (c.optimizer, c.learning_rate, c.schedule) = (optim.optimizer, optim.learning_rate, optim.schedule);
         c.epochs = self.epochs.unwrap_or(c.epochs);
         c.batch_size = self.batch_size.unwrap_or(c.batch_size);
         c.keep_best = self.keep_best.unwrap_or(c.keep_best);
@@ -176,10 +113,10 @@ impl Args {
     }
 }
 
-pub fn main() -> ExitCode {
-    let args = Args::parse();
-    args.log.init();
-    sd_cli::run(|| run(&args))
+impl sd_cli::Stage for Args {
+    fn log(&self) -> &sd_cli::LogArgs {
+        &self.log
+    }
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -206,7 +143,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     let bar = sd_cli::progress_bar(config.epochs as u64, "epochs", args.log.interactive());
     let trained = train::train(&config, &train_split, &val_split, |h| {
-        bar.suspend(|| tracing::info!("{}", report::epoch_line(h, config.epochs)));
+        bar.suspend(|| tracing::info!("{}", sd_train::report::epoch_line(h, config.epochs)));
         bar.set_message(format!("val_acc {:.4}", h.val_acc));
         bar.inc(1);
     })?;
@@ -214,25 +151,25 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     // Staged and renamed when complete: a failed run never leaves a half-written head.
     let staging = sd_data::artifact::StagingDir::create(&args.out)?;
-    crate::export::save(&trained.head, &train_split.feature_shape, &train_split.classes, staging.path())?;
+    crate::export::save(&trained.weights, &train_split.feature_shape, &train_split.classes, staging.path())?;
     let train_dirs: Vec<String> = args.train.iter().map(|d| d.display().to_string()).collect();
     let train_source = Source { dir: train_dirs.join(", "), samples: train_split.len() };
     let val_source = Source { dir: val_split.dir.display().to_string(), samples: val_split.len() };
     let metrics = Metrics::of(&trained, &config, train_source, val_source);
-    report::write(staging.path(), &metrics, &trained.history)?;
+    report::write(staging.path(), &metrics, &trained)?;
     staging.commit()?;
 
     sd_cli::summary(
         &args.log,
         format!(
             "train-head: val_acc {:.4} (epoch {}), best {:.4} (epoch {}), {} epochs in {:.1} s ({:.2} s/epoch) -> {}",
-            metrics.exported.val_acc,
-            metrics.exported.epoch,
-            metrics.best.val_acc,
-            metrics.best.epoch,
-            metrics.epochs,
-            metrics.seconds,
-            metrics.seconds_per_epoch,
+            metrics.epochs.exported.val_acc,
+            metrics.epochs.exported.epoch,
+            metrics.epochs.best.val_acc,
+            metrics.epochs.best.epoch,
+            metrics.epochs.epochs,
+            metrics.epochs.seconds,
+            metrics.epochs.seconds_per_epoch,
             args.out.display()
         ),
     );
@@ -256,7 +193,7 @@ mod tests {
         assert_eq!(c.hidden, [256]);
         assert_eq!((c.dropout, c.learning_rate, c.batch_size, c.epochs), (0.5, 1e-3, 16, 50));
         assert_eq!(c.optimizer, Optimizer::Rmsprop { rho: 0.9, epsilon: 1e-7 });
-        assert_eq!(c.schedule, Schedule::Constant);
+        assert_eq!(c.schedule, sd_train::Schedule::Constant);
     }
 
     #[test]
@@ -276,7 +213,7 @@ mod tests {
         assert_eq!(c.dropout, 0.3);
         assert_eq!(c.optimizer, Optimizer::Sgd { momentum: 0.9, nesterov: false });
         assert_eq!(c.learning_rate, 1e-2);
-        assert_eq!(c.schedule, Schedule::Step { every: 10, factor: 0.5 });
+        assert_eq!(c.schedule, sd_train::Schedule::Step { every: 10, factor: 0.5 });
         assert!(c.keep_best);
         let c =
             parse(&["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.5", "--nesterov", "--keep-best", "false"]);

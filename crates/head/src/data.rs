@@ -1,24 +1,18 @@
-//! Bottleneck features on disk, as `bottleneck` writes them: a folder with `features.npy`
-//! (float32 `[N, ...]`, e.g. `[N, 4, 4, 512]` NHWC), `labels.npy` (int64 `[N]`, 0 or 1) and
-//! `classes.json` (`{"cats": 0, "dogs": 1}`).
-//!
-//! Features are flattened per sample in C order, which is exactly Keras' `Flatten` on NHWC.
+//! Bottleneck features as the head trains on them: `bottleneck`'s folders
+//! (`sd_data::layout::features`), each sample's features flattened in C order, which is exactly
+//! Keras' `Flatten` on NHWC.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use ndarray::{Array1, Array2};
-
-pub const FEATURES: &str = "features.npy";
-pub const LABELS: &str = "labels.npy";
-pub const CLASSES: &str = "classes.json";
+use ndarray::Array2;
+use sd_data::Classes;
+use sd_data::layout::LayoutError;
+use sd_data::layout::features::{CLASSES, FEATURES, FeatureSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
-    #[error("{0} is not a folder; pass the output folder of `bottleneck` (with {FEATURES}, {LABELS}, {CLASSES})")]
-    NotAFolder(PathBuf),
     #[error(transparent)]
-    Npy(#[from] sd_data::npy::NpyError),
+    Layout(#[from] LayoutError),
     #[error("{path}: {reason}")]
     Invalid { path: PathBuf, reason: String },
     #[error("{a} and {b} {reason}; train and validation features must come from the same model and classes")]
@@ -33,10 +27,9 @@ pub struct Split {
     pub features: Array2<f32>,
     /// Per sample shape of the features before flattening (e.g. `[4, 4, 512]`).
     pub feature_shape: Vec<usize>,
-    /// `[N]`, 0.0 or 1.0.
-    pub labels: Array1<f32>,
-    /// Class name to label.
-    pub classes: BTreeMap<String, i64>,
+    /// `[N]`, class labels.
+    pub labels: Vec<u32>,
+    pub classes: Classes,
 }
 
 impl Split {
@@ -49,64 +42,21 @@ impl Split {
     }
 
     /// Reads and checks a split folder; every error names the offending file.
-    pub fn load(dir: impl AsRef<Path>) -> Result<Split, DataError> {
-        let dir = dir.as_ref().to_path_buf();
-        if !dir.is_dir() {
-            return Err(DataError::NotAFolder(dir));
+    pub fn load(dir: impl Into<PathBuf>) -> Result<Split, DataError> {
+        let set = FeatureSet::load(dir.into())?;
+        if set.classes.len() < 2 {
+            return Err(DataError::Invalid {
+                path: set.dir.join(CLASSES),
+                reason: format!("{}: a classifier needs at least two classes", set.classes),
+            });
         }
-        let invalid = |file: &str, reason: String| DataError::Invalid { path: dir.join(file), reason };
-
-        let features = sd_data::npy::read::<f32>(dir.join(FEATURES))?;
-        if features.ndim() < 2 || features.shape()[0] == 0 {
-            return Err(invalid(
-                FEATURES,
-                format!("shape {:?}: expected [N, ...] with N > 0 samples, e.g. [N, 4, 4, 512]", features.shape()),
-            ));
-        }
-        if let Some((i, v)) = features.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(invalid(FEATURES, format!("value {v} at flat index {i} is not finite")));
-        }
-        let n = features.shape()[0];
-        let feature_shape = features.shape()[1..].to_vec();
+        let (n, feature_shape) = (set.len(), set.feature_shape().to_vec());
         let d: usize = feature_shape.iter().product();
-        let features = features
-            .into_shape_with_order((n, d))
-            .map_err(|e| invalid(FEATURES, format!("cannot flatten to [{n}, {d}]: {e}")))?;
-
-        let labels = sd_data::npy::read::<i64>(dir.join(LABELS))?;
-        if labels.ndim() != 1 || labels.len() != n {
-            return Err(invalid(
-                LABELS,
-                format!(
-                    "shape {:?}, but {} holds {n} samples; expected [{n}]",
-                    labels.shape(),
-                    dir.join(FEATURES).display()
-                ),
-            ));
-        }
-        if let Some((i, v)) = labels.iter().enumerate().find(|(_, v)| !matches!(v, 0 | 1)) {
-            return Err(invalid(
-                LABELS,
-                format!("label {v} at index {i}; the head is a binary classifier (labels 0 or 1)"),
-            ));
-        }
-        let labels = labels.iter().map(|&v| v as f32).collect::<Array1<f32>>();
-
-        let classes_path = dir.join(CLASSES);
-        let text = std::fs::read_to_string(&classes_path).map_err(|e| invalid(CLASSES, format!("cannot read: {e}")))?;
-        let classes: BTreeMap<String, i64> = serde_json::from_str(&text).map_err(|e| {
-            invalid(CLASSES, format!("expected a class-name to label map like {{\"cats\":0,\"dogs\":1}}: {e}"))
+        let features = set.features.into_shape_with_order((n, d)).map_err(|e| DataError::Invalid {
+            path: set.dir.join(FEATURES),
+            reason: format!("cannot flatten to [{n}, {d}]: {e}"),
         })?;
-        let mut values: Vec<i64> = classes.values().copied().collect();
-        values.sort();
-        if values != [0, 1] {
-            return Err(invalid(
-                CLASSES,
-                format!("{classes:?}: a binary head needs exactly two classes labelled 0 and 1"),
-            ));
-        }
-
-        Ok(Split { dir, features, feature_shape, labels, classes })
+        Ok(Split { dir: set.dir, features, feature_shape, labels: set.labels, classes: set.classes })
     }
 
     /// Joins several splits (e.g. the original images and augmented rounds) into one, after
@@ -117,7 +67,7 @@ impl Split {
         for part in parts {
             all.check_compatible(&part)?;
             all.features = ndarray::concatenate![ndarray::Axis(0), all.features, part.features];
-            all.labels = ndarray::concatenate![ndarray::Axis(0), all.labels, part.labels];
+            all.labels.extend(part.labels);
         }
         Ok(all)
     }
@@ -136,16 +86,27 @@ impl Split {
             ));
         }
         if self.classes != validation.classes {
-            return Err(mismatch(CLASSES, format!("differ ({:?} vs {:?})", self.classes, validation.classes)));
+            return Err(mismatch(CLASSES, format!("differ ({} vs {})", self.classes, validation.classes)));
         }
         Ok(())
+    }
+
+    /// Samples per class, in label order.
+    pub fn class_counts(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.classes.len()];
+        for &l in &self.labels {
+            counts[l as usize] += 1;
+        }
+        counts
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array, array};
+    use ndarray::{Array, Array1, array};
+    use sd_data::layout::features::LABELS;
+    use std::path::Path;
 
     fn write_split(dir: &Path, n: usize, shape: &[usize]) {
         let mut full = vec![n];
@@ -163,7 +124,8 @@ mod tests {
         let s = Split::load(dir.path()).unwrap();
         assert_eq!(s.features.dim(), (3, 12));
         assert_eq!(s.feature_shape, [2, 2, 3]);
-        assert_eq!(s.labels, array![0.0, 1.0, 0.0]);
+        assert_eq!(s.labels, [0, 1, 0]);
+        assert_eq!(s.class_counts(), [2, 1]);
         assert!(s.features.row(2).iter().all(|&v| v == 2.5));
     }
 
@@ -186,9 +148,13 @@ mod tests {
         assert!(e.contains("labels.npy") && e.contains("<i8"), "{e}");
 
         write_split(dir.path(), 3, &[2]);
-        std::fs::write(dir.path().join(CLASSES), r#"{"a": 0, "b": 1, "c": 2}"#).unwrap();
+        sd_data::npy::write(dir.path().join(LABELS), &array![0i64, 0, 0]).unwrap();
+        std::fs::write(dir.path().join(CLASSES), r#"{"a": 0}"#).unwrap();
         let e = err(dir.path());
-        assert!(e.contains("classes.json") && e.contains("two classes"), "{e}");
+        assert!(e.contains("classes.json") && e.contains("at least two classes"), "{e}");
+        std::fs::write(dir.path().join(CLASSES), r#"{"a": 0, "b": 2}"#).unwrap();
+        let e = err(dir.path());
+        assert!(e.contains("classes.json") && e.contains("each used once"), "{e}");
 
         std::fs::remove_file(dir.path().join(FEATURES)).unwrap();
         let e = err(dir.path());

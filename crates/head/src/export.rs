@@ -1,18 +1,20 @@
 //! The trained head on disk, for `finetune`, `predict` and anyone with NumPy or ONNX Runtime.
 //!
 //! * `dense{i}_kernel.npy` (float32 `[in, out]`, Keras layout: `y = x · W + b`) and
-//!   `dense{i}_bias.npy` (float32 `[out]`), `i = 1..`; the last layer has one unit (the logit).
+//!   `dense{i}_bias.npy` (float32 `[out]`), `i = 1..`; the last layer has one unit (the logit of
+//!   the class labelled 1) for two classes, else one per class.
 //!   `model.layers[i].set_weights([kernel, bias])` loads them into the matching Keras `Dense`.
 //! * `head.json`: the architecture (input shape, layers, activations, dropout), the class map and
 //!   the file names; [`load`] reads the head back from it.
 //! * `head.onnx` (opset 13): input `features` float32 `[N, ...input_shape]` (e.g. `[N,4,4,512]`
-//!   NHWC), output `probability` float32 `[N, 1]` (of the class labelled 1);
-//!   `Flatten -> Gemm -> Relu -> ... -> Gemm -> Sigmoid`.
+//!   NHWC); for two classes output `probability` float32 `[N, 1]` (of the class labelled 1),
+//!   `Flatten -> Gemm -> Relu -> ... -> Gemm -> Sigmoid`; for N classes `probabilities`
+//!   `[N, classes]`, ending in `Softmax`.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2};
+use sd_data::Classes;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Dense, Head};
@@ -20,8 +22,16 @@ use crate::model::{Dense, Head};
 pub const HEAD_JSON: &str = "head.json";
 pub const HEAD_ONNX: &str = "head.onnx";
 pub const ONNX_INPUT: &str = "features";
+/// The output of a two-class head: the probability of the class labelled 1, `[N, 1]`.
 pub const ONNX_OUTPUT: &str = "probability";
+/// The output of a head over more classes: every class's probability, `[N, classes]`.
+pub const ONNX_OUTPUT_CLASSES: &str = "probabilities";
 pub const OPSET: i64 = 13;
+
+/// The name of the probabilities output of a classifier with `outputs` logits.
+pub fn output_name(outputs: usize) -> &'static str {
+    if outputs == 1 { ONNX_OUTPUT } else { ONNX_OUTPUT_CLASSES }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -40,7 +50,7 @@ pub enum ExportError {
 pub struct LayerSpec {
     pub name: String,
     pub units: usize,
-    /// `relu` for hidden layers, `sigmoid` for the output.
+    /// `relu` for hidden layers, `sigmoid` (two classes) or `softmax` for the output.
     pub activation: String,
     /// Dropout rate applied after this layer at training time (0 for the output layer).
     pub dropout: f64,
@@ -54,15 +64,16 @@ pub struct HeadSpec {
     /// Per-sample input shape, flattened in C order (Keras `Flatten`).
     pub input_shape: Vec<usize>,
     pub layers: Vec<LayerSpec>,
-    pub classes: BTreeMap<String, i64>,
+    pub classes: Classes,
     pub onnx: String,
     pub onnx_input: String,
     pub onnx_output: String,
 }
 
 impl HeadSpec {
-    pub fn of(head: &Head<f32>, input_shape: &[usize], classes: &BTreeMap<String, i64>) -> HeadSpec {
+    pub fn of(head: &Head<f32>, input_shape: &[usize], classes: &Classes) -> HeadSpec {
         let last = head.layers.len() - 1;
+        let output_activation = if head.outputs() == 1 { "sigmoid" } else { "softmax" };
         let layers = head
             .layers
             .iter()
@@ -71,7 +82,7 @@ impl HeadSpec {
                 let name = format!("dense{}", i + 1);
                 LayerSpec {
                     units: l.units(),
-                    activation: if i == last { "sigmoid" } else { "relu" }.into(),
+                    activation: if i == last { output_activation } else { "relu" }.into(),
                     dropout: if i == last { 0.0 } else { head.dropout },
                     kernel: format!("{name}_kernel.npy"),
                     bias: format!("{name}_bias.npy"),
@@ -85,18 +96,13 @@ impl HeadSpec {
             classes: classes.clone(),
             onnx: HEAD_ONNX.into(),
             onnx_input: ONNX_INPUT.into(),
-            onnx_output: ONNX_OUTPUT.into(),
+            onnx_output: output_name(head.outputs()).into(),
         }
     }
 }
 
 /// Writes the weights, `head.json` and `head.onnx` into `dir`.
-pub fn save(
-    head: &Head<f32>,
-    input_shape: &[usize],
-    classes: &BTreeMap<String, i64>,
-    dir: &Path,
-) -> Result<HeadSpec, ExportError> {
+pub fn save(head: &Head<f32>, input_shape: &[usize], classes: &Classes, dir: &Path) -> Result<HeadSpec, ExportError> {
     let spec = HeadSpec::of(head, input_shape, classes);
     for (layer, s) in head.layers.iter().zip(&spec.layers) {
         sd_data::npy::write(dir.join(&s.kernel), &layer.kernel)?;
@@ -131,8 +137,12 @@ pub fn load(dir: &Path) -> Result<(Head<f32>, HeadSpec), ExportError> {
         layers.push(Dense { kernel, bias });
         inputs = s.units;
     }
-    if layers.is_empty() || inputs != 1 {
-        return Err(invalid(&path, "the last layer must have exactly one unit".into()));
+    let want = sd_train::Loss::for_classes(spec.classes.len().max(2)).outputs();
+    if layers.is_empty() || inputs != want {
+        return Err(invalid(
+            &path,
+            format!("the last layer must have {want} unit(s) for the {} classes {}", spec.classes.len(), spec.classes),
+        ));
     }
     let dropout = spec.layers.first().map_or(0.0, |l| l.dropout);
     Ok((Head { layers, dropout }, spec))
@@ -153,8 +163,13 @@ pub fn onnx(head: &Head<f32>, input_shape: &[usize]) -> sd_onnx::ModelProto {
         initializers.push(tensor_from_array(&k, &layer.kernel.clone().into_dyn()));
         initializers.push(tensor_from_array(&b, &layer.bias.clone().into_dyn()));
         nodes.push(node("Gemm", &name, &[&x, &k, &b], &[&y], vec![]));
-        let (op, out) = if i == last { ("Sigmoid", ONNX_OUTPUT.to_string()) } else { ("Relu", format!("{name}/relu")) };
-        nodes.push(node(op, &format!("{name}/{}", op.to_lowercase()), &[&y], &[&out], vec![]));
+        let (op, out) = match (i == last, layer.units()) {
+            (false, _) => ("Relu", format!("{name}/relu")),
+            (true, 1) => ("Sigmoid", ONNX_OUTPUT.to_string()),
+            (true, _) => ("Softmax", ONNX_OUTPUT_CLASSES.to_string()),
+        };
+        let attrs = if op == "Softmax" { vec![attr_int("axis", 1)] } else { vec![] };
+        nodes.push(node(op, &format!("{name}/{}", op.to_lowercase()), &[&y], &[&out], attrs));
         x = out;
     }
     let graph = sd_onnx::GraphProto {
@@ -162,7 +177,11 @@ pub fn onnx(head: &Head<f32>, input_shape: &[usize]) -> sd_onnx::ModelProto {
         node: nodes,
         initializer: initializers,
         input: vec![value_info(ONNX_INPUT, dtype::FLOAT, &dims)],
-        output: vec![value_info(ONNX_OUTPUT, dtype::FLOAT, &[Dim::named("N"), Dim::Fixed(1)])],
+        output: vec![value_info(
+            output_name(head.outputs()),
+            dtype::FLOAT,
+            &[Dim::named("N"), Dim::Fixed(head.outputs() as i64)],
+        )],
         ..Default::default()
     };
     sd_onnx::model(graph, OPSET, "smalldata train-head")
@@ -176,9 +195,9 @@ mod tests {
 
     #[test]
     fn save_then_load_round_trips() {
-        let head = Head::<f32>::new(2 * 3, &[5, 4], 0.3, &mut ChaCha8Rng::seed_from_u64(1));
+        let head = Head::<f32>::new(2 * 3, &[5, 4], 1, 0.3, &mut ChaCha8Rng::seed_from_u64(1));
         let dir = tempfile::tempdir().unwrap();
-        let classes = BTreeMap::from([("cats".to_string(), 0), ("dogs".to_string(), 1)]);
+        let classes = Classes::new(vec!["cats".into(), "dogs".into()]);
         let spec = save(&head, &[2, 3], &classes, dir.path()).unwrap();
         assert_eq!(
             spec.layers.iter().map(|l| l.kernel.as_str()).collect::<Vec<_>>(),
@@ -194,11 +213,29 @@ mod tests {
 
     #[test]
     fn load_names_the_bad_file() {
-        let head = Head::<f32>::new(6, &[5], 0.5, &mut ChaCha8Rng::seed_from_u64(1));
+        let head = Head::<f32>::new(6, &[5], 1, 0.5, &mut ChaCha8Rng::seed_from_u64(1));
         let dir = tempfile::tempdir().unwrap();
-        save(&head, &[6], &BTreeMap::new(), dir.path()).unwrap();
+        save(&head, &[6], &Classes::new(vec!["a".into(), "b".into()]), dir.path()).unwrap();
         sd_data::npy::write(dir.path().join("dense2_kernel.npy"), &Array2::<f32>::zeros((4, 1))).unwrap();
         let e = load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("dense2_kernel.npy") && e.contains("[5, 1]"), "{e}");
+    }
+
+    #[test]
+    fn a_head_over_three_classes_ends_in_softmax() {
+        let head = Head::<f32>::new(6, &[5], 3, 0.5, &mut ChaCha8Rng::seed_from_u64(1));
+        let dir = tempfile::tempdir().unwrap();
+        let classes = Classes::new(vec!["a".into(), "b".into(), "c".into()]);
+        let spec = save(&head, &[6], &classes, dir.path()).unwrap();
+        assert_eq!((spec.layers[1].activation.as_str(), spec.onnx_output.as_str()), ("softmax", "probabilities"));
+        assert_eq!(load(dir.path()).unwrap().0, head);
+        let graph = sd_onnx::load(dir.path().join(HEAD_ONNX)).unwrap().graph.unwrap();
+        assert_eq!(graph.node.last().unwrap().op_type.as_deref(), Some("Softmax"));
+        // Two classes' worth of classes.json against a 3-unit output: refused, naming the file.
+        let mut spec2 = spec.clone();
+        spec2.classes = Classes::new(vec!["a".into(), "b".into()]);
+        sd_data::artifact::write_json(dir.path().join(HEAD_JSON), &spec2).unwrap();
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("head.json") && e.contains("1 unit"), "{e}");
     }
 }

@@ -1,13 +1,13 @@
 //! `train-head`: the dense classifier head of the Keras "very little data" recipe, trained by
 //! hand on bottleneck features (ONNX Runtime has no training API).
 //!
-//! * [`data`]: reads and checks `features.npy` / `labels.npy` / `classes.json`.
-//! * [`model`]: Flatten -> Dense(ReLU) -> Dropout -> ... -> Dense(1) -> sigmoid, forward and
+//! * [`data`]: `bottleneck`'s features as the head trains on them.
+//! * [`model`]: Flatten -> Dense(ReLU) -> Dropout -> ... -> Dense(outputs), forward and
 //!   hand-derived backward passes, checked against finite differences.
-//! * [`optim`]: RMSprop and SGD with momentum, Keras 3 semantics; weight decay and L2.
-//! * [`train`]: the fit loop, presets, schedules, keep-best; reproducible from a seed.
-//! * [`export`]: `.npy` weights in Keras layout, `head.json`, `head.onnx`.
-//! * [`report`]: `metrics.json`, `history.csv`, `curves.svg`.
+//! * [`optim`]: the head's parameters under `sd-train`'s optimisers (RMSprop, SGD).
+//! * [`train`]: the fit loop, presets, keep-best; reproducible from a seed.
+//! * [`export`]: the head's folder: `.npy` weights in Keras layout, `head.json`, `head.onnx`.
+//! * [`report`]: `metrics.json` (losses, schedules, history and curves are `sd-train`'s).
 
 pub mod cli;
 pub mod data;

@@ -1,5 +1,6 @@
-//! The head: Flatten -> [Dense(h, ReLU) -> Dropout(p)]* -> Dense(1) -> sigmoid, with hand-derived
-//! backward passes.
+//! The head: Flatten -> [Dense(h, ReLU) -> Dropout(p)]* -> Dense(outputs), with hand-derived
+//! backward passes; the logits go through `sd_train::Loss` (sigmoid for two classes, softmax for
+//! more).
 //!
 //! Generic over the float type: training runs in `f32` (as Keras does); the gradient checks run
 //! the same code in `f64`, where finite differences are accurate enough to be a real test.
@@ -8,33 +9,8 @@
 
 use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
 use rand::Rng;
-
-/// The float types the head runs in (`f32` for training, `f64` for gradient checks).
-pub trait Real:
-    ndarray::LinalgScalar
-    + ndarray::ScalarOperand
-    + num_traits::Float
-    + std::ops::AddAssign
-    + std::ops::MulAssign
-    + std::fmt::Debug
-    + Send
-    + Sync
-    + 'static
-{
-    fn of(x: f64) -> Self;
-}
-
-impl Real for f32 {
-    fn of(x: f64) -> f32 {
-        x as f32
-    }
-}
-
-impl Real for f64 {
-    fn of(x: f64) -> f64 {
-        x
-    }
-}
+pub use sd_train::real::Real;
+use sd_train::real::{axpy, with_simd};
 
 /// A fully connected layer, Keras layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,31 +88,6 @@ impl<T: Real> Dense<T> {
     }
 }
 
-/// Runs `f` compiled for AVX2 when the CPU has it (the default x86-64 target only has SSE2).
-/// Rust never fuses `a·b + c` into an FMA, so the results are bit-identical either way; only
-/// the speed differs (about 25% on the training step).
-#[inline(always)]
-pub(crate) fn with_simd<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        fn avx2<R>(f: impl FnOnce() -> R) -> R {
-            f()
-        }
-        // SAFETY: the CPU supports AVX2 (checked just above).
-        return unsafe { avx2(f) };
-    }
-    f()
-}
-
-/// `y += a·x` (vectorised by the compiler).
-#[inline(always)]
-pub(crate) fn axpy<T: Real>(a: T, x: &[T], y: &mut [T]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
 /// `max(x, 0)` in place.
 pub fn relu_in_place<T: Real>(x: &mut Array2<T>) {
     x.mapv_inplace(|v| v.max(T::zero()));
@@ -159,34 +110,6 @@ pub fn dropout_mask<T: Real>(shape: (usize, usize), rate: f64, rng: &mut (impl R
     Array2::from_shape_simple_fn(shape, || if rng.random::<f64>() < rate { T::zero() } else { keep })
 }
 
-/// `sigmoid(z)` without overflow for large `|z|`.
-pub fn sigmoid<T: Real>(z: T) -> T {
-    if z >= T::zero() {
-        T::one() / (T::one() + (-z).exp())
-    } else {
-        let e = z.exp();
-        e / (T::one() + e)
-    }
-}
-
-/// Mean binary cross-entropy of `sigmoid(z)` against targets `t` (in [0, 1]), computed from the
-/// logits: `max(z, 0) - z·t + ln(1 + e^-|z|)`, exact and finite for any `z`. Returns the loss and
-/// `dL/dz = (sigmoid(z) - t) / n`.
-pub fn bce_with_logits<T: Real>(z: &[T], t: &[T]) -> (T, Vec<T>) {
-    assert_eq!(z.len(), t.len());
-    let n = T::of(z.len() as f64);
-    let mut loss = T::zero();
-    let grad = z
-        .iter()
-        .zip(t)
-        .map(|(&z, &t)| {
-            loss = loss + z.max(T::zero()) - z * t + (-z.abs()).exp().ln_1p();
-            (sigmoid(z) - t) / n
-        })
-        .collect();
-    (loss / n, grad)
-}
-
 /// What the forward pass keeps for the backward pass.
 pub struct Trace<T> {
     /// The input of every dense layer (the flattened features, then each hidden activation
@@ -205,7 +128,8 @@ impl<T: Real> Trace<T> {
     }
 }
 
-/// The dense head. `layers` are the hidden layers followed by the output layer (1 unit).
+/// The dense head. `layers` are the hidden layers followed by the output layer (1 unit for two
+/// classes, one per class otherwise).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head<T> {
     pub layers: Vec<Dense<T>>,
@@ -217,11 +141,12 @@ pub struct Head<T> {
 pub type HeadGrad<T> = Vec<DenseGrad<T>>;
 
 impl<T: Real> Head<T> {
-    /// A freshly initialised head for `inputs` features with the given hidden widths.
-    pub fn new(inputs: usize, hidden: &[usize], dropout: f64, rng: &mut impl Rng) -> Head<T> {
+    /// A freshly initialised head for `inputs` features with the given hidden widths and
+    /// `outputs` logits.
+    pub fn new(inputs: usize, hidden: &[usize], outputs: usize, dropout: f64, rng: &mut impl Rng) -> Head<T> {
         let mut widths = vec![inputs];
         widths.extend_from_slice(hidden);
-        widths.push(1);
+        widths.push(outputs);
         let layers = widths.windows(2).map(|w| Dense::glorot(w[0], w[1], rng)).collect();
         Head { layers, dropout }
     }
@@ -230,11 +155,16 @@ impl<T: Real> Head<T> {
         self.layers[0].inputs()
     }
 
+    /// Logits per sample.
+    pub fn outputs(&self) -> usize {
+        self.layers.last().map_or(0, Dense::units)
+    }
+
     pub fn hidden(&self) -> Vec<usize> {
         self.layers[..self.layers.len() - 1].iter().map(Dense::units).collect()
     }
 
-    /// Logits `[n, 1]` at inference (no dropout).
+    /// Logits `[n, outputs]` at inference (no dropout).
     pub fn logits(&self, x: ArrayView2<T>) -> Array2<T> {
         let mut a = x.to_owned();
         for (i, layer) in self.layers.iter().enumerate() {
@@ -246,12 +176,7 @@ impl<T: Real> Head<T> {
         a
     }
 
-    /// Probabilities `[n]` at inference.
-    pub fn predict(&self, x: ArrayView2<T>) -> Array1<T> {
-        self.logits(x).column(0).mapv(sigmoid)
-    }
-
-    /// Training forward pass: logits `[n, 1]` and the trace for [`Head::backward`]. Dropout
+    /// Training forward pass: logits `[n, outputs]` and the trace for [`Head::backward`]. Dropout
     /// masks are drawn from `rng` (pass `None` for a deterministic pass, e.g. gradient checks).
     pub fn forward_train(&self, x: ArrayView2<T>, mut rng: Option<&mut dyn rand::RngCore>) -> (Array2<T>, Trace<T>) {
         let mut trace = Trace { inputs: vec![x.to_owned()], relu_out: vec![], masks: vec![] };
@@ -277,7 +202,7 @@ impl<T: Real> Head<T> {
         unreachable!("a head has at least the output layer")
     }
 
-    /// Backward pass from `dlogits` (`[n, 1]`) to every layer's parameter gradients.
+    /// Backward pass from `dlogits` (`[n, outputs]`) to every layer's parameter gradients.
     pub fn backward(&self, trace: &Trace<T>, dlogits: Array2<T>) -> HeadGrad<T> {
         let (upper, dy) = self.backward_upper(trace, dlogits);
         let (first, _) = self.layers[0].backward(trace.input(), dy.view(), false);
@@ -431,40 +356,27 @@ mod tests {
     }
 
     #[test]
-    fn loss_gradient_matches_finite_differences_and_is_stable() {
-        let z = Array1::from(vec![-3.0, -0.5, 0.0, 0.7, 4.0, 30.0]);
-        let t = [0.0, 1.0, 1.0, 0.0, 0.95, 0.05];
-        let (_, grad) = bce_with_logits(z.as_slice().unwrap(), &t);
-        let mut zz = z.clone();
-        let num = numeric(&mut zz, |z| bce_with_logits(z.as_slice().unwrap(), &t).0);
-        assert_close(&Array1::from(grad), &num, "bce");
-        // Matches the textbook formula where that is finite.
-        let (l, _) = bce_with_logits(&[0.3f64], &[1.0]);
-        assert!((l - -(sigmoid(0.3f64).ln())).abs() < 1e-12);
-        // No overflow or log(0) for huge logits.
-        let (l, g) = bce_with_logits(&[1e4f32, -1e4], &[0.0, 1.0]);
-        assert!((l - 1e4).abs() < 1.0 && g.iter().all(|g| g.is_finite()), "{l} {g:?}");
-    }
-
-    #[test]
     fn whole_head_gradients_match_finite_differences() {
         let mut rng = rng();
-        for hidden in [vec![6], vec![7, 5]] {
-            let mut head = Head::<f64>::new(8, &hidden, 0.5, &mut rng);
+        // Two classes (one logit, sigmoid) and three (softmax), one and two hidden layers.
+        for (hidden, classes) in [(vec![6], 2), (vec![7, 5], 2), (vec![6], 3), (vec![7, 5], 3)] {
+            let loss_fn = sd_train::Loss::for_classes(classes);
+            let mut head = Head::<f64>::new(8, &hidden, loss_fn.outputs(), 0.5, &mut rng);
             for l in &mut head.layers {
                 l.bias.mapv_inplace(|_| rng.random_range(-0.5..0.5));
             }
             let x = random((5, 8), &mut rng);
-            let y: Vec<f64> = vec![0.0, 1.0, 1.0, 0.0, 1.0];
+            let labels: Vec<u32> = (0..5).map(|i| (i * 7 % classes) as u32).collect();
+            let t = loss_fn.targets::<f64>(&labels, 0.1);
             // A fixed dropout draw makes the function deterministic for the finite differences.
             let mut seeded = ChaCha8Rng::seed_from_u64(3);
             let (z, trace) = head.forward_train(x.view(), Some(&mut seeded));
-            let (_, dz) = bce_with_logits(z.as_slice().unwrap(), &y);
-            let grads = head.backward(&trace, Array2::from_shape_vec((5, 1), dz).unwrap());
+            let (_, dz) = loss_fn.forward(z.as_slice().unwrap(), &t, None);
+            let grads = head.backward(&trace, Array2::from_shape_vec(z.dim(), dz).unwrap());
             let loss = |h: &Head<f64>| {
                 let mut seeded = ChaCha8Rng::seed_from_u64(3);
                 let (z, _) = h.forward_train(x.view(), Some(&mut seeded));
-                bce_with_logits(z.as_slice().unwrap(), &y).0
+                loss_fn.forward(z.as_slice().unwrap(), &t, None).0
             };
             for (i, grad) in grads.iter().enumerate() {
                 let mut k = head.layers[i].kernel.clone();
@@ -473,14 +385,14 @@ mod tests {
                     h.layers[i].kernel = k.clone();
                     loss(&h)
                 });
-                assert_close(&grad.kernel, &num, &format!("{hidden:?} layer {i} kernel"));
+                assert_close(&grad.kernel, &num, &format!("{hidden:?}, {classes} classes, layer {i} kernel"));
                 let mut b = head.layers[i].bias.clone();
                 let num = numeric(&mut b, |b| {
                     let mut h = head.clone();
                     h.layers[i].bias = b.clone();
                     loss(&h)
                 });
-                assert_close(&grad.bias, &num, &format!("{hidden:?} layer {i} bias"));
+                assert_close(&grad.bias, &num, &format!("{hidden:?}, {classes} classes, layer {i} bias"));
             }
         }
     }
@@ -488,12 +400,12 @@ mod tests {
     #[test]
     fn inference_skips_dropout_and_matches_training_pass_without_it() {
         let mut rng = rng();
-        let head = Head::<f64>::new(8, &[6], 0.5, &mut rng);
+        let head = Head::<f64>::new(8, &[6], 4, 0.5, &mut rng);
         let x = random((3, 8), &mut rng);
         let (z, _) = head.forward_train(x.view(), None);
         let z2 = head.logits(x.view());
+        assert_eq!(z2.dim(), (3, 4));
         assert!(z.iter().zip(&z2).all(|(a, b)| (a - b).abs() < 1e-12), "{z} vs {z2}");
-        assert_eq!(head.predict(x.view()), z2.column(0).mapv(sigmoid));
     }
 
     #[test]

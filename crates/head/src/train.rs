@@ -8,46 +8,20 @@
 
 use std::time::Instant;
 
-use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Distribution;
+use sd_train::history::Fit;
+use sd_train::metrics::Tally;
+use sd_train::real::with_simd;
+use sd_train::{EpochStats, History, Loss, Optimizer, Regularization, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
-use crate::model::{Head, bce_with_logits, dropout_mask, with_simd};
-use crate::optim::{Optimizer, OptimizerState, Regularization};
-
-/// Learning rate as a function of training progress.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "lowercase")]
-pub enum Schedule {
-    Constant,
-    /// Half a cosine from `lr` down to `lr · min_factor` over all steps (updated every step).
-    Cosine {
-        min_factor: f64,
-    },
-    /// `lr · factor^⌊epoch / every⌋` (epochs counted from 0).
-    Step {
-        every: usize,
-        factor: f64,
-    },
-}
-
-impl Schedule {
-    /// The learning rate at `step` (0-based, of `total` steps) in `epoch` (0-based).
-    pub fn lr(&self, base: f64, step: usize, total: usize, epoch: usize) -> f64 {
-        match *self {
-            Schedule::Constant => base,
-            Schedule::Cosine { min_factor } => {
-                let progress = step as f64 / total.max(1) as f64;
-                base * (min_factor + (1.0 - min_factor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
-            }
-            Schedule::Step { every, factor } => base * factor.powi((epoch / every.max(1)) as i32),
-        }
-    }
-}
+use crate::model::{Head, dropout_mask};
+use crate::optim::HeadOptimizer;
 
 /// Everything that determines a training run (written to `metrics.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -136,128 +110,41 @@ impl TrainConfig {
         let rate = |name: &str, v: f64| {
             if (0.0..1.0).contains(&v) { Ok(()) } else { Err(ConfigError(format!("{name} {v} must be in [0, 1)"))) }
         };
-        rate("--dropout", self.dropout)?;
-        rate("--input-dropout", self.input_dropout)?;
-        rate("--label-smoothing", self.label_smoothing)?;
-        rate("--ema", self.ema)?;
+        rate("dropout", self.dropout)?;
+        rate("input dropout", self.input_dropout)?;
+        rate("label smoothing", self.label_smoothing)?;
+        rate("EMA momentum", self.ema)?;
         if self.hidden.contains(&0) {
-            return bad(format!("--hidden {:?}: every width must be at least 1", self.hidden));
+            return bad(format!("hidden widths {:?}: every width must be at least 1", self.hidden));
         }
         if self.epochs == 0 || self.batch_size == 0 {
-            return bad("--epochs and --batch-size must be at least 1".into());
+            return bad("epochs and batch size must be at least 1".into());
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return bad(format!("--lr {} must be a positive number", self.learning_rate));
+            return bad(format!("learning rate {} must be a positive number", self.learning_rate));
         }
         let Regularization { weight_decay, l2 } = self.regularization;
         if !(self.mixup >= 0.0 && self.mixup.is_finite()) {
-            return bad(format!("--mixup {} must be >= 0", self.mixup));
+            return bad(format!("mixup alpha {} must be >= 0", self.mixup));
         }
         if !(weight_decay >= 0.0 && l2 >= 0.0) {
-            return bad("--weight-decay and --l2 must be >= 0".into());
+            return bad("weight decay and L2 must be >= 0".into());
         }
-        match self.optimizer {
-            Optimizer::Rmsprop { rho, epsilon } if !((0.0..1.0).contains(&rho) && epsilon > 0.0) => {
-                bad(format!("--rho {rho} must be in [0, 1) and --epsilon {epsilon} > 0"))
-            }
-            Optimizer::Sgd { momentum, .. } if !(0.0..=1.0).contains(&momentum) => {
-                bad(format!("--momentum {momentum} must be in [0, 1]"))
-            }
-            _ => Ok(()),
-        }
+        self.optimizer.validate().map_err(ConfigError)
     }
 }
 
-/// One line of the history (Keras' per-epoch logs).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct EpochStats {
-    /// 1-based.
-    pub epoch: usize,
-    /// Mean training loss over the epoch's batches, as Keras reports it (with dropout and label
-    /// smoothing, i.e. the objective being minimised; without the L2 penalty).
-    pub loss: f64,
-    /// Training accuracy over the epoch's batches (with dropout), as Keras reports it.
-    pub acc: f64,
-    /// Binary cross-entropy on the validation set at the end of the epoch (inference mode).
-    pub val_loss: f64,
-    pub val_acc: f64,
-    /// Learning rate of the epoch's last step.
-    pub lr: f64,
-    pub seconds: f64,
-}
+/// A finished run: the exported head (the last epoch's, or the best one's with keep-best).
+pub type Trained = Fit<Head<f32>>;
 
-impl EpochStats {
-    /// Better than `other` for keep-best: higher validation accuracy, ties broken by lower loss.
-    pub fn beats(&self, other: &EpochStats) -> bool {
-        self.val_acc > other.val_acc || (self.val_acc == other.val_acc && self.val_loss < other.val_loss)
-    }
-}
-
-/// The per-epoch history of a run and, with keep-best, the best epoch's weights: one place for
-/// the bookkeeping that the head and fine-tuning trainers share.
-pub struct History<W> {
-    pub epochs: Vec<EpochStats>,
-    /// Index into `epochs` of the best one so far (see [`EpochStats::beats`]).
-    pub best: usize,
-    keep_best: bool,
-    best_weights: Option<W>,
-}
-
-impl<W> History<W> {
-    pub fn new(capacity: usize, keep_best: bool) -> Self {
-        Self { epochs: Vec::with_capacity(capacity), best: 0, keep_best, best_weights: None }
-    }
-
-    /// Appends an epoch; `weights` is called (to copy them) only when keep-best is on and this
-    /// epoch is the best so far.
-    pub fn record(&mut self, stats: EpochStats, weights: impl FnOnce() -> W) {
-        if self.epochs.get(self.best).is_none_or(|b| stats.beats(b)) {
-            self.best = self.epochs.len();
-            if self.keep_best {
-                self.best_weights = Some(weights());
-            }
-        }
-        self.epochs.push(stats);
-    }
-
-    /// The weights to export and the index of their epoch: the kept best epoch's, or `last` (the
-    /// trainer's final weights) from the last epoch.
-    pub fn finish(&mut self, last: impl FnOnce() -> W) -> (W, usize) {
-        match self.best_weights.take() {
-            Some(w) => (w, self.best),
-            None => (last(), self.epochs.len().saturating_sub(1)),
-        }
-    }
-}
-
-/// A finished run.
-pub struct Trained {
-    /// The exported weights: the last epoch's, or the best epoch's with `keep_best`.
-    pub head: Head<f32>,
-    pub history: Vec<EpochStats>,
-    /// Index into `history` of the best validation accuracy (ties: lower validation loss).
-    pub best: usize,
-    /// Index into `history` of the epoch whose weights are in `head`.
-    pub exported: usize,
-    pub seconds: f64,
-}
-
-/// Mean BCE and accuracy of `head` on `(x, y)`, in inference mode.
-pub fn evaluate(head: &Head<f32>, x: ArrayView2<f32>, y: ArrayView1<f32>) -> (f64, f64) {
+/// Loss and accuracy of `head` on `(x, labels)`, in inference mode.
+pub fn evaluate(head: &Head<f32>, x: ArrayView2<f32>, labels: &[u32], loss: Loss) -> Tally {
     const CHUNK: usize = 512;
-    let (mut loss, mut correct) = (0.0f64, 0usize);
-    for (xc, yc) in x.axis_chunks_iter(Axis(0), CHUNK).zip(y.axis_chunks_iter(Axis(0), CHUNK)) {
-        let z = head.logits(xc);
-        let (l, _) = bce_with_logits(z.as_slice().expect("fresh array"), yc.as_slice().expect("contiguous labels"));
-        loss += l as f64 * yc.len() as f64;
-        correct += count_correct(z.as_slice().expect("fresh array"), yc.iter().copied());
+    let mut tally = Tally::new(loss);
+    for (xc, yc) in x.axis_chunks_iter(Axis(0), CHUNK).zip(labels.chunks(CHUNK)) {
+        tally.add_logits(head.logits(xc).as_slice().expect("fresh array"), yc);
     }
-    (loss / y.len() as f64, correct as f64 / y.len() as f64)
-}
-
-/// Keras' `binary_accuracy` at threshold 0.5, i.e. logit > 0.
-fn count_correct(logits: &[f32], labels: impl Iterator<Item = f32>) -> usize {
-    logits.iter().zip(labels).filter(|&(&z, y)| (z > 0.0) == (y > 0.5)).count()
+    tally
 }
 
 /// Reverses the order of the `c`-sized pixels of one row of an HWC feature map.
@@ -307,21 +194,22 @@ pub fn train(
     let mixup = (config.mixup > 0.0)
         .then(|| rand_distr::Beta::new(config.mixup as f32, config.mixup as f32))
         .transpose()
-        .map_err(|e| ConfigError(format!("--mixup {}: {e}", config.mixup)))?;
+        .map_err(|e| ConfigError(format!("mixup alpha {}: {e}", config.mixup)))?;
     let flip_shape = config.flip.then_some(train.feature_shape.as_slice());
     if flip_shape.is_some_and(|s| s.len() != 3) {
         return Err(ConfigError(format!(
-            "--flip needs feature maps [H, W, C], the features are {:?}",
+            "flipping needs feature maps [H, W, C], the features are {:?}",
             train.feature_shape
         )));
     }
 
-    let mut head = Head::<f32>::new(train.features.ncols(), &config.hidden, config.dropout, &mut init_rng);
-    let mut opt = OptimizerState::new(config.optimizer, config.regularization, &head);
+    let loss_fn = Loss::for_classes(train.classes.len());
+    let outputs = loss_fn.outputs();
+    let mut head = Head::<f32>::new(train.features.ncols(), &config.hidden, outputs, config.dropout, &mut init_rng);
+    let mut opt = HeadOptimizer::new(config.optimizer, config.regularization, &head);
     let n = train.len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let total_steps = steps_per_epoch * config.epochs;
-    let smooth = config.label_smoothing as f32;
 
     let start = Instant::now();
     let mut order: Vec<usize> = (0..n).collect();
@@ -332,7 +220,7 @@ pub fn train(
     for epoch in 0..config.epochs {
         let epoch_start = Instant::now();
         order.shuffle(&mut shuffle_rng);
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        let mut tally = Tally::new(loss_fn);
         for batch in order.chunks(config.batch_size) {
             let mut x = train.features.select(Axis(0), batch);
             if let Some(&[_, w, c]) = flip_shape {
@@ -347,17 +235,17 @@ pub fn train(
             if config.input_dropout > 0.0 {
                 x *= &dropout_mask::<f32>(x.dim(), config.input_dropout, &mut dropout_rng);
             }
-            let mut labels: Vec<f32> = batch.iter().map(|&i| train.labels[i]).collect();
-            let mut targets: Vec<f32> = labels.iter().map(|&y| y * (1.0 - smooth) + 0.5 * smooth).collect();
+            let mut labels: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
+            let mut targets: Vec<f32> = loss_fn.targets(&labels, config.label_smoothing);
             if let Some(beta) = &mixup {
                 let lambda: f32 = beta.sample(&mut mixup_rng);
                 let mut partner: Vec<usize> = (0..batch.len()).collect();
                 partner.shuffle(&mut mixup_rng);
                 x = &x * lambda + &x.select(Axis(0), &partner) * (1.0 - lambda);
-                targets = partner
-                    .iter()
-                    .enumerate()
-                    .map(|(i, &j)| lambda * targets[i] + (1.0 - lambda) * targets[j])
+                targets = (0..targets.len())
+                    .map(|e| {
+                        lambda * targets[e] + (1.0 - lambda) * targets[partner[e / outputs] * outputs + e % outputs]
+                    })
                     .collect();
                 // Training accuracy counts the dominant sample's label.
                 if lambda < 0.5 {
@@ -365,11 +253,9 @@ pub fn train(
                 }
             }
             let (z, trace) = head.forward_train(x.view(), Some(&mut dropout_rng));
-            let z = z.into_raw_vec_and_offset().0;
-            let (loss, dz) = bce_with_logits(&z, &targets);
-            loss_sum += loss as f64 * batch.len() as f64;
-            correct += count_correct(&z, labels.iter().copied());
-            let dz = Array2::from_shape_vec((batch.len(), 1), dz).expect("one logit per row");
+            let (loss, dz) = loss_fn.forward(z.as_slice().expect("fresh array"), &targets, None);
+            tally.add_batch(loss as f64, z.as_slice().expect("fresh array"), &labels);
+            let dz = Array2::from_shape_vec(z.dim(), dz).expect("one gradient per logit");
             let (upper, dy) = head.backward_upper(&trace, dz);
             lr = config.schedule.lr(config.learning_rate, step, total_steps, epoch);
             for (i, grad) in upper.iter().enumerate() {
@@ -383,36 +269,27 @@ pub fn train(
             step += 1;
         }
         let current = ema.as_ref().unwrap_or(&head);
-        let (val_loss, val_acc) = evaluate(current, validation.features.view(), validation.labels.view());
-        let stats = EpochStats {
-            epoch: epoch + 1,
-            loss: loss_sum / n as f64,
-            acc: correct as f64 / n as f64,
-            val_loss,
-            val_acc,
-            lr,
-            seconds: epoch_start.elapsed().as_secs_f64(),
-        };
+        let val = evaluate(current, validation.features.view(), &validation.labels, loss_fn);
+        let stats = EpochStats::new(epoch, &tally, &val, lr, epoch_start.elapsed().as_secs_f64());
         history.record(stats, || current.clone());
         on_epoch(&stats);
     }
-    let (head, exported) = history.finish(|| ema.unwrap_or(head));
-    Ok(Trained { head, best: history.best, history: history.epochs, exported, seconds: start.elapsed().as_secs_f64() })
+    Ok(history.finish(|| ema.unwrap_or(head), start.elapsed().as_secs_f64()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{Array1, Array2};
+    use ndarray::Array2;
     use rand::Rng;
-    use std::collections::BTreeMap;
+    use sd_data::Classes;
 
     /// Two Gaussian blobs in `d` dimensions, linearly separable with a margin.
     pub(crate) fn blobs(n: usize, d: usize, seed: u64) -> Split {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let labels = Array1::from_shape_fn(n, |i| (i % 2) as f32);
+        let labels: Vec<u32> = (0..n).map(|i| (i % 2) as u32).collect();
         let features = Array2::from_shape_fn((n, d), |(i, j)| {
-            let sign = if labels[i] > 0.5 { 1.0 } else { -1.0 };
+            let sign = if labels[i] == 1 { 1.0 } else { -1.0 };
             let centre = if j < 4 { sign * 1.5 } else { 0.0 };
             centre + rng.random_range(-1.0f32..1.0)
         });
@@ -421,7 +298,7 @@ mod tests {
             features,
             feature_shape: vec![d],
             labels,
-            classes: BTreeMap::from([("a".into(), 0), ("b".into(), 1)]),
+            classes: Classes::new(vec!["a".into(), "b".into()]),
         }
     }
 
@@ -438,7 +315,7 @@ mod tests {
             assert_eq!(epochs, 15);
             let last = t.history.last().unwrap();
             assert_eq!(last.val_acc, 1.0, "{preset:?}: {last:?}");
-            assert_eq!(evaluate(&t.head, tr.features.view(), tr.labels.view()).1, 1.0);
+            assert_eq!(evaluate(&t.weights, tr.features.view(), &tr.labels, Loss::Binary).accuracy(), 1.0);
             assert!(last.loss < t.history[0].loss, "{preset:?}: loss went down");
         }
         // SGD with momentum gets there too.
@@ -456,9 +333,9 @@ mod tests {
         let cfg = TrainConfig { input_dropout: 0.2, label_smoothing: 0.1, mixup: 0.4, ..small(Preset::Keras) };
         let a = train(&cfg, &tr, &va, |_| {}).unwrap();
         let b = train(&cfg, &tr, &va, |_| {}).unwrap();
-        assert_eq!(a.head, b.head);
+        assert_eq!(a.weights, b.weights);
         let c = train(&TrainConfig { seed: 6, ..cfg }, &tr, &va, |_| {}).unwrap();
-        assert_ne!(a.head, c.head);
+        assert_ne!(a.weights, c.weights);
     }
 
     #[test]
@@ -467,11 +344,11 @@ mod tests {
         let plain = train(&small(Preset::Keras), &tr, &va, |_| {}).unwrap();
         let cfg = TrainConfig { ema: 0.9, ..small(Preset::Keras) };
         let t = train(&cfg, &tr, &va, |_| {}).unwrap();
-        assert_ne!(t.head, plain.head, "exports the average, not the raw weights");
+        assert_ne!(t.weights, plain.weights, "exports the average, not the raw weights");
         // The raw weights follow the same path; the average lags behind but stays close.
-        let diff = (&t.head.layers[0].kernel - &plain.head.layers[0].kernel).mapv(f32::abs);
+        let diff = (&t.weights.layers[0].kernel - &plain.weights.layers[0].kernel).mapv(f32::abs);
         assert!(diff.iter().cloned().fold(0.0, f32::max) < 0.5);
-        let (_, acc) = evaluate(&t.head, va.features.view(), va.labels.view());
+        let acc = evaluate(&t.weights, va.features.view(), &va.labels, Loss::Binary).accuracy();
         assert_eq!(acc, t.history.last().unwrap().val_acc, "validation used the exported weights");
     }
 
@@ -483,37 +360,8 @@ mod tests {
         assert_eq!(t.exported, t.best);
         let best = t.history[t.best];
         assert!(t.history.iter().all(|h| h.val_acc <= best.val_acc));
-        let (_, acc) = evaluate(&t.head, va.features.view(), va.labels.view());
+        let acc = evaluate(&t.weights, va.features.view(), &va.labels, Loss::Binary).accuracy();
         assert_eq!(acc, best.val_acc);
-    }
-
-    #[test]
-    fn history_keeps_the_best_epoch_ties_going_to_the_lower_loss() {
-        let epoch = |epoch, val_acc, val_loss| EpochStats {
-            epoch,
-            loss: 0.0,
-            acc: 0.0,
-            val_loss,
-            val_acc,
-            lr: 0.0,
-            seconds: 0.0,
-        };
-        let mut kept = History::new(4, true);
-        let mut copies = 0;
-        for (i, (acc, loss)) in [(0.8, 0.5), (0.9, 0.4), (0.9, 0.3), (0.9, 0.35), (0.7, 0.1)].into_iter().enumerate() {
-            kept.record(epoch(i + 1, acc, loss), || {
-                copies += 1;
-                i
-            });
-        }
-        assert_eq!(kept.best, 2);
-        assert_eq!(copies, 3, "weights copied only for new bests");
-        assert_eq!(kept.finish(|| 99), (2, 2));
-        let mut last = History::new(4, false);
-        last.record(epoch(1, 0.9, 0.1), || unreachable!("keep-best off: never copies"));
-        last.record(epoch(2, 0.5, 0.9), || unreachable!("keep-best off: never copies"));
-        assert_eq!(last.best, 0);
-        assert_eq!(last.finish(|| 99), (99, 1));
     }
 
     #[test]
@@ -527,15 +375,38 @@ mod tests {
     }
 
     #[test]
-    fn schedules() {
-        let cos = Schedule::Cosine { min_factor: 0.1 };
-        assert_eq!(cos.lr(1.0, 0, 100, 0), 1.0);
-        assert!((cos.lr(1.0, 50, 100, 0) - 0.55).abs() < 1e-12);
-        assert!((cos.lr(1.0, 100, 100, 9) - 0.1).abs() < 1e-12);
-        let step = Schedule::Step { every: 10, factor: 0.5 };
-        assert_eq!(step.lr(1.0, 0, 0, 9), 1.0);
-        assert_eq!(step.lr(1.0, 0, 0, 10), 0.5);
-        assert_eq!(step.lr(1.0, 0, 0, 25), 0.25);
+    fn three_classes_reach_100_percent_with_a_softmax_head() {
+        // Three blobs, each offset along three axes of its own; a softmax output of 3 units.
+        let blobs3 = |n: usize, seed: u64| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let labels: Vec<u32> = (0..n).map(|i| (i % 3) as u32).collect();
+            let features = Array2::from_shape_fn((n, 12), |(i, j)| {
+                let centre = if j / 3 == labels[i] as usize { 2.0 } else { 0.0 };
+                centre + rng.random_range(-1.0f32..1.0)
+            });
+            Split {
+                dir: "blobs3".into(),
+                features,
+                feature_shape: vec![12],
+                labels,
+                classes: Classes::new(vec!["a".into(), "b".into(), "c".into()]),
+            }
+        };
+        let (tr, va) = (blobs3(60, 1), blobs3(30, 2));
+        let cfg = TrainConfig {
+            hidden: vec![32],
+            dropout: 0.2,
+            input_dropout: 0.0,
+            learning_rate: 3e-3,
+            epochs: 30,
+            label_smoothing: 0.1,
+            mixup: 0.2,
+            ..small(Preset::Recommended)
+        };
+        let t = train(&cfg, &tr, &va, |_| {}).unwrap();
+        assert_eq!(t.weights.outputs(), 3);
+        assert_eq!(t.history.last().unwrap().val_acc, 1.0, "{:?}", t.history.last());
+        assert!(t.history.last().unwrap().loss < t.history[0].loss);
     }
 
     #[test]

@@ -1,7 +1,6 @@
 //! `prepare-model`: the command line.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
 
@@ -36,25 +35,27 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
-pub fn main() -> ExitCode {
-    let args = Args::parse();
-    args.log.init();
-    sd_cli::run(|| {
-        let check = match (&args.fingerprint, args.skip_fingerprint) {
-            (_, true) => FingerprintCheck::Skip,
-            (Some(p), false) => FingerprintCheck::File(p.clone()),
-            (None, false) => FingerprintCheck::KerasImagenet,
-        };
-        let info = prepare(&args.source, &args.out, &check)?;
-        sd_cli::summary(
-            &args.log,
-            format_args!(
-                "prepare-model: {} -> {} (13 conv layers, weights verified against {})",
-                args.source.display(),
-                args.out.display(),
-                info.weights_verified_against
-            ),
-        );
-        Ok(())
-    })
+impl sd_cli::Stage for Args {
+    fn log(&self) -> &sd_cli::LogArgs {
+        &self.log
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let check = match (&args.fingerprint, args.skip_fingerprint) {
+        (_, true) => FingerprintCheck::Skip,
+        (Some(p), false) => FingerprintCheck::File(p.clone()),
+        (None, false) => FingerprintCheck::KerasImagenet,
+    };
+    let info = prepare(&args.source, &args.out, &check)?;
+    sd_cli::summary(
+        &args.log,
+        format_args!(
+            "prepare-model: {} -> {} (13 conv layers, weights verified against {})",
+            args.source.display(),
+            args.out.display(),
+            info.weights_verified_against
+        ),
+    );
+    Ok(())
 }

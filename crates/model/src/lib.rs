@@ -7,4 +7,4 @@ pub mod prepare;
 pub mod structure;
 pub mod testing;
 
-pub use prepare::{BLOCK4_POOL, FEATURES, FingerprintCheck, INPUT, ModelInfo, prepare};
+pub use prepare::{FingerprintCheck, prepare};

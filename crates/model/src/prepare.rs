@@ -1,28 +1,21 @@
-//! Cutting a VGG16 export into what the stages run:
-//!
-//! * `conv_base.onnx`: input `input` float32 NHWC `[N, H, W, 3]` (already preprocessed, see
-//!   `sd_data::Preprocess`), output `features` NHWC `[N, H/32, W/32, 512]` (Keras' layout, so
-//!   the head's Flatten order matches Keras). H and W are dynamic.
-//! * `frozen_base.onnx`: the same input, output `block4_pool` NHWC `[N, H/16, W/16, 512]`: the
-//!   part that stays frozen when fine-tuning block 5.
-//! * `block5/block5_conv{1,2,3}_{kernel,bias}.npy`: block 5's weights, kernel `[Cout, Cin, 3, 3]`
-//!   (ONNX/PyTorch OIHW), bias `[Cout]`, as the fine-tuning starting point.
-//! * `model.json`: what was found and written.
+//! Cutting a VGG16 export into what the stages run: the model folder described in
+//! `sd_data::layout::model` (`conv_base.onnx` with Keras' NHWC layout, so the head's Flatten
+//! order matches Keras; `frozen_base.onnx`, the part that stays frozen when fine-tuning block 5;
+//! block 5's weights as `.npy`, the fine-tuning starting point; `model.json`). H and W are
+//! dynamic.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use ndarray::ArrayD;
+use sd_data::Preprocess;
+use sd_data::layout::model::{
+    BLOCK4_POOL, CONV_BASE, FEATURES, FROZEN_BASE, INPUT, LayerInfo, Layout, ModelDir, ModelInfo, WeightFiles,
+};
 use sd_onnx::{Dim, GraphProto, ModelProto, attr_ints, dtype, node, value_info};
-use serde::Serialize;
 
 use crate::fingerprint::{Fingerprint, KERAS_IMAGENET, LayerFingerprint};
-use crate::structure::{self, Layout, Vgg16};
-
-/// Names of the tensors the prepared models expose.
-pub const INPUT: &str = "input";
-pub const FEATURES: &str = "features";
-pub const BLOCK4_POOL: &str = "block4_pool";
+use crate::structure::{self, Vgg16};
 
 /// Which weights the conv layers must have.
 #[derive(Debug, Clone)]
@@ -32,42 +25,6 @@ pub enum FingerprintCheck {
     File(PathBuf),
     /// Accept any weights (e.g. torchvision's VGG16, which expects other preprocessing).
     Skip,
-}
-
-#[derive(Debug, Serialize)]
-pub struct LayerInfo {
-    pub name: String,
-    pub node: String,
-    pub kernel_shape: Vec<usize>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct WeightFiles {
-    pub name: String,
-    pub kernel: String,
-    pub bias: String,
-}
-
-/// The contents of `model.json`.
-#[derive(Debug, Serialize)]
-pub struct ModelInfo {
-    pub source: String,
-    pub source_blake3: String,
-    pub source_input: String,
-    pub source_input_layout: Layout,
-    pub input: &'static str,
-    pub input_layout: Layout,
-    pub conv_base: &'static str,
-    pub conv_base_output: &'static str,
-    pub frozen_base: &'static str,
-    pub frozen_base_output: &'static str,
-    pub channels: Vec<usize>,
-    /// `"keras-imagenet"`, a fingerprint file's path, or `"skipped"`.
-    pub weights_verified_against: String,
-    /// The preprocessing these weights expect, when known (the Keras ImageNet weights: caffe).
-    pub preprocess: Option<&'static str>,
-    pub layers: Vec<LayerInfo>,
-    pub block5: Vec<WeightFiles>,
 }
 
 /// Reads `source`, checks it, and writes the prepared models into `out` (replacing it as a
@@ -97,17 +54,13 @@ pub fn prepare(source: &Path, out: &Path, check: &FingerprintCheck) -> Result<Mo
     let staging = sd_data::artifact::StagingDir::create(out)?;
     let dir = staging.path();
     let conv_base = cut(&model, &vgg, &vgg.pools[4], FEATURES).context("cutting the conv base")?;
-    sd_onnx::save(&conv_base, dir.join("conv_base.onnx"))?;
+    sd_onnx::save(&conv_base, dir.join(CONV_BASE))?;
     let frozen = cut(&model, &vgg, &vgg.pools[3], BLOCK4_POOL).context("cutting the frozen part")?;
-    sd_onnx::save(&frozen, dir.join("frozen_base.onnx"))?;
+    sd_onnx::save(&frozen, dir.join(FROZEN_BASE))?;
 
     let mut block5 = Vec::new();
-    for (layer, (kernel, bias)) in vgg.convs.iter().zip(&weights).skip(10) {
-        let files = WeightFiles {
-            name: layer.name.clone(),
-            kernel: format!("block5/{}_kernel.npy", layer.name),
-            bias: format!("block5/{}_bias.npy", layer.name),
-        };
+    for (i, (kernel, bias)) in weights.iter().skip(10).enumerate() {
+        let files = WeightFiles::block5(i);
         sd_data::npy::write(dir.join(&files.kernel), kernel)?;
         sd_data::npy::write(dir.join(&files.bias), bias)?;
         block5.push(files);
@@ -119,14 +72,14 @@ pub fn prepare(source: &Path, out: &Path, check: &FingerprintCheck) -> Result<Mo
         source_blake3: blake3::hash(&source_bytes).to_hex().to_string(),
         source_input: vgg.input.clone(),
         source_input_layout: vgg.input_layout,
-        input: INPUT,
+        input: INPUT.into(),
         input_layout: Layout::Nhwc,
-        conv_base: "conv_base.onnx",
-        conv_base_output: FEATURES,
-        frozen_base: "frozen_base.onnx",
-        frozen_base_output: BLOCK4_POOL,
+        conv_base: CONV_BASE.into(),
+        conv_base_output: FEATURES.into(),
+        frozen_base: FROZEN_BASE.into(),
+        frozen_base_output: BLOCK4_POOL.into(),
         channels: weights.iter().map(|(k, _)| k.shape()[0]).collect(),
-        preprocess: matches!(check, FingerprintCheck::KerasImagenet).then_some("caffe"),
+        preprocess: matches!(check, FingerprintCheck::KerasImagenet).then_some(Preprocess::Caffe),
         weights_verified_against: verified,
         layers: vgg
             .convs
@@ -140,7 +93,7 @@ pub fn prepare(source: &Path, out: &Path, check: &FingerprintCheck) -> Result<Mo
             .collect(),
         block5,
     };
-    sd_data::artifact::write_json(dir.join("model.json"), &info)?;
+    ModelDir::new(dir).write_info(&info)?;
     staging.commit()?;
     Ok(info)
 }
@@ -239,6 +192,7 @@ fn last_conv_channels(source: &GraphProto, cut: &GraphProto) -> Result<i64> {
 mod tests {
     use super::*;
     use crate::testing::tiny_vgg;
+    use sd_data::layout::model::MODEL_JSON;
 
     fn write_source(dir: &Path, layout: Layout) -> PathBuf {
         let p = dir.join("tiny.onnx");
@@ -253,26 +207,22 @@ mod tests {
         let out = dir.path().join("model");
         let info = prepare(&src, &out, &FingerprintCheck::Skip).unwrap();
         assert_eq!(info.channels, [2, 2, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6]);
-        for f in [
-            "conv_base.onnx",
-            "frozen_base.onnx",
-            "model.json",
-            "block5/block5_conv3_kernel.npy",
-            "block5/block5_conv1_bias.npy",
-        ] {
+        for f in [CONV_BASE, FROZEN_BASE, MODEL_JSON, "block5/block5_conv3_kernel.npy", "block5/block5_conv1_bias.npy"]
+        {
             assert!(out.join(f).is_file(), "{f}");
         }
         let k = sd_data::npy::read::<f32>(out.join("block5/block5_conv2_kernel.npy")).unwrap();
         assert_eq!(k.shape(), [6, 6, 3, 3]);
 
-        let base = sd_onnx::load(out.join("conv_base.onnx")).unwrap();
+        assert_eq!(ModelDir::new(&out).info().unwrap(), info, "model.json reads back");
+        let base = sd_onnx::load(out.join(CONV_BASE)).unwrap();
         let g = base.graph.unwrap();
         assert_eq!(g.input.len(), 1);
         assert_eq!(g.input[0].name.as_deref(), Some(INPUT));
         assert_eq!(g.output[0].name.as_deref(), Some(FEATURES));
         assert!(g.node.iter().all(|n| !matches!(n.op_type.as_deref(), Some("Gemm" | "Softmax" | "Flatten"))));
         assert_eq!(g.node.iter().filter(|n| n.op_type.as_deref() == Some("Conv")).count(), 13);
-        let frozen = sd_onnx::load(out.join("frozen_base.onnx")).unwrap().graph.unwrap();
+        let frozen = sd_onnx::load(out.join(FROZEN_BASE)).unwrap().graph.unwrap();
         assert_eq!(frozen.node.iter().filter(|n| n.op_type.as_deref() == Some("Conv")).count(), 10);
         assert_eq!(frozen.output[0].name.as_deref(), Some(BLOCK4_POOL));
     }
@@ -283,7 +233,7 @@ mod tests {
         let src = write_source(dir.path(), Layout::Nchw);
         let out = dir.path().join("model");
         prepare(&src, &out, &FingerprintCheck::Skip).unwrap();
-        let g = sd_onnx::load(out.join("conv_base.onnx")).unwrap().graph.unwrap();
+        let g = sd_onnx::load(out.join(CONV_BASE)).unwrap().graph.unwrap();
         assert_eq!(g.node[0].op_type.as_deref(), Some("Transpose"));
         assert_eq!(g.node[0].input, [INPUT]);
     }

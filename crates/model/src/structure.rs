@@ -24,12 +24,7 @@ pub enum StructureError {
 }
 
 /// Layout of the source model's image input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum Layout {
-    Nhwc,
-    Nchw,
-}
+pub use sd_data::layout::model::Layout;
 
 /// One 3x3 convolution, with Keras' name for it (`block{b}_conv{i}`).
 #[derive(Debug, Clone)]

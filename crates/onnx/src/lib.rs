@@ -6,7 +6,6 @@
 //! that computes a chosen set of tensors.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
@@ -65,26 +64,18 @@ pub fn decode(bytes: &[u8]) -> Result<ModelProto, String> {
     Ok(model)
 }
 
-/// Writes a model atomically: a temporary file in the same folder, renamed into place once
-/// complete, so a crash never leaves a truncated `.onnx` behind.
+/// Writes a model atomically (see `sd_data::artifact`): a crash or kill never leaves a
+/// truncated `.onnx` under the real name, and its scratch is cleaned like every artifact's.
 pub fn save(model: &ModelProto, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    let err = |source| OnnxError::Write { path: path.into(), source };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).map_err(err)?;
-    let mut tmp = tempfile::Builder::new().prefix(".partial-").tempfile_in(dir).map_err(err)?;
-    tmp.write_all(&model.encode_to_vec()).map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(err)?;
-    }
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    sd_data::artifact::write_bytes(path, &model.encode_to_vec())
+        .map_err(|e| OnnxError::Write { path: path.into(), source: e.source })
+}
+
+/// Replaces a model's custom metadata (`metadata_props`) with `props`, in their order.
+pub fn set_metadata(model: &mut ModelProto, props: impl IntoIterator<Item = (String, String)>) {
+    model.metadata_props =
+        props.into_iter().map(|(k, v)| proto::StringStringEntryProto { key: Some(k), value: Some(v) }).collect();
 }
 
 /// A new model around `graph` with the default ONNX opset `opset`.

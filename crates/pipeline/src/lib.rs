@@ -1,6 +1,6 @@
 //! `pipeline`: runs the stages declared in `pipeline.yaml` in dependency order, skipping each
 //! stage whose command, params, program, deps and outs match what `pipeline.lock` recorded at its
-//! last successful run (see README.md). Also the `split` stage (the tutorial's data split).
+//! last successful run (see README.md). It knows nothing about what the stages do.
 //!
 //! [`spec`] parses the file, [`dag`] orders the stages, [`hash`] fingerprints content (with a
 //! stat cache), [`lock`] keeps the fingerprints, [`state`] compares them, [`runner`] runs the
@@ -14,7 +14,6 @@ pub mod makefile;
 pub mod metrics;
 pub mod runner;
 pub mod spec;
-pub mod split;
 pub mod state;
 
 pub use dag::Dag;

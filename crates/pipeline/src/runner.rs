@@ -229,13 +229,12 @@ fn remove_outs(cx: &mut Context, stage: &Stage) -> io::Result<()> {
     for out in stage.written() {
         let path = cx.pipeline.resolve(&out.path);
         cx.hashes.forget(&path);
-        let removed = match std::fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => std::fs::remove_dir_all(&path),
-            Ok(_) => std::fs::remove_file(&path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
-        };
-        removed.map_err(|e| io::Error::new(e.kind(), format!("cannot remove {}: {e}", path.display())))?;
+        match sd_data::scratch::remove(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io::Error::new(e.kind(), format!("cannot remove {}: {e}", path.display())));
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

@@ -1,11 +1,9 @@
 //! `predict`: the command line.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
-use sd_data::Preprocess;
-use sd_data::image::{ImageSize, ResizeFilter};
+use sd_cli::args::InputArgs;
 use sd_runtime::SessionConfig;
 
 use crate::{Config, predict, summary};
@@ -29,16 +27,10 @@ pub struct Args {
     /// Output folder for predictions.csv and metrics.json.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Image size: N or WxH (default: the size the classifier was trained at, else 150).
-    #[arg(long)]
-    pub size: Option<ImageSize>,
-    /// caffe or rescale (default: what the classifier was trained with, else caffe).
-    #[arg(long)]
-    pub preprocess: Option<Preprocess>,
-    /// Resize filter (default: the classifier's, else bilinear).
-    #[arg(long)]
-    pub resize_filter: Option<ResizeFilter>,
-    #[arg(long, default_value_t = 16)]
+    /// Image input (default: what the classifier recorded at training time).
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[arg(long, default_value_t = 16, value_parser = sd_cli::args::count)]
     pub batch_size: usize,
     #[command(flatten)]
     pub session: SessionConfig,
@@ -46,23 +38,23 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
-pub fn main() -> ExitCode {
-    let args = Args::parse();
-    args.log.init();
-    sd_cli::run(|| {
-        let config = Config {
-            model: args.model.clone(),
-            data: args.data.clone(),
-            out: args.out.clone(),
-            size: args.size,
-            preprocess: args.preprocess,
-            resize_filter: args.resize_filter,
-            batch_size: args.batch_size,
-            session: args.session.clone(),
-            show_progress: args.log.interactive(),
-        };
-        let metrics = predict(&config)?;
-        sd_cli::summary(&args.log, summary(&metrics));
-        Ok(())
-    })
+impl sd_cli::Stage for Args {
+    fn log(&self) -> &sd_cli::LogArgs {
+        &self.log
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let config = Config {
+        model: args.model.clone(),
+        data: args.data.clone(),
+        out: args.out.clone(),
+        input: args.input,
+        batch_size: args.batch_size,
+        session: args.session.clone(),
+        show_progress: args.log.interactive(),
+    };
+    let metrics = predict(&config)?;
+    sd_cli::summary(&args.log, summary(&metrics));
+    Ok(())
 }

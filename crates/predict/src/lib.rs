@@ -1,13 +1,12 @@
-//! `predict`: a binary classifier ONNX (image batch NHWC in, probability `[N, 1]` out, as
-//! `finetune` exports it) over a class-folder data set: one prediction per image, accuracy,
-//! per-class accuracy, the confusion matrix and the loss.
+//! `predict`: a classifier ONNX (image batch NHWC in, probability `[N, 1]` out, as `finetune`
+//! exports it) over a class-folder data set: one prediction per image, accuracy, per-class
+//! accuracy, the confusion matrix and the loss.
 //!
 //! Images stream through the prefetching loader and predictions stream to disk, so memory does
 //! not grow with the data set. Size, resize filter, preprocessing and class names default to
-//! what the classifier's metadata ([`metadata`]) records from training.
+//! what the classifier's metadata (`sd_data::layout::classifier`) records from training.
 
 pub mod cli;
-pub mod metadata;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,15 +15,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use ndarray::Array4;
 use sd_data::artifact::{AtomicFile, StagingDir};
 use sd_data::image::{ImageSize, ResizeFilter};
-use sd_data::loader::{Loader, LoaderConfig};
-use sd_data::{Dataset, Preprocess};
+use sd_data::layout::classifier::ClassifierMeta;
+use sd_data::loader::Loader;
+use sd_data::{Dataset, ModelInput, Preprocess};
 use sd_runtime::{Model, SessionConfig};
+use sd_train::Loss;
+use sd_train::metrics::{Tally, ratio};
 use serde::Serialize;
-
-pub use metadata::ClassifierMeta;
 
 pub const PREDICTIONS: &str = "predictions.csv";
 pub const METRICS: &str = "metrics.json";
@@ -35,9 +34,8 @@ pub struct Config {
     pub model: PathBuf,
     pub data: PathBuf,
     pub out: Option<PathBuf>,
-    pub size: Option<ImageSize>,
-    pub preprocess: Option<Preprocess>,
-    pub resize_filter: Option<ResizeFilter>,
+    /// Flags given for the image input (the rest from the classifier's metadata).
+    pub input: sd_cli::args::InputArgs,
     pub batch_size: usize,
     pub session: SessionConfig,
     pub show_progress: bool,
@@ -72,14 +70,8 @@ pub struct Metrics {
     pub seconds: f64,
 }
 
-/// Options resolved against the classifier's metadata.
-struct Resolved {
-    size: ImageSize,
-    preprocess: Preprocess,
-    resize_filter: ResizeFilter,
-}
-
-fn resolve(config: &Config, meta: &ClassifierMeta, model: &Model) -> Result<Resolved> {
+/// The image input, from the flags given and the classifier's metadata.
+fn resolve(config: &Config, meta: &ClassifierMeta, model: &Model) -> Result<ModelInput> {
     let path = config.model.display();
     let declared = match model.input_shape[..] {
         [_, h, w, 3] if h > 0 && w > 0 => Some(ImageSize { width: w as u32, height: h as u32 }),
@@ -95,27 +87,21 @@ fn resolve(config: &Config, meta: &ClassifierMeta, model: &Model) -> Result<Reso
         );
     }
     let trained = meta.size.or(declared);
-    let size = match (config.size, trained) {
+    let size = match (config.input.resize.size, trained) {
         (Some(asked), Some(t)) if asked != t => {
             bail!("--size {asked} does not fit {path}, which was built for {t} images; leave --size out")
         }
         (asked, t) => asked.or(t).unwrap_or(ImageSize::square(150)),
     };
-    let preprocess = match (config.preprocess, meta.preprocess) {
+    let preprocess = match (config.input.preprocess, meta.preprocess) {
         (Some(asked), Some(t)) if asked != t => {
             tracing::warn!("--preprocess {asked}, but {path} was trained with {t}: predictions will be off");
             asked
         }
         (asked, t) => asked.or(t).unwrap_or_default(),
     };
-    let resize_filter = config.resize_filter.or(meta.resize_filter).unwrap_or_default();
-    Ok(Resolved { size, preprocess, resize_filter })
-}
-
-/// Binary cross-entropy of probability `p` for label `y`, clipped like Keras.
-fn bce(p: f32, y: bool) -> f64 {
-    let p = (p as f64).clamp(1e-7, 1.0 - 1e-7);
-    -(if y { p.ln() } else { (1.0 - p).ln() })
+    let resize_filter = config.input.resize.resize_filter.or(meta.resize_filter).unwrap_or_default();
+    Ok(ModelInput { size, preprocess, resize_filter })
 }
 
 /// Predicts every image of `config.data`; writes `predictions.csv` and `metrics.json` into
@@ -131,12 +117,9 @@ pub fn predict(config: &Config) -> Result<Metrics> {
     let opts = resolve(config, &meta, &model)?;
     let dataset = Dataset::scan(&config.data)?;
     let classes = match &meta.classes {
-        Some(map) => {
-            let mut names: Vec<(i64, String)> = map.iter().map(|(k, &v)| (v, k.clone())).collect();
-            names.sort();
-            let names: Vec<String> = names.into_iter().map(|(_, n)| n).collect();
-            dataset.expect_classes(&names, &format!("the classifier {}", config.model.display()))?;
-            names
+        Some(classes) => {
+            dataset.expect_classes(classes, &format!("the classifier {}", config.model.display()))?;
+            classes.clone()
         }
         None => dataset.classes.clone(),
     };
@@ -148,6 +131,7 @@ pub fn predict(config: &Config) -> Result<Metrics> {
             classes
         );
     }
+    let classes = classes.names().to_vec();
     let relative = dataset.relative_paths();
     let samples: Arc<[_]> = dataset.samples.clone().into();
 
@@ -156,24 +140,18 @@ pub fn predict(config: &Config) -> Result<Metrics> {
     if let Some(f) = &mut csv {
         writeln!(f, "file,label,probability,predicted").context("writing predictions.csv")?;
     }
-    let (w, h) = (opts.size.width as usize, opts.size.height as usize);
-    let mut loader_config = LoaderConfig::new(opts.size.width, opts.size.height, config.batch_size);
-    loader_config.filter = opts.resize_filter;
     let bar = sd_cli::progress_bar(samples.len() as u64, "predict", config.show_progress);
-    let mut confusion = vec![vec![0usize; 2]; 2];
-    let mut loss = 0.0;
-    for batch in Loader::in_order(samples.clone(), loader_config) {
+    let mut tally = Tally::new(Loss::for_classes(classes.len()));
+    for batch in Loader::in_order(samples.clone(), opts.loader(config.batch_size)) {
         let batch = batch?;
-        let mut input = Array4::<f32>::zeros((batch.len(), h, w, 3));
-        opts.preprocess.write_hwc_bytes(&batch.pixels, input.as_slice_mut().expect("standard layout"));
-        let out = model.run(input.view().into_dyn())?;
+        let out = model.run(opts.tensor(&batch).view().into_dyn())?;
         if out.len() != batch.len() {
             bail!("{} returned {} values for a batch of {}", config.model.display(), out.len(), batch.len());
         }
-        for ((&s, &label), &p) in batch.samples.iter().zip(&batch.labels).zip(out.iter()) {
+        let probabilities = out.as_slice().context("model output is not contiguous")?;
+        tally.add_probabilities(probabilities, &batch.labels);
+        for ((&s, &label), &p) in batch.samples.iter().zip(&batch.labels).zip(probabilities) {
             let predicted = usize::from(p > 0.5);
-            confusion[label as usize][predicted] += 1;
-            loss += bce(p, label == 1);
             if let Some(f) = &mut csv {
                 let file = csv_field(&relative[s]);
                 writeln!(f, "{file},{},{p:.6},{}", classes[label as usize], classes[predicted])
@@ -185,21 +163,17 @@ pub fn predict(config: &Config) -> Result<Metrics> {
     bar.finish_and_clear();
 
     let n = samples.len();
-    let correct = confusion[0][0] + confusion[1][1];
+    let confusion = tally.confusion().rows().to_vec();
     let per_class = classes
         .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let total: usize = confusion[i].iter().sum();
-            let m = ClassMetrics { samples: total, correct: confusion[i][i], accuracy: ratio(confusion[i][i], total) };
-            (c.clone(), m)
-        })
+        .zip(tally.confusion().per_class())
+        .map(|(c, r)| (c.clone(), ClassMetrics { samples: r.samples, correct: r.correct, accuracy: r.recall }))
         .collect();
     let metrics = Metrics {
         samples: n,
-        correct,
-        accuracy: ratio(correct, n),
-        loss: loss / n as f64,
+        correct: tally.correct(),
+        accuracy: ratio(tally.correct(), n),
+        loss: tally.loss(),
         per_class,
         classes,
         confusion_matrix: confusion,
@@ -217,10 +191,6 @@ pub fn predict(config: &Config) -> Result<Metrics> {
         staging.commit()?;
     }
     Ok(metrics)
-}
-
-fn ratio(a: usize, b: usize) -> f64 {
-    if b == 0 { 0.0 } else { a as f64 / b as f64 }
 }
 
 /// Quotes a CSV field when it needs it (RFC 4180).
@@ -252,12 +222,5 @@ mod tests {
     fn csv_fields_are_quoted_when_needed() {
         assert_eq!(csv_field("cats/cat.1.jpg"), "cats/cat.1.jpg");
         assert_eq!(csv_field("a,b \"c\".jpg"), "\"a,b \"\"c\"\".jpg\"");
-    }
-
-    #[test]
-    fn loss_is_clipped_like_keras() {
-        assert!((bce(0.9, true) - -(0.9f64.ln())).abs() < 1e-6);
-        assert!(bce(0.0, true).is_finite() && bce(1.0, false).is_finite());
-        assert!((bce(0.0, true) - -(1e-7f64.ln())).abs() < 1e-6);
     }
 }

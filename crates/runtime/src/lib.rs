@@ -110,7 +110,7 @@ pub struct SessionConfig {
     #[cfg_attr(feature = "clap", arg(long, default_value_t = Device::Auto))]
     pub device: Device,
     /// ONNX Runtime intra-op threads (default: all physical cores).
-    #[cfg_attr(feature = "clap", arg(long))]
+    #[cfg_attr(feature = "clap", arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)))]
     pub threads: Option<usize>,
 }
 

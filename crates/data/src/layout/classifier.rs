@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use sd_data::Preprocess;
-use sd_data::image::{ImageSize, ResizeFilter};
-use sd_onnx::proto::StringStringEntryProto;
+use super::Classes;
+use crate::Preprocess;
+use crate::image::{ImageSize, ResizeFilter};
 
 pub const PREPROCESS: &str = "smalldata.preprocess";
 pub const SIZE: &str = "smalldata.size";
 pub const RESIZE_FILTER: &str = "smalldata.resize_filter";
-/// JSON class-name -> label map; the output is the probability of label 1.
+/// JSON class-name -> label map, in label order.
 pub const CLASSES: &str = "smalldata.classes";
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,18 +19,19 @@ pub struct ClassifierMeta {
     pub preprocess: Option<Preprocess>,
     pub size: Option<ImageSize>,
     pub resize_filter: Option<ResizeFilter>,
-    pub classes: Option<BTreeMap<String, i64>>,
+    pub classes: Option<Classes>,
 }
 
 impl ClassifierMeta {
-    /// As ONNX `metadata_props` entries.
-    pub fn props(&self) -> Vec<StringStringEntryProto> {
-        let entry = |k: &str, v: String| StringStringEntryProto { key: Some(k.into()), value: Some(v) };
+    /// As `metadata_props` entries (key, value), in a fixed order.
+    pub fn props(&self) -> Vec<(String, String)> {
         let mut props = Vec::new();
-        props.extend(self.preprocess.map(|p| entry(PREPROCESS, p.to_string())));
-        props.extend(self.size.map(|s| entry(SIZE, s.to_string())));
-        props.extend(self.resize_filter.map(|f| entry(RESIZE_FILTER, f.to_string())));
-        props.extend(self.classes.as_ref().map(|c| entry(CLASSES, serde_json::to_string(c).expect("a string map"))));
+        props.extend(self.preprocess.map(|p| (PREPROCESS.to_string(), p.to_string())));
+        props.extend(self.size.map(|s| (SIZE.to_string(), s.to_string())));
+        props.extend(self.resize_filter.map(|f| (RESIZE_FILTER.to_string(), f.to_string())));
+        props.extend(
+            self.classes.as_ref().map(|c| (CLASSES.to_string(), serde_json::to_string(c).expect("a string map"))),
+        );
         props
     }
 
@@ -57,9 +58,9 @@ mod tests {
             preprocess: Some(Preprocess::Rescale),
             size: Some(ImageSize { width: 64, height: 48 }),
             resize_filter: Some(ResizeFilter::Nearest),
-            classes: Some(BTreeMap::from([("cats".into(), 0), ("dogs".into(), 1)])),
+            classes: Some(Classes::new(vec!["cats".into(), "dogs".into()])),
         };
-        let map = meta.props().into_iter().map(|e| (e.key.unwrap(), e.value.unwrap())).collect();
+        let map = meta.props().into_iter().collect();
         assert_eq!(ClassifierMeta::from_map(&map).unwrap(), meta);
         assert_eq!(ClassifierMeta::from_map(&BTreeMap::new()).unwrap(), ClassifierMeta::default());
         let bad = BTreeMap::from([(SIZE.to_string(), "tiny".to_string())]);

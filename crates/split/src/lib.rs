@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
@@ -149,22 +148,21 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
-pub fn main() -> ExitCode {
-    let args = Args::parse();
-    args.log.init();
-    sd_cli::run(|| {
-        let s = split(&args.source, &args.out, args.train as usize, args.validation as usize, args.link)
-            .with_context(|| format!("split {} into {}", args.source.display(), args.out.display()))?;
-        if s.copied {
-            tracing::warn!("hard links were not possible: copied the files instead");
-        }
-        let counts: Vec<String> = s.classes.iter().map(|(c, (t, v))| format!("{c} {}+{}", t.len(), v.len())).collect();
-        sd_cli::summary(
-            &args.log,
-            format!("split: {} (train+validation) -> {}", counts.join(", "), args.out.display()),
-        );
-        Ok(())
-    })
+impl sd_cli::Stage for Args {
+    fn log(&self) -> &sd_cli::LogArgs {
+        &self.log
+    }
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let s = split(&args.source, &args.out, args.train as usize, args.validation as usize, args.link)
+        .with_context(|| format!("split {} into {}", args.source.display(), args.out.display()))?;
+    if s.copied {
+        tracing::warn!("hard links were not possible: copied the files instead");
+    }
+    let counts: Vec<String> = s.classes.iter().map(|(c, (t, v))| format!("{c} {}+{}", t.len(), v.len())).collect();
+    sd_cli::summary(&args.log, format!("split: {} (train+validation) -> {}", counts.join(", "), args.out.display()));
+    Ok(())
 }
 
 #[cfg(test)]

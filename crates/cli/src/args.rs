@@ -1,0 +1,244 @@
+//! Flag groups that several stages take, defined once and flattened into each stage's
+//! arguments (`#[command(flatten)]`), so that a flag means the same everywhere
+//! (`--device` / `--threads` are `sd_runtime::SessionConfig`'s), and value parsers for numeric
+//! flags: a value out of range is a usage error (exit 2) that names the flag, before any work.
+
+use clap::{Args, ValueEnum};
+use sd_data::image::{ImageSize, ResizeFilter};
+use sd_data::{ModelInput, Preprocess};
+use sd_train::{Optimizer, Schedule};
+
+/// A count of at least 1 (epochs, batch size, rounds).
+pub fn count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("'{s}' is not a whole number of at least 1")),
+    }
+}
+
+fn number(s: &str) -> Result<f64, String> {
+    s.trim().parse::<f64>().ok().filter(|v| v.is_finite()).ok_or_else(|| format!("'{s}' is not a number"))
+}
+
+/// A number > 0 (learning rate, epsilon).
+pub fn positive(s: &str) -> Result<f64, String> {
+    number(s).and_then(|v| if v > 0.0 { Ok(v) } else { Err(format!("{v} must be greater than 0")) })
+}
+
+/// A number >= 0 (L2, weight decay, mixup alpha).
+pub fn non_negative(s: &str) -> Result<f64, String> {
+    number(s).and_then(|v| if v >= 0.0 { Ok(v) } else { Err(format!("{v} must be 0 or more")) })
+}
+
+/// A rate in [0, 1) (dropout, label smoothing, decay).
+pub fn rate(s: &str) -> Result<f64, String> {
+    number(s).and_then(|v| if (0.0..1.0).contains(&v) { Ok(v) } else { Err(format!("{v} must be in [0, 1)")) })
+}
+
+/// A fraction in [0, 1] (momentum).
+pub fn fraction(s: &str) -> Result<f64, String> {
+    number(s).and_then(|v| if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{v} must be in [0, 1]")) })
+}
+
+/// How images are resized.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct ResizeArgs {
+    /// Image size: N (square) or WxH, e.g. 150 or 224x160 [default: 150, or what the model
+    /// was trained at].
+    #[arg(long)]
+    pub size: Option<ImageSize>,
+    /// Resize filter: bilinear (anti-aliased, like PIL), nearest (Keras' default), bicubic,
+    /// lanczos3 [default: bilinear, or what the model was trained with].
+    #[arg(long)]
+    pub resize_filter: Option<ResizeFilter>,
+}
+
+/// How images become model input: resizing, then pixel preprocessing.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct InputArgs {
+    #[command(flatten)]
+    pub resize: ResizeArgs,
+    /// Pixel preprocessing: caffe (BGR minus the ImageNet means: what the weights expect) or
+    /// rescale (RGB / 255, the original tutorial) [default: caffe, or what the model was
+    /// trained with].
+    #[arg(long)]
+    pub preprocess: Option<Preprocess>,
+}
+
+impl InputArgs {
+    /// The given flags, the rest from `defaults`.
+    pub fn or(&self, defaults: ModelInput) -> ModelInput {
+        ModelInput {
+            size: self.resize.size.unwrap_or(defaults.size),
+            resize_filter: self.resize.resize_filter.unwrap_or(defaults.resize_filter),
+            preprocess: self.preprocess.unwrap_or(defaults.preprocess),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerName {
+    /// Keras RMSprop (rho 0.9, epsilon 1e-7).
+    Rmsprop,
+    /// SGD with momentum (0.9 unless --momentum).
+    Sgd,
+}
+
+impl OptimizerName {
+    fn of(o: &Optimizer) -> OptimizerName {
+        match o {
+            Optimizer::Rmsprop { .. } => OptimizerName::Rmsprop,
+            Optimizer::Sgd { .. } => OptimizerName::Sgd,
+        }
+    }
+
+    /// Keras' defaults for this optimiser.
+    fn defaults(self) -> Optimizer {
+        match self {
+            OptimizerName::Rmsprop => Optimizer::RMSPROP,
+            OptimizerName::Sgd => Optimizer::Sgd { momentum: 0.9, nesterov: false },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleName {
+    Constant,
+    /// Cosine decay over all steps to `lr · --lr-min-factor`.
+    Cosine,
+    /// Multiply by `--step-factor` every `--step-every` epochs.
+    Step,
+}
+
+/// The optimiser and its learning-rate schedule; flags left out keep the stage's defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OptimArgs {
+    /// rmsprop or sgd; switching from the stage's default also switches to that optimiser's
+    /// default learning rate (see the stage's help).
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerName>,
+    /// Learning rate (peak rate with a schedule).
+    #[arg(long, value_parser = positive)]
+    pub lr: Option<f64>,
+    /// RMSprop decay of the squared-gradient average.
+    #[arg(long, value_parser = rate)]
+    pub rho: Option<f64>,
+    /// RMSprop epsilon (inside the square root, as in Keras 3).
+    #[arg(long, value_parser = positive)]
+    pub epsilon: Option<f64>,
+    /// SGD momentum.
+    #[arg(long, value_parser = fraction)]
+    pub momentum: Option<f64>,
+    /// SGD Nesterov momentum.
+    #[arg(long)]
+    pub nesterov: bool,
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleName>,
+    /// Cosine schedule: final rate as a fraction of --lr.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction)]
+    pub lr_min_factor: f64,
+    /// Step schedule: epochs between decays.
+    #[arg(long, default_value_t = 10, value_parser = count)]
+    pub step_every: usize,
+    /// Step schedule: factor per decay.
+    #[arg(long, default_value_t = 0.5, value_parser = positive)]
+    pub step_factor: f64,
+}
+
+/// An optimiser, its (peak) learning rate and schedule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Optim {
+    pub optimizer: Optimizer,
+    pub learning_rate: f64,
+    pub schedule: Schedule,
+}
+
+impl OptimArgs {
+    /// `base` with the given flags applied; `default_lr` is the stage's learning rate for an
+    /// optimiser it switches to.
+    pub fn apply(&self, base: Optim, default_lr: impl Fn(&Optimizer) -> f64) -> Optim {
+        let Optim { mut optimizer, mut learning_rate, mut schedule } = base;
+        if let Some(name) = self.optimizer.filter(|&n| n != OptimizerName::of(&optimizer)) {
+            optimizer = name.defaults();
+            learning_rate = default_lr(&optimizer);
+        }
+        match &mut optimizer {
+            Optimizer::Rmsprop { rho, epsilon } => {
+                *rho = self.rho.unwrap_or(*rho);
+                *epsilon = self.epsilon.unwrap_or(*epsilon);
+            }
+            Optimizer::Sgd { momentum, nesterov } => {
+                *momentum = self.momentum.unwrap_or(*momentum);
+                *nesterov |= self.nesterov;
+            }
+        }
+        learning_rate = self.lr.unwrap_or(learning_rate);
+        schedule = match self.schedule {
+            None => schedule,
+            Some(ScheduleName::Constant) => Schedule::Constant,
+            Some(ScheduleName::Cosine) => Schedule::Cosine { min_factor: self.lr_min_factor },
+            Some(ScheduleName::Step) => Schedule::Step { every: self.step_every, factor: self.step_factor },
+        };
+        Optim { optimizer, learning_rate, schedule }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        input: InputArgs,
+        #[command(flatten)]
+        optim: OptimArgs,
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap()
+    }
+
+    const BASE: Optim = Optim { optimizer: Optimizer::RMSPROP, learning_rate: 1e-3, schedule: Schedule::Constant };
+
+    #[test]
+    fn numeric_flags_out_of_range_are_usage_errors_naming_the_flag() {
+        for (args, flag) in [
+            (&["--lr", "0"][..], "--lr"),
+            (&["--lr", "nan"], "--lr"),
+            (&["--momentum", "1.5"], "--momentum"),
+            (&["--rho", "1"], "--rho"),
+            (&["--step-every", "0"], "--step-every"),
+        ] {
+            let e = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).err().unwrap();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+            assert!(e.to_string().contains(flag), "{args:?}: {e}");
+        }
+        assert_eq!((count("3"), count("0").is_err()), (Ok(3), true));
+        assert_eq!((rate("0"), rate("1").is_err(), non_negative("-1").is_err()), (Ok(0.0), true, true));
+    }
+
+    #[test]
+    fn input_flags_override_the_defaults() {
+        let c = parse(&["--size", "224", "--preprocess", "rescale"]);
+        let got = c.input.or(ModelInput::RECIPE);
+        assert_eq!(got.size, ImageSize::square(224));
+        assert_eq!((got.preprocess, got.resize_filter), (Preprocess::Rescale, ResizeFilter::Bilinear));
+        assert_eq!(parse(&[]).input.or(ModelInput::RECIPE), ModelInput::RECIPE);
+    }
+
+    #[test]
+    fn optimiser_flags_apply_to_the_base() {
+        let lr = |o: &Optimizer| if matches!(o, Optimizer::Sgd { .. }) { 1e-2 } else { 1e-3 };
+        assert_eq!(parse(&[]).optim.apply(BASE, lr), BASE);
+        let o = parse(&["--optimizer", "sgd", "--schedule", "step"]).optim.apply(BASE, lr);
+        assert_eq!(o.optimizer, Optimizer::Sgd { momentum: 0.9, nesterov: false });
+        assert_eq!((o.learning_rate, o.schedule), (1e-2, Schedule::Step { every: 10, factor: 0.5 }));
+        let o = parse(&["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.5", "--nesterov"]).optim.apply(BASE, lr);
+        assert_eq!((o.optimizer, o.learning_rate), (Optimizer::Sgd { momentum: 0.5, nesterov: true }, 0.05));
+        // The same optimiser as the base keeps its learning rate and settings.
+        let o = parse(&["--optimizer", "rmsprop", "--rho", "0.8"]).optim.apply(BASE, lr);
+        assert_eq!((o.optimizer, o.learning_rate), (Optimizer::Rmsprop { rho: 0.8, epsilon: 1e-7 }, 1e-3));
+    }
+}

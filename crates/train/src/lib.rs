@@ -1,0 +1,27 @@
+//! What the two trainers (`train-head` on features, `finetune` on images) share, so that a loss,
+//! an optimiser rule or a metric exists once:
+//!
+//! * [`real`]: the float types training runs in (`f32`; `f64` for gradient checks) and the SIMD
+//!   dispatch of the hot loops.
+//! * [`loss`]: cross-entropy from the logits (sigmoid for two classes, softmax for more).
+//! * [`optim`]: RMSprop and SGD with momentum (Keras 3 semantics) over a list of parameter
+//!   tensors, with L2 and decoupled weight decay.
+//! * [`schedule`]: the learning rate over training.
+//! * [`metrics`]: predictions, the confusion matrix, accuracy, precision, recall, F1.
+//! * [`history`]: per-epoch stats and keeping the best epoch's weights.
+//! * [`report`]: `history.csv`, `curves.svg`, Keras-style epoch lines, and the epoch summary of
+//!   `metrics.json`.
+
+pub mod history;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod real;
+pub mod report;
+pub mod schedule;
+
+pub use history::{EpochStats, History};
+pub use loss::Loss;
+pub use optim::{Optimizer, OptimizerState, Regularization};
+pub use real::Real;
+pub use schedule::Schedule;
