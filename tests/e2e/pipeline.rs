@@ -1,7 +1,6 @@
 //! End-to-end tests of the `pipeline` binary on tests/fixtures/pipeline/pipeline.yaml (the real
 //! `split` stage plus small shell stages; each stage appends its name to runs.log).
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
@@ -424,4 +423,50 @@ fn a_signal_to_pipeline_stops_its_running_stage_and_pipeline_dies_of_it() {
     assert!(gone.is_some(), "stage process {stage_pid} still runs");
     let lock = std::fs::read_to_string(dir.path().join("pipeline.lock")).unwrap_or_default();
     assert!(!lock.contains("slow"), "an interrupted stage got a lock entry: {lock}");
+}
+
+#[test]
+fn outs_may_not_delete_the_pipelines_own_files_or_reach_outside_through_a_symlink() {
+    let t = tempfile::tempdir().unwrap();
+    let (dir, outside) = (t.path().join("project"), t.path().join("outside"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim.txt"), "not the pipeline's").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+    let run = |stage_b: &str| {
+        let yaml = format!("stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n{stage_b}");
+        std::fs::write(dir.join("pipeline.yaml"), &yaml).unwrap();
+        Command::new(PIPELINE).arg("run").current_dir(&dir).output().unwrap()
+    };
+    let out = run("");
+    assert!(out.status.success(), "{}", text(&out));
+    let lock = std::fs::read(dir.join("pipeline.lock")).unwrap();
+
+    for (out_path, col, what) in [
+        ("pipeline.lock", 12, "its lock file `pipeline.lock`"),
+        ("pipeline.yaml", 12, "the pipeline file `pipeline.yaml`"),
+    ] {
+        let out = run(&format!("  b:\n    cmd: echo b > {out_path}\n    outs: [{out_path}]\n"));
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "error: pipeline.yaml:7:{col}: `outs` path `{out_path}` would delete {what} (outs are deleted before their stage runs)\n"
+            )
+        );
+        assert_eq!(std::fs::read(dir.join("pipeline.lock")).unwrap(), lock, "the lock survives");
+    }
+
+    let out = run("  b:\n    cmd: echo b > link/victim.txt\n    outs: [a2.txt, link/victim.txt]\n");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(
+            "error: pipeline.yaml:7:20: `outs` path `link/victim.txt` of stage `b` leads through a symlink to "
+        ),
+        "{err}"
+    );
+    assert!(err.contains("outside the pipeline folder"), "{err}");
+    assert_eq!(std::fs::read_to_string(outside.join("victim.txt")).unwrap(), "not the pipeline's");
+    assert!(!dir.join("a2.txt").exists(), "nothing ran");
 }

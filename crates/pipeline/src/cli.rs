@@ -97,6 +97,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     match &args.command {
         Cmd::Run { stages, force, downstream, dry_run, keep_going, jobs } => {
             state::check_sources(&p)?;
+            crate::guard::check_all(&p)?;
             let mut lock = Lock::load(&p.lock_path())?;
             let jobs = if *jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { *jobs };
             let opts = RunOptions {

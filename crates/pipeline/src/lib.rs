@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod dag;
+pub mod guard;
 pub mod hash;
 pub mod lock;
 pub mod makefile;

@@ -145,7 +145,11 @@ pub fn run(cx: &mut Context, dag: &Dag, lock: &mut Lock, opts: &RunOptions) -> a
                 }
                 say(format!("running {}: {why}", stage.name));
                 tracing::debug!("{}: sh -c {:?}", stage.name, stage.cmd);
-                let started = remove_outs(cx, stage).and_then(|()| spawn(cx, s, prefix_output, tx.clone()));
+                // Checked again here: an earlier stage may have made a symlink on the way.
+                let started = crate::guard::check(p, stage)
+                    .map_err(io::Error::other)
+                    .and_then(|()| remove_outs(cx, stage))
+                    .and_then(|()| spawn(cx, s, prefix_output, tx.clone()));
                 match started {
                     Ok(()) => {
                         (state[s], before[s]) = (State::Running, Some(now));
