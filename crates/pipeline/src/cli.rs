@@ -11,6 +11,7 @@ use crate::dag::Dag;
 use crate::hash::HashCache;
 use crate::lock::Lock;
 use crate::metrics;
+use crate::runlock::RunLock;
 use crate::runner::{self, RunOptions};
 use crate::spec::{ConfigError, Pipeline};
 use crate::state::{self, Context};
@@ -49,6 +50,10 @@ pub enum Cmd {
         /// Run up to N independent stages at once (0: one per CPU).
         #[arg(short, long, default_value_t = 1)]
         jobs: usize,
+        /// When another run holds the pipeline folder (.pipeline/run.lock), wait for it
+        /// instead of stopping with exit code 2.
+        #[arg(long)]
+        wait: bool,
     },
     /// Which stages are up to date, and why the others are not.
     Status {
@@ -74,6 +79,9 @@ pub enum Cmd {
 }
 
 pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == crate::watchdog::ARG) {
+        return crate::watchdog::main();
+    }
     let args = Args::parse();
     args.log.init();
     sd_cli::handle_signals(crate::runner::stop_stages);
@@ -95,9 +103,11 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let dag = Dag::build(&p)?;
     let open_cache = || HashCache::open(&p.dir);
     match &args.command {
-        Cmd::Run { stages, force, downstream, dry_run, keep_going, jobs } => {
+        Cmd::Run { stages, force, downstream, dry_run, keep_going, jobs, wait } => {
             state::check_sources(&p)?;
             crate::guard::check_all(&p)?;
+            // Before reading the lock file: a run we waited for has just rewritten it.
+            let _held = if *dry_run { None } else { Some(RunLock::acquire(&p, *wait, args.log.quiet)?) };
             let mut lock = Lock::load(&p.lock_path())?;
             let jobs = if *jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { *jobs };
             let opts = RunOptions {

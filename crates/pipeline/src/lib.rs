@@ -13,10 +13,12 @@ pub mod hash;
 pub mod lock;
 pub mod makefile;
 pub mod metrics;
+pub mod runlock;
 pub mod runner;
 pub mod spec;
 pub mod split;
 pub mod state;
+pub mod watchdog;
 
 pub use dag::Dag;
 pub use spec::{ConfigError, Pipeline};
