@@ -74,8 +74,26 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print a Makefile that runs the same stage commands (`make -j`).
+    /// Print a Makefile that runs the same stage commands (`make -j`); same as `export make`.
     Makefile,
+    /// Print the pipeline for another workflow engine, running the same stage commands.
+    Export {
+        #[command(subcommand)]
+        engine: Engine,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Engine {
+    /// A GNU Makefile: `pipeline export make > Makefile && make -j4`.
+    Make,
+    /// A Snakefile: `pipeline export snakemake > Snakefile && snakemake --cores 4`.
+    Snakemake {
+        /// Slices each bottleneck stage is cut into: `bottleneck --shard i/N` jobs and a
+        /// `bottleneck --merge` job (1: one job).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        shards: u32,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -201,9 +219,19 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Makefile => {
+        Cmd::Makefile | Cmd::Export { engine: Engine::Make } => {
+            crate::guard::check_all(&p)?;
             let cx = Context::new(&p, HashCache::in_memory());
             print!("{}", crate::makefile::render(&p, &dag, cx.bin_dir.as_deref()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Export { engine: Engine::Snakemake { shards } } => {
+            crate::guard::check_all(&p)?;
+            // Only a hint for which outs are folders: a broken lock does not stop an export.
+            let lock = Lock::load(&p.lock_path()).unwrap_or_default();
+            let cx = Context::new(&p, HashCache::in_memory());
+            let opts = crate::snakefile::Options { shards: *shards as usize };
+            print!("{}", crate::snakefile::render(&p, &dag, &lock, cx.bin_dir.as_deref(), opts));
             Ok(ExitCode::SUCCESS)
         }
     }

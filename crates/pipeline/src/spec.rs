@@ -94,6 +94,8 @@ pub struct PathSpec {
     pub loc: Loc,
     /// Written with a trailing `/`: a folder (the Snakefile export needs to know before it exists).
     pub folder: bool,
+    /// As written, with its `${param}`s (for exports that substitute params themselves).
+    pub template: String,
 }
 
 impl Stage {
@@ -286,6 +288,7 @@ impl<'a> Parser<'a> {
             let Some(list) = fields.get(field) else { return Ok(Vec::new()) };
             let mut specs: Vec<PathSpec> = Vec::new();
             for item in self.list(list, &format!("`{field}` of {what}"))? {
+                let template = self.scalar(item, &format!("`{field}` of {what}"))?;
                 let raw = text(item, field)?;
                 let path = normalize(&raw).ok_or_else(|| self.at(item, format!("empty path in `{field}`")))?;
                 if out && (path.is_absolute() || path.starts_with("..")) {
@@ -307,7 +310,7 @@ impl<'a> Parser<'a> {
                     return Err(self.at(item, format!("`{raw}` is listed twice in `{field}`")));
                 }
                 let folder = raw.trim().ends_with('/');
-                specs.push(PathSpec { path, loc: Loc::of(&item.span.start), folder });
+                specs.push(PathSpec { path, loc: Loc::of(&item.span.start), folder, template });
             }
             Ok(specs)
         };
