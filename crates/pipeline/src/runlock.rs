@@ -93,7 +93,7 @@ impl RunLock {
             let Some((stage, group)) = earlier.stages.iter().find(|&(_, &g)| group_alive(g)) else { break };
             let msg = format!(
                 "stage `{stage}` of an earlier `pipeline run` (pid {}) still runs as process group {group}; wait for \
-                 it to end, or stop it (`kill -TERM -- -{group}`)",
+                 it to end, or stop it (see `pgrep -a -g {group}`, then `kill -TERM -- -{group}`)",
                 earlier.pid
             );
             if !wait {
@@ -210,7 +210,8 @@ mod tests {
         assert!(
             err.ends_with(&format!(
                 ".pipeline/run.lock: stage `slow` of an earlier `pipeline run` (pid 999999999) still runs as process \
-                 group {group}; wait for it to end, or stop it (`kill -TERM -- -{group}`)"
+                 group {group}; wait for it to end, or stop it (see `pgrep -a -g {group}`, then `kill -TERM -- \
+                 -{group}`)"
             )),
             "{err}"
         );

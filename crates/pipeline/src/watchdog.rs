@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 /// How long a stage gets to clean up after SIGTERM before SIGKILL.
 pub const GRACE: Duration = Duration::from_secs(10);
 
-/// The hidden first argument that makes `pipeline` a watchdog.
+/// The hidden first argument that makes `pipeline` a watchdog. A watchdog is the running
+/// executable started again, so a program that runs stages ([`crate::runner::run`]) must hand
+/// this argument to [`main`], as [`crate::cli::main`] does.
 pub const ARG: &str = "__watchdog";
 
 /// Makes the stage command's `sh` get SIGTERM when this thread's process dies. The stage must
