@@ -15,8 +15,8 @@
 #   .cache/onnxruntime/cuda/libonnxruntime.so      with --gpu (binaries pick it for --device cuda)
 #   .cache/models/vgg16-keras-imagenet.onnx        Keras VGG16 (ImageNet conv weights), tf2onnx
 #   .cache/python/bin/python                       venv: numpy, onnxruntime, pillow
-#   .cache/python/bin/snakemake                    in the same venv (Python >= 3.11): the workflow
-#                                                  engine `pipeline export snakemake` is tested with
+#   .cache/python/bin/snakemake                    Snakemake, same venv (needs Python >= 3.11): runs
+#                                                  what `pipeline export snakemake` writes (tests)
 set -euo pipefail
 
 ORT_VERSION=1.32.0
