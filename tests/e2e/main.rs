@@ -5,6 +5,7 @@ mod common;
 
 mod augment;
 mod bottleneck;
+mod engines;
 mod finetune;
 mod pipeline;
 mod predict;

@@ -345,20 +345,113 @@ fn a_stage_that_does_not_write_its_out_fails() {
 }
 
 #[test]
-fn concurrent_runs_of_different_stages_keep_each_others_lock_entries() {
-    // As a scheduler would: one `pipeline run STAGE` per stage, at the same time.
+fn a_waiting_run_of_other_stages_keeps_the_first_runs_lock_entries() {
+    // As a scheduler would: one `pipeline run STAGE` per stage, at the same time; they take turns.
     let (dir, _) = write_pipeline(
         "stages:\n  slow:\n    cmd: sleep 1 && echo slow > slow.txt\n    outs: [slow.txt]\n  \
          fast:\n    cmd: echo fast > fast.txt\n    outs: [fast.txt]\n",
     );
-    let slow = Command::new(PIPELINE).args(["run", "slow"]).current_dir(dir.path()).spawn().unwrap();
-    let fast = Command::new(PIPELINE).args(["run", "fast"]).current_dir(dir.path()).output().unwrap();
+    let slow = Command::new(PIPELINE).args(["run", "slow", "--wait"]).current_dir(dir.path()).spawn().unwrap();
+    let fast = Command::new(PIPELINE).args(["run", "fast", "--wait"]).current_dir(dir.path()).output().unwrap();
     assert!(fast.status.success());
     assert!(slow.wait_with_output().unwrap().status.success());
     let lock: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("pipeline.lock")).unwrap()).unwrap();
     let stages: Vec<&String> = lock["stages"].as_object().unwrap().keys().collect();
     assert_eq!(stages, ["fast", "slow"]);
+}
+
+#[test]
+fn a_second_run_is_refused_while_one_holds_the_pipeline_and_waits_with_wait() {
+    let (dir, _) = write_pipeline(
+        "stages:\n  slow:\n    cmd: echo run >> runs.log && touch started && sleep 2 && echo slow > slow.txt\n    \
+         outs: [slow.txt]\n",
+    );
+    let first = Command::new(PIPELINE).arg("run").current_dir(dir.path()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for(Duration::from_secs(20), || dir.path().join("started").exists().then_some(())).expect("stage started");
+
+    let second = Command::new(PIPELINE).arg("run").current_dir(dir.path()).output().unwrap();
+    assert_eq!(second.status.code(), Some(2), "{}", text(&second));
+    let err = String::from_utf8_lossy(&second.stderr);
+    let holder = format!("error: ./.pipeline/run.lock: `pipeline run` (pid {}, for ", first.id());
+    assert!(err.starts_with(&holder), "{err}");
+    assert!(err.contains(", running `slow` (process group ") && err.contains("use `pipeline run --wait`"), "{err}");
+    // Read-only commands do not need the pipeline to themselves.
+    let read_only = [&["status"][..], &["dag"], &["metrics"], &["makefile"], &["export", "snakemake"], &["run", "-n"]];
+    for args in read_only {
+        let out = Command::new(PIPELINE).args(args).current_dir(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{args:?} while a run holds the lock: {}", text(&out));
+    }
+
+    let waiting =
+        Command::new(PIPELINE).args(["run", "--wait"]).current_dir(dir.path()).stderr(Stdio::piped()).spawn().unwrap();
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success());
+    let waited = waiting.wait_with_output().unwrap();
+    assert!(waited.status.success(), "{}", text(&waited));
+    let err = String::from_utf8_lossy(&waited.stderr);
+    assert!(err.starts_with("pipeline: waiting for `pipeline run` (pid "), "{err}");
+    assert!(err.ends_with("pipeline: ran 0, 1 up to date\n"), "it saw the first run's lock entry: {err}");
+    assert_eq!(std::fs::read_to_string(dir.path().join("runs.log")).unwrap(), "run\n", "the stage ran once");
+}
+
+/// The process `pid` exists and is not a zombie.
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s[s.rfind(')').unwrap()..].starts_with(") Z"))
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_killed_pipeline_takes_its_stage_along_and_the_next_run_waits_for_it() {
+    // The worker is a grandchild of `pipeline` (its `sh` stays to run the next line), writes
+    // all the time, and ignores SIGTERM: only SIGKILL, after the grace period, stops it.
+    let yaml = "stages:\n  slow:\n    cmd: |\n      \
+                if [ -e second-run ]; then echo done > out.txt; exit; fi\n      \
+                touch second-run\n      \
+                sh -c 'trap \"\" TERM; echo $$ > worker.pid; while :; do echo tick >> ticks.txt; sleep 0.02; done'\n      \
+                echo never > out.txt\n    \
+                outs: [out.txt]\n";
+    let (dir, _) = write_pipeline(yaml);
+    let mut first = Command::new(PIPELINE).arg("run").current_dir(dir.path()).stderr(Stdio::null()).spawn().unwrap();
+    let pid_file = dir.path().join("worker.pid");
+    let worker = wait_for(Duration::from_secs(20), || {
+        let pid = std::fs::read_to_string(&pid_file).ok()?;
+        pid.ends_with('\n').then(|| pid.trim().to_string())
+    })
+    .expect("the worker did not start");
+    struct Reap(String);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            // SAFETY: kill(2); the worker must not outlive a failed test either.
+            unsafe { libc::kill(self.0.parse().unwrap(), libc::SIGKILL) };
+        }
+    }
+    let _reap = Reap(worker.clone());
+    assert!(running(&worker));
+
+    first.kill().unwrap(); // SIGKILL: no handler runs
+    first.wait().unwrap();
+    let next = Command::new(PIPELINE).arg("run").current_dir(dir.path()).output().unwrap();
+    assert_eq!(next.status.code(), Some(2), "a run raced with the orphaned stage: {}", text(&next));
+    let err = String::from_utf8_lossy(&next.stderr);
+    assert!(
+        err.contains(&format!(
+            "the stopping of the stages of `pipeline run` pid {}, which was killed: `slow`",
+            first.id()
+        )),
+        "{err}"
+    );
+
+    let started = std::time::Instant::now();
+    let waited = Command::new(PIPELINE).args(["run", "--wait"]).current_dir(dir.path()).output().unwrap();
+    assert!(waited.status.success(), "{}", text(&waited));
+    assert!(text(&waited).contains("pipeline: waiting for the stopping of the stages"), "{}", text(&waited));
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(!running(&worker), "the orphaned worker {worker} still runs");
+    let ticks = std::fs::metadata(dir.path().join("ticks.txt")).unwrap().len();
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(std::fs::metadata(dir.path().join("ticks.txt")).unwrap().len(), ticks, "something still writes");
+    assert_eq!(std::fs::read_to_string(dir.path().join("out.txt")).unwrap(), "done\n");
 }
 
 #[test]
@@ -423,4 +516,50 @@ fn a_signal_to_pipeline_stops_its_running_stage_and_pipeline_dies_of_it() {
     assert!(gone.is_some(), "stage process {stage_pid} still runs");
     let lock = std::fs::read_to_string(dir.path().join("pipeline.lock")).unwrap_or_default();
     assert!(!lock.contains("slow"), "an interrupted stage got a lock entry: {lock}");
+}
+
+#[test]
+fn outs_may_not_delete_the_pipelines_own_files_or_reach_outside_through_a_symlink() {
+    let t = tempfile::tempdir().unwrap();
+    let (dir, outside) = (t.path().join("project"), t.path().join("outside"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("victim.txt"), "not the pipeline's").unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+    let run = |stage_b: &str| {
+        let yaml = format!("stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n{stage_b}");
+        std::fs::write(dir.join("pipeline.yaml"), &yaml).unwrap();
+        Command::new(PIPELINE).arg("run").current_dir(&dir).output().unwrap()
+    };
+    let out = run("");
+    assert!(out.status.success(), "{}", text(&out));
+    let lock = std::fs::read(dir.join("pipeline.lock")).unwrap();
+
+    for (out_path, col, what) in [
+        ("pipeline.lock", 12, "its lock file `pipeline.lock`"),
+        ("pipeline.yaml", 12, "the pipeline file `pipeline.yaml`"),
+    ] {
+        let out = run(&format!("  b:\n    cmd: echo b > {out_path}\n    outs: [{out_path}]\n"));
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            format!(
+                "error: pipeline.yaml:7:{col}: `outs` path `{out_path}` would delete {what} (outs are deleted before their stage runs)\n"
+            )
+        );
+        assert_eq!(std::fs::read(dir.join("pipeline.lock")).unwrap(), lock, "the lock survives");
+    }
+
+    let out = run("  b:\n    cmd: echo b > link/victim.txt\n    outs: [a2.txt, link/victim.txt]\n");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with(
+            "error: pipeline.yaml:7:20: `outs` path `link/victim.txt` of stage `b` leads through a symlink to "
+        ),
+        "{err}"
+    );
+    assert!(err.contains("outside the pipeline folder"), "{err}");
+    assert_eq!(std::fs::read_to_string(outside.join("victim.txt")).unwrap(), "not the pipeline's");
+    assert!(!dir.join("a2.txt").exists(), "nothing ran");
 }

@@ -11,6 +11,7 @@ use crate::dag::Dag;
 use crate::hash::HashCache;
 use crate::lock::Lock;
 use crate::metrics;
+use crate::runlock::RunLock;
 use crate::runner::{self, RunOptions};
 use crate::spec::{ConfigError, Pipeline};
 use crate::state::{self, Context};
@@ -49,6 +50,10 @@ pub enum Cmd {
         /// Run up to N independent stages at once (0: one per CPU).
         #[arg(short, long, default_value_t = 1)]
         jobs: usize,
+        /// When another run holds the pipeline folder (.pipeline/run.lock), wait for it
+        /// instead of stopping with exit code 2.
+        #[arg(long)]
+        wait: bool,
     },
     /// Which stages are up to date, and why the others are not.
     Status {
@@ -69,11 +74,32 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Print a Makefile that runs the same stage commands (`make -j`).
+    /// Print a Makefile that runs the same stage commands (`make -j`); same as `export make`.
     Makefile,
+    /// Print the pipeline for another workflow engine, running the same stage commands.
+    Export {
+        #[command(subcommand)]
+        engine: Engine,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Engine {
+    /// A GNU Makefile: `pipeline export make > Makefile && make -j4`.
+    Make,
+    /// A Snakefile: `pipeline export snakemake > Snakefile && snakemake --cores 4`.
+    Snakemake {
+        /// Slices each bottleneck stage is cut into: `bottleneck --shard i/N` jobs and a
+        /// `bottleneck --merge` job (1: one job).
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+        shards: u32,
+    },
 }
 
 pub fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == crate::watchdog::ARG) {
+        return crate::watchdog::main();
+    }
     let args = Args::parse();
     args.log.init();
     sd_cli::handle_signals(crate::runner::stop_stages);
@@ -95,8 +121,11 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let dag = Dag::build(&p)?;
     let open_cache = || HashCache::open(&p.dir);
     match &args.command {
-        Cmd::Run { stages, force, downstream, dry_run, keep_going, jobs } => {
+        Cmd::Run { stages, force, downstream, dry_run, keep_going, jobs, wait } => {
             state::check_sources(&p)?;
+            crate::guard::check_all(&p)?;
+            // Before reading the lock file: a run we waited for has just rewritten it.
+            let _held = if *dry_run { None } else { Some(RunLock::acquire(&p, *wait, args.log.quiet)?) };
             let mut lock = Lock::load(&p.lock_path())?;
             let jobs = if *jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { *jobs };
             let opts = RunOptions {
@@ -190,9 +219,19 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Makefile => {
+        Cmd::Makefile | Cmd::Export { engine: Engine::Make } => {
+            crate::guard::check_all(&p)?;
             let cx = Context::new(&p, HashCache::in_memory());
             print!("{}", crate::makefile::render(&p, &dag, cx.bin_dir.as_deref()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Export { engine: Engine::Snakemake { shards } } => {
+            crate::guard::check_all(&p)?;
+            // Only a hint for which outs are folders: a broken lock does not stop an export.
+            let lock = Lock::load(&p.lock_path()).unwrap_or_default();
+            let cx = Context::new(&p, HashCache::in_memory());
+            let opts = crate::snakefile::Options { shards: *shards as usize };
+            print!("{}", crate::snakefile::render(&p, &dag, &lock, cx.bin_dir.as_deref(), opts));
             Ok(ExitCode::SUCCESS)
         }
     }

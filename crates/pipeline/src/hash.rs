@@ -68,7 +68,7 @@ impl HashCache {
     /// The cache of the pipeline in folder `base`, stored in `base/.pipeline/hashes.json` (an
     /// unreadable or outdated file gives an empty cache).
     pub fn open(base: &Path) -> HashCache {
-        let file = base.join(".pipeline/hashes.json");
+        let file = base.join(crate::spec::STATE_DIR).join("hashes.json");
         let entries = match std::fs::read(&file) {
             Ok(bytes) => match serde_json::from_slice::<CacheFile>(&bytes) {
                 Ok(c) if c.version == CACHE_VERSION => c.entries,

@@ -4,17 +4,25 @@
 //!
 //! [`spec`] parses the file, [`dag`] orders the stages, [`hash`] fingerprints content (with a
 //! stat cache), [`lock`] keeps the fingerprints, [`state`] compares them, [`runner`] runs the
-//! stages, [`metrics`] and [`makefile`] serve the `metrics` and `makefile` commands.
+//! stages, [`metrics`] serves `pipeline metrics`, and [`makefile`] and [`snakefile`] the exports to
+//! make and Snakemake ([`fanout`] shards bottleneck stages). [`guard`] keeps outs inside the
+//! pipeline folder, [`runlock`] keeps runs apart, [`watchdog`] keeps stages from outliving a run.
 
 pub mod cli;
 pub mod dag;
+pub mod fanout;
+pub mod guard;
 pub mod hash;
 pub mod lock;
 pub mod makefile;
 pub mod metrics;
+pub mod runlock;
 pub mod runner;
+pub mod shell;
+pub mod snakefile;
 pub mod spec;
 pub mod state;
+pub mod watchdog;
 
 pub use dag::Dag;
 pub use spec::{ConfigError, Pipeline};

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::dag::{Dag, overlaps};
+use crate::shell::quote;
 use crate::spec::Pipeline;
 
 /// The Makefile text. `bin_dir` (the folder of the stage binaries) goes first on `PATH`;
@@ -50,7 +51,7 @@ pub fn render(p: &Pipeline, dag: &Dag, bin_dir: Option<&Path>) -> String {
                 .collect();
             if produced.is_empty() {
                 let d = escape(&dep.path.to_string_lossy());
-                prereqs.push(format!("{d} $(shell find {} -type f)", shell_quote(&dep.path.to_string_lossy())));
+                prereqs.push(format!("{d} $(shell find {} -type f)", quote(&dep.path.to_string_lossy())));
             } else {
                 prereqs.extend(produced);
             }
@@ -77,9 +78,9 @@ fn recipe(cmd: &str, outs: &[String]) -> String {
     let lines: Vec<&str> = cmd.trim_end().lines().collect();
     // A multi-line command cannot be one recipe line: rebuild it with printf (POSIX sh).
     let script = if lines.len() == 1 {
-        shell_quote(lines[0])
+        quote(lines[0])
     } else {
-        let args: Vec<String> = lines.iter().map(|l| shell_quote(l)).collect();
+        let args: Vec<String> = lines.iter().map(|l| quote(l)).collect();
         format!("\"$(printf '%s\\n' {})\"", args.join(" "))
     };
     let script = script.replace('$', "$$");
@@ -89,10 +90,6 @@ fn recipe(cmd: &str, outs: &[String]) -> String {
         let outs = outs.join(" ");
         format!("\trm -rf {outs}\n\tsh -c {script} || {{ rm -rf {outs}; exit 1; }}\n")
     }
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// A path as a make target or prerequisite.
@@ -120,7 +117,7 @@ mod tests {
         assert!(m[a..].starts_with(
             "a m.json &:\n\trm -rf a m.json\n\tsh -c \"$$(printf '%s\\n' 'mkdir a' 'echo '\\''hi'\\'' > a/x')\" || { rm -rf a m.json; exit 1; }\n"
         ), "{m}");
-        let b = m.find("b: a src $(shell find 'src' -type f)\n").expect(&m);
+        let b = m.find("b: a src $(shell find src -type f)\n").expect(&m);
         assert!(a < b, "upstream first");
         assert!(m.contains("stage-b: b\n"), "stage named like its out gets a prefix: {m}");
         assert!(m.contains("\tsh -c 'cat a/x > b && echo $$$$HOME' || { rm -rf b; exit 1; }\n"), "{m}");

@@ -10,7 +10,9 @@
 //! Each stage runs in a process group of its own, and a Ctrl-C, SIGTERM or SIGHUP sent to
 //! `pipeline` is handed on to every running stage's group ([`stop_stages`]): the stages clean
 //! their scratch and stop, and `pipeline` dies of the signal once they have exited, instead of
-//! leaving them running on their own.
+//! leaving them running on their own. A watchdog per stage ([`crate::watchdog`]) stops the
+//! group when `pipeline` dies without a handler (`kill -9`), and whatever a finished stage left
+//! running in it.
 
 use std::collections::BTreeSet;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -24,6 +26,7 @@ use crate::dag::Dag;
 use crate::lock::{Lock, StageLock};
 use crate::spec::{ConfigError, Stage};
 use crate::state::{Context, Reason, compare};
+use crate::watchdog::Watchdog;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -145,7 +148,11 @@ pub fn run(cx: &mut Context, dag: &Dag, lock: &mut Lock, opts: &RunOptions) -> a
                 }
                 say(format!("running {}: {why}", stage.name));
                 tracing::debug!("{}: sh -c {:?}", stage.name, stage.cmd);
-                let started = remove_outs(cx, stage).and_then(|()| spawn(cx, s, prefix_output, tx.clone()));
+                // Checked again here: an earlier stage may have made a symlink on the way.
+                let started = crate::guard::check(p, stage)
+                    .map_err(io::Error::other)
+                    .and_then(|()| remove_outs(cx, stage))
+                    .and_then(|()| spawn(cx, s, prefix_output, tx.clone()));
                 match started {
                     Ok(()) => {
                         (state[s], before[s]) = (State::Running, Some(now));
@@ -255,16 +262,32 @@ fn spawn(
     }
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    crate::watchdog::die_with_parent(&mut cmd);
     let start = Instant::now();
     let mut running = running_stages();
     if running.stopped_by.is_some() {
         return Err(io::Error::other("pipeline is being interrupted"));
     }
-    let mut child = cmd.spawn()?;
+    let mut dog = Watchdog::start(crate::runlock::fd())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start its watchdog: {e}")))?;
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            dog.finish();
+            return Err(e);
+        }
+    };
     let pid = child.id();
+    crate::runlock::stage_started(&stage.name, pid);
+    if let Err(e) = dog.watch(pid) {
+        tracing::warn!(
+            "{}: the watchdog is gone ({e}): if pipeline is killed, the stage may go on running",
+            stage.name
+        );
+    }
     running.pids.push(pid);
     drop(running);
-    let tag = format!("[{}] ", stage.name);
+    let (tag, name) = (format!("[{}] ", stage.name), stage.name.clone());
     std::thread::spawn(move || {
         let err = child.stderr.take().map(|e| {
             let tag = tag.clone();
@@ -277,6 +300,9 @@ fn spawn(
             let _ = t.join();
         }
         let status = child.wait();
+        // Done when nothing of the stage runs any more, not just its `sh`.
+        dog.finish();
+        crate::runlock::stage_ended(&name);
         running_stages().pids.retain(|&p| p != pid);
         let _ = done.send((s, status, start.elapsed()));
     });

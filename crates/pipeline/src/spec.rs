@@ -11,12 +11,14 @@
 //!     params: [size]           # every ${param} the stage uses must be listed here
 //!     outs: [artifacts/features]
 //!     metrics: [artifacts/features/summary.json]  # optional JSON files
+//!     threads: 4               # optional: cores it uses, for the Snakefile export
 //! ```
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
+use crate::dag::overlaps;
 use saphyr::{MarkedYaml, ScalarStyle, YamlData, YamlLoader};
 use saphyr_parser::Marker;
 
@@ -81,6 +83,8 @@ pub struct Stage {
     pub deps: Vec<PathSpec>,
     pub outs: Vec<PathSpec>,
     pub metrics: Vec<PathSpec>,
+    /// The cores the stage uses (`threads:`), for workflow engines that schedule by cores.
+    pub threads: Option<u32>,
 }
 
 /// A path from the file (normalised, relative to [`Pipeline::dir`] unless absolute) and where it was written.
@@ -88,6 +92,10 @@ pub struct Stage {
 pub struct PathSpec {
     pub path: PathBuf,
     pub loc: Loc,
+    /// Written with a trailing `/`: a folder (the Snakefile export needs to know before it exists).
+    pub folder: bool,
+    /// As written, with its `${param}`s (for exports that substitute params themselves).
+    pub template: String,
 }
 
 impl Stage {
@@ -122,6 +130,11 @@ impl Pipeline {
         self.file.with_extension("lock")
     }
 
+    /// The folder of the pipeline's own state: the run lock and the hash cache.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join(STATE_DIR)
+    }
+
     /// An error located in this pipeline's file.
     pub fn error(&self, loc: Loc, msg: impl Into<String>) -> ConfigError {
         ConfigError { file: self.file.clone(), loc: Some(loc), msg: msg.into() }
@@ -144,7 +157,21 @@ struct Parser<'a> {
 
 type Node<'a> = MarkedYaml<'a>;
 
-const STAGE_KEYS: &str = "cmd, deps, params, outs, metrics, desc";
+const STAGE_KEYS: &str = "cmd, deps, params, outs, metrics, desc, threads";
+
+/// The folder next to the pipeline file that holds `pipeline`'s own state (run lock, hash cache).
+pub const STATE_DIR: &str = ".pipeline";
+
+/// The files of the pipeline itself, relative to its folder, with what they are: no stage may
+/// write them (outs are deleted before their stage runs).
+pub fn own_files(file: &Path) -> [(PathBuf, &'static str); 3] {
+    let name = |p: &Path| PathBuf::from(p.file_name().unwrap_or_default());
+    [
+        (name(file), "the pipeline file"),
+        (name(&file.with_extension("lock")), "its lock file"),
+        (PathBuf::from(STATE_DIR), "its run lock and hash cache"),
+    ]
+}
 
 impl<'a> Parser<'a> {
     fn err(&self, loc: Loc, msg: impl Into<String>) -> ConfigError {
@@ -261,6 +288,7 @@ impl<'a> Parser<'a> {
             let Some(list) = fields.get(field) else { return Ok(Vec::new()) };
             let mut specs: Vec<PathSpec> = Vec::new();
             for item in self.list(list, &format!("`{field}` of {what}"))? {
+                let template = self.scalar(item, &format!("`{field}` of {what}"))?;
                 let raw = text(item, field)?;
                 let path = normalize(&raw).ok_or_else(|| self.at(item, format!("empty path in `{field}`")))?;
                 if out && (path.is_absolute() || path.starts_with("..")) {
@@ -269,17 +297,48 @@ impl<'a> Parser<'a> {
                         format!("`{field}` path `{raw}` must stay inside the pipeline folder (it is deleted before the stage runs)"),
                     ));
                 }
+                if let Some((own, what)) = own_files(self.file).into_iter().find(|(f, _)| out && overlaps(&path, f)) {
+                    return Err(self.at(
+                        item,
+                        format!(
+                            "`{field}` path `{raw}` would delete {what} `{}` (outs are deleted before their stage runs)",
+                            own.display()
+                        ),
+                    ));
+                }
                 if specs.iter().any(|s| s.path == path) {
                     return Err(self.at(item, format!("`{raw}` is listed twice in `{field}`")));
                 }
-                specs.push(PathSpec { path, loc: Loc::of(&item.span.start) });
+                let folder = raw.trim().ends_with('/');
+                specs.push(PathSpec { path, loc: Loc::of(&item.span.start), folder, template });
             }
             Ok(specs)
         };
         let deps = paths("deps", false)?;
         let outs = paths("outs", true)?;
         let metrics = paths("metrics", true)?;
-        Ok(Stage { name, loc: Loc::of(&key.span.start), desc, cmd, template, params: listed, deps, outs, metrics })
+        let threads = match fields.get("threads") {
+            Some(node) => {
+                let text = self.scalar(node, &format!("`threads` of {what}"))?;
+                let n = text.parse::<u32>().ok().filter(|&n| n > 0);
+                Some(n.ok_or_else(|| {
+                    self.at(node, format!("`threads` of {what} must be a whole number >= 1, not `{text}`"))
+                })?)
+            }
+            None => None,
+        };
+        Ok(Stage {
+            name,
+            loc: Loc::of(&key.span.start),
+            desc,
+            cmd,
+            template,
+            params: listed,
+            deps,
+            outs,
+            metrics,
+            threads,
+        })
     }
 
     /// Replaces `${name}` by the param's value, with located errors.
@@ -467,7 +526,7 @@ mod tests {
         assert!(error("stages:\n  a:\n    cmd: x\n   deps: []\n").starts_with("dir/pipeline.yaml:4:"));
         assert_eq!(
             error("stages:\n  a:\n    cmd: x\n    dep: [y]\n"),
-            "dir/pipeline.yaml:4:5: unknown key `dep` in stage `a` (expected one of cmd, deps, params, outs, metrics, desc)"
+            "dir/pipeline.yaml:4:5: unknown key `dep` in stage `a` (expected one of cmd, deps, params, outs, metrics, desc, threads)"
         );
         assert!(error("stage:\n  a: {}\n").starts_with("dir/pipeline.yaml:1:1: unknown key `stage`"));
         assert!(error("stages:\n  a:\n    cmd: x\n  a:\n    cmd: y\n").contains("4:3: invalid YAML: duplicated key"));
@@ -477,6 +536,39 @@ mod tests {
         assert!(error("").contains("1:1: empty pipeline"));
         assert!(error("params: {}\n").contains("no `stages:`"));
         assert!(error("params:\n  a: [1]\nstages: {}\n").contains("2:6: param `a` must be a single value"));
+    }
+
+    #[test]
+    fn outs_may_not_be_the_pipelines_own_files() {
+        let out = |o: &str| error(&format!("stages:\n  a:\n    cmd: x\n    outs: [{o}]\n"));
+        assert_eq!(
+            out("pipeline.yaml"),
+            "dir/pipeline.yaml:4:12: `outs` path `pipeline.yaml` would delete the pipeline file `pipeline.yaml` \
+             (outs are deleted before their stage runs)"
+        );
+        assert!(out("./pipeline.lock").contains("4:12: `outs` path `./pipeline.lock` would delete its lock file"));
+        assert!(out(".pipeline/x").contains("would delete its run lock and hash cache `.pipeline`"));
+        let metrics = error("stages:\n  a:\n    cmd: x\n    metrics: [.pipeline]\n");
+        assert!(metrics.contains("4:15: `metrics` path `.pipeline` would delete"), "{metrics}");
+        // Reading them is fine, and so is a name that merely starts like them.
+        let p =
+            parse("stages:\n  a:\n    cmd: x\n    deps: [pipeline.yaml]\n    outs: [pipeline.yaml.bak, .pipelines]\n");
+        assert_eq!(p.unwrap().stages[0].outs.len(), 2);
+    }
+
+    #[test]
+    fn threads_and_folder_outs() {
+        let p = parse("stages:\n  a:\n    cmd: x\n    outs: [d/, f]\n    threads: 4\n").unwrap();
+        let a = &p.stages[0];
+        assert_eq!(a.threads, Some(4));
+        assert_eq!(
+            a.outs.iter().map(|o| (o.path.to_str().unwrap(), o.folder)).collect::<Vec<_>>(),
+            [("d", true), ("f", false)]
+        );
+        assert!(
+            error("stages:\n  a:\n    cmd: x\n    threads: 0\n")
+                .contains("4:14: `threads` of stage `a` must be a whole number >= 1, not `0`")
+        );
     }
 
     #[test]

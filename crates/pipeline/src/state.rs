@@ -112,8 +112,7 @@ impl<'p> Context<'p> {
     /// executable's folder, then on `PATH`; relative to the pipeline folder if it has a `/`.
     /// `None` for shell builtins and syntax.
     pub fn program<'c>(&self, cmd: &'c str) -> Option<(&'c str, PathBuf)> {
-        let word = cmd.split_whitespace().find(|w| !w.contains('='))?;
-        let name = word.trim_matches(|c| c == '\'' || c == '"');
+        let name = crate::shell::program_word(cmd)?;
         if name.contains('/') {
             let path = self.pipeline.resolve(Path::new(name));
             return is_executable(&path).then_some((name, path));
