@@ -142,7 +142,7 @@ fn classifier_runs_in_python_onnxruntime_like_predict_says() {
         x = np.stack([np.asarray(Image.open('val32/' + r['file']).convert('RGB'), np.float32) for r in rows])\n\
         x = x[..., ::-1] - np.array([103.939, 116.779, 123.68], np.float32)\n\
         p = s.run(['probability'], {'input': np.ascontiguousarray(x)})[0][:, 0]\n\
-        want = np.array([float(r['probability']) for r in rows])\n\
+        want = np.array([float(r['p_dogs']) for r in rows])\n\
         d = float(np.abs(p - want).max())\n\
         assert d < 2e-6, (d, p, want)\n\
         print('python ok')";

@@ -7,6 +7,7 @@ mod augment;
 mod bottleneck;
 mod engines;
 mod finetune;
+mod multiclass;
 mod pipeline;
 mod predict;
 mod prepare_model;

@@ -37,8 +37,13 @@ fn predicts_every_image_with_metrics_and_confusion_matrix() {
     assert_eq!(m["confusion_matrix"], serde_json::json!([[4, 0], [1, 4]]), "{m}");
     assert_eq!(m["correct"], 8);
     assert!((m["accuracy"].as_f64().unwrap() - 8.0 / 9.0).abs() < 1e-12);
-    assert_eq!(m["per_class"]["cats"]["accuracy"], 1.0);
-    assert_eq!(m["per_class"]["dogs"]["accuracy"], 0.8);
+    // Recall (the per-class accuracy) and precision.
+    assert_eq!(
+        (m["per_class"]["cats"]["recall"].as_f64(), m["per_class"]["dogs"]["recall"].as_f64()),
+        (Some(1.0), Some(0.8))
+    );
+    assert_eq!(m["per_class"]["cats"]["precision"], 0.8);
+    assert_eq!((m["top_k"]["k"].as_u64(), m["top_k"]["accuracy"].as_f64()), (Some(1), m["accuracy"].as_f64()));
     assert_eq!(m["classes"], serde_json::json!(["cats", "dogs"]));
     // Defaults come from the classifier's metadata.
     assert_eq!((m["size"]["width"].as_u64(), m["preprocess"].as_str()), (Some(32), Some("caffe")));
@@ -47,14 +52,15 @@ fn predicts_every_image_with_metrics_and_confusion_matrix() {
 
     let csv = std::fs::read_to_string(d.join("pred/predictions.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "file,label,probability,predicted");
+    assert_eq!(lines[0], "file,label,predicted,confidence,p_cats,p_dogs");
     assert_eq!(lines.len(), 10);
     let red_dog = lines.iter().find(|l| l.starts_with("dogs/red-dog.png,")).unwrap();
-    assert!(red_dog.starts_with("dogs/red-dog.png,dogs,0.") && red_dog.ends_with(",cats"), "{red_dog}");
+    assert!(red_dog.starts_with("dogs/red-dog.png,dogs,cats,"), "{red_dog}");
     for l in &lines[1..] {
-        let p: f64 = l.split(',').nth(2).unwrap().parse().unwrap();
-        assert!((0.0..=1.0).contains(&p), "{l}");
-        assert_eq!(l.ends_with(",dogs"), p > 0.5, "{l}");
+        let f: Vec<&str> = l.split(',').collect();
+        let [confidence, cats, dogs] = [3, 4, 5].map(|i| f[i].parse::<f64>().unwrap());
+        assert!((cats + dogs - 1.0).abs() < 2e-6 && confidence == cats.max(dogs), "{l}");
+        assert_eq!(f[2] == "dogs", dogs > 0.5, "{l}");
     }
     // Without --out: the summary only.
     let stdout = ok(run("predict", &["--model", "out/classifier.onnx", "--data", "validation", "-q"], d));

@@ -6,7 +6,7 @@
 use clap::{Args, ValueEnum};
 use sd_data::image::{ImageSize, ResizeFilter};
 use sd_data::{ModelInput, Preprocess};
-use sd_train::{Optimizer, Schedule};
+use sd_train::{ClassWeight, Optimizer, Schedule};
 
 /// A count of at least 1 (epochs, batch size, rounds).
 pub fn count(s: &str) -> Result<usize, String> {
@@ -73,6 +73,27 @@ impl InputArgs {
             resize_filter: self.resize.resize_filter.unwrap_or(defaults.resize_filter),
             preprocess: self.preprocess.unwrap_or(defaults.preprocess),
         }
+    }
+}
+
+/// What the trainers minimise, beyond the plain cross-entropy.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct LossArgs {
+    /// Label smoothing s: targets y·(1-s) + s/2 for two classes, y·(1-s) + s/N for N
+    /// [default: the preset's, else 0].
+    #[arg(long, value_parser = rate)]
+    pub label_smoothing: Option<f64>,
+    /// Class weights (Keras' class_weight): none, or balanced (class c weighs
+    /// n / (classes · n_c), for imbalanced folders) [default: none].
+    #[arg(long, value_parser = |s: &str| s.parse::<ClassWeight>())]
+    pub class_weight: Option<ClassWeight>,
+}
+
+impl LossArgs {
+    /// Overrides `smoothing` and `weight` with the flags given.
+    pub fn apply(&self, smoothing: &mut f64, weight: &mut ClassWeight) {
+        *smoothing = self.label_smoothing.unwrap_or(*smoothing);
+        *weight = self.class_weight.unwrap_or(*weight);
     }
 }
 

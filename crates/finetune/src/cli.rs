@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sd_augment::cli::TransformArgs;
-use sd_cli::args::{InputArgs, Optim, OptimArgs, count};
+use sd_cli::args::{InputArgs, LossArgs, Optim, OptimArgs, count};
 use sd_data::scratch::ScratchDir;
 use sd_data::{Dataset, ModelInput, Sample};
 use sd_runtime::{Model, SessionConfig};
@@ -56,6 +56,8 @@ pub struct Args {
     /// --optimizer rmsprop: lr 1e-5, as Deep Learning with Python fine-tunes).
     #[command(flatten)]
     pub optim: OptimArgs,
+    #[command(flatten)]
+    pub loss: LossArgs,
     /// Augmentation (Keras ImageDataGenerator arguments); without --preset or flags, the
     /// recipe's fine-tuning preset (shear 0.2, zoom 0.2, horizontal flip).
     #[command(flatten)]
@@ -105,12 +107,16 @@ impl Args {
         };
         let default_lr = |o: &Optimizer| if matches!(o, Optimizer::Sgd { .. }) { 1e-4 } else { 1e-5 };
         let optim = self.optim.apply(RECIPE_OPTIM, default_lr);
+        let (mut label_smoothing, mut class_weight) = (0.0, sd_train::ClassWeight::None);
+        self.loss.apply(&mut label_smoothing, &mut class_weight);
         FinetuneConfig {
             input: self.input.or(ModelInput::RECIPE),
             augment,
             optimizer: optim.optimizer,
             learning_rate: optim.learning_rate,
             schedule: optim.schedule,
+            label_smoothing,
+            class_weight,
             epochs: self.epochs,
             batch_size: self.batch_size,
             cache_rounds: (self.cache_rounds > 0).then_some(self.cache_rounds),
@@ -223,6 +229,9 @@ pub fn run(args: &Args) -> Result<()> {
     let metrics =
         Metrics::of(&finetuned, &config, [source(&train), source(&validation)], &args.model, &args.head, &classes);
     report::write(&args.out, &finetuned, &metrics, &model_dir.frozen_base, &shape)?;
+    for line in sd_train::report::evaluation_lines(&metrics.evaluation) {
+        tracing::info!("{line}");
+    }
     drop(work);
     sd_cli::summary(
         &args.log,

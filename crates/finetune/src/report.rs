@@ -7,6 +7,7 @@ use anyhow::Result;
 use sd_data::Classes;
 use sd_data::artifact::{StagingDir, write_json};
 use sd_data::layout::classifier::ClassifierMeta;
+use sd_train::metrics::Evaluation;
 use sd_train::report::{EpochSummary, METRICS, Source};
 use serde::Serialize;
 
@@ -31,6 +32,9 @@ pub struct Metrics {
     pub model: String,
     pub head: String,
     pub classes: Classes,
+    /// The exported weights on the validation set: accuracy, top-k, per-class precision,
+    /// recall and F1, the confusion matrix.
+    pub evaluation: Evaluation,
     pub config: FinetuneConfig,
 }
 
@@ -54,6 +58,7 @@ impl Metrics {
             model: model.display().to_string(),
             head: head.display().to_string(),
             classes: classes.clone(),
+            evaluation: t.validation.report(classes.names()),
             config: config.clone(),
         }
     }

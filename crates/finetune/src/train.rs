@@ -31,7 +31,9 @@ use sd_head::model::HeadGrad;
 use sd_head::optim::HeadOptimizer;
 use sd_train::history::Fit;
 use sd_train::metrics::Tally;
-use sd_train::{EpochStats, History, Loss, Optimizer, OptimizerState, Regularization, Schedule};
+use sd_train::{
+    ClassWeight, EpochStats, History, Loss, Objective, Optimizer, OptimizerState, Regularization, Schedule,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::block5::{Block5, Block5Weights};
@@ -47,6 +49,10 @@ pub struct FinetuneConfig {
     pub optimizer: Optimizer,
     pub learning_rate: f64,
     pub schedule: Schedule,
+    /// Label smoothing of the targets.
+    pub label_smoothing: f64,
+    /// Class weights in the loss (imbalanced training sets).
+    pub class_weight: ClassWeight,
     pub epochs: usize,
     pub batch_size: usize,
     /// Precompute the frozen part's output for this many augmented rounds and cycle through
@@ -67,6 +73,8 @@ impl FinetuneConfig {
             optimizer: Optimizer::Sgd { momentum: 0.9, nesterov: false },
             learning_rate: 1e-4,
             schedule: Schedule::Constant,
+            label_smoothing: 0.0,
+            class_weight: ClassWeight::None,
             epochs: 50,
             batch_size: 16,
             cache_rounds: None,
@@ -124,6 +132,8 @@ pub struct Finetuned {
     pub initial: Validation,
     /// The exported block 5 and head, with the history.
     pub fit: Fit<(Block5Weights, Head<f32>)>,
+    /// The exported weights on the validation set.
+    pub validation: Tally,
     /// Computing cached frozen features before the first epoch.
     pub setup_seconds: f64,
     pub device: String,
@@ -142,7 +152,7 @@ pub struct Trainer {
     pub block5: Block5,
     pub weights: Block5Weights,
     pub head: Head<f32>,
-    loss: Loss,
+    objective: Objective,
     block5_opt: OptimizerState<f32>,
     head_opt: HeadOptimizer<f32>,
     dropout_rng: ChaCha8Rng,
@@ -153,11 +163,11 @@ impl Trainer {
     pub fn new(block5: Block5, weights: Block5Weights, head: Head<f32>, optimizer: Optimizer, seed: u64) -> Trainer {
         let mut dropout_rng = ChaCha8Rng::seed_from_u64(seed);
         dropout_rng.set_stream(2);
-        let loss = Loss::for_outputs(head.outputs());
+        let objective = Objective { loss: Loss::for_outputs(head.outputs()), smoothing: 0.0, class_weights: None };
         Trainer {
             block5_opt: OptimizerState::new(optimizer, Regularization::default(), weights.sizes()),
             head_opt: HeadOptimizer::new(optimizer, Regularization::default(), &head),
-            loss,
+            objective,
             block5,
             weights,
             head,
@@ -165,8 +175,15 @@ impl Trainer {
         }
     }
 
+    /// Trains with label smoothing and class weights (the plain cross-entropy otherwise).
+    pub fn with_objective(mut self, objective: Objective) -> Trainer {
+        assert_eq!(objective.loss, self.objective.loss, "the objective's loss fits the head");
+        self.objective = objective;
+        self
+    }
+
     pub fn loss(&self) -> Loss {
-        self.loss
+        self.objective.loss
     }
 
     /// Loss gradients of block 5 and the head on a batch of `block4_pool` maps (`dropout`:
@@ -176,8 +193,7 @@ impl Trainer {
         let (features, trace) = self.block5.forward_train(x, &self.weights)?;
         let rng = dropout.then_some(&mut self.dropout_rng as &mut dyn rand::RngCore);
         let (z, head_trace) = self.head.forward_train(flatten(&features), rng);
-        let targets = self.loss.targets::<f32>(labels, 0.0);
-        let (loss, dz) = self.loss.forward(z.as_slice().expect("fresh array"), &targets, None);
+        let (loss, dz) = self.objective.forward(z.as_slice().expect("fresh array"), labels);
         let dz = Array2::from_shape_vec(z.dim(), dz).expect("one gradient per logit");
         let (upper, dy) = self.head.backward_upper(&head_trace, dz);
         // The first dense layer's input gradient is what flows into block 5.
@@ -211,7 +227,7 @@ impl Trainer {
 
     /// Loss and accuracy over a feature file with `labels`.
     pub fn evaluate(&mut self, store: &FeatureFile, labels: &[u32], batch_size: usize) -> Result<Tally> {
-        let mut tally = Tally::new(self.loss);
+        let mut tally = Tally::new(self.loss());
         let indices: Vec<usize> = (0..store.rows()).collect();
         for chunk in indices.chunks(batch_size) {
             let z = self.logits(&store.read(chunk)?)?;
@@ -230,13 +246,20 @@ fn labels_of(samples: &[Sample]) -> Vec<u32> {
 pub fn finetune(
     config: &FinetuneConfig,
     frozen: &mut Frozen,
-    mut trainer: Trainer,
+    trainer: Trainer,
     train: Arc<[Sample]>,
     validation: Arc<[Sample]>,
     work_dir: &Path,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Finetuned> {
     config.validate()?;
+    let class_counts = {
+        let mut counts = vec![0; trainer.loss().classes()];
+        train.iter().for_each(|s| counts[s.label as usize] += 1);
+        counts
+    };
+    let objective = Objective::new(trainer.loss(), config.label_smoothing, config.class_weight, &class_counts);
+    let mut trainer = trainer.with_objective(objective);
     let setup = Instant::now();
     let loader = |batch_size| config.input.loader(batch_size);
     let augmenter = config.augment.clone().map(|a| Augmenter::new(a, config.seed)).transpose()?.map(Arc::new);
@@ -273,6 +296,7 @@ pub fn finetune(
     let epochs = Epochs::new(train.clone(), loader(config.batch_size), augmenter.as_deref().cloned(), config.seed);
     let mut history = History::new(config.epochs, config.keep_best);
     let mut lr = config.learning_rate;
+    let mut last_validation = before;
     for epoch in 0..config.epochs {
         let epoch_start = Instant::now();
         let mut tally = Tally::new(trainer.loss());
@@ -297,10 +321,13 @@ pub fn finetune(
         }
         let val = trainer.evaluate(&val_store, &val_labels, config.batch_size)?;
         let stats = EpochStats::new(epoch, &tally, &val, lr, epoch_start.elapsed().as_secs_f64());
-        history.record(stats, || (trainer.weights.clone(), trainer.head.clone()));
+        history.record(stats, || (trainer.weights.clone(), trainer.head.clone(), val.clone()));
+        last_validation = val;
         progress(Progress::Epoch(&stats));
     }
     let device = trainer.block5.device().to_string();
-    let fit = history.finish(|| (trainer.weights, trainer.head), start.elapsed().as_secs_f64());
-    Ok(Finetuned { initial, fit, setup_seconds, device })
+    let fit = history.finish(|| (trainer.weights, trainer.head, last_validation), start.elapsed().as_secs_f64());
+    let Fit { weights: (block5, head, validation), history, best, exported, seconds } = fit;
+    let fit = Fit { weights: (block5, head), history, best, exported, seconds };
+    Ok(Finetuned { initial, fit, validation, setup_seconds, device })
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use sd_cli::args::{Optim, OptimArgs, count, non_negative, rate};
+use sd_cli::args::{LossArgs, Optim, OptimArgs, count, non_negative, rate};
 use sd_train::Optimizer;
 use sd_train::report::Source;
 
@@ -60,9 +60,8 @@ pub struct Args {
     /// L2 penalty on kernels (Keras `kernel_regularizer=L2(l2)`).
     #[arg(long, value_parser = non_negative)]
     pub l2: Option<f64>,
-    /// Label smoothing: targets y·(1-s) + s/2 for two classes, y·(1-s) + s/N for N.
-    #[arg(long, value_parser = rate)]
-    pub label_smoothing: Option<f64>,
+    #[command(flatten)]
+    pub loss: LossArgs,
     #[arg(long, value_parser = count)]
     pub epochs: Option<usize>,
     #[arg(long, value_parser = count)]
@@ -95,7 +94,7 @@ impl Args {
         };
         set(&mut c.dropout, self.dropout);
         set(&mut c.input_dropout, self.input_dropout);
-        set(&mut c.label_smoothing, self.label_smoothing);
+        self.loss.apply(&mut c.label_smoothing, &mut c.class_weight);
         set(&mut c.ema, self.ema);
         set(&mut c.mixup, self.mixup);
         set(&mut c.regularization.weight_decay, self.weight_decay);
@@ -155,7 +154,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let train_dirs: Vec<String> = args.train.iter().map(|d| d.display().to_string()).collect();
     let train_source = Source { dir: train_dirs.join(", "), samples: train_split.len() };
     let val_source = Source { dir: val_split.dir.display().to_string(), samples: val_split.len() };
-    let metrics = Metrics::of(&trained, &config, train_source, val_source);
+    let loss = sd_train::Loss::for_classes(val_split.classes.len());
+    let evaluation = train::evaluate(&trained.weights, val_split.features.view(), &val_split.labels, loss)
+        .report(val_split.classes.names());
+    for line in sd_train::report::evaluation_lines(&evaluation) {
+        tracing::info!("{line}");
+    }
+    let metrics = Metrics::of(&trained, &config, train_source, val_source, evaluation);
     report::write(staging.path(), &metrics, &trained)?;
     staging.commit()?;
 

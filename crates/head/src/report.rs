@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use sd_train::metrics::Evaluation;
 use sd_train::report::{EpochSummary, METRICS, Source};
 use serde::Serialize;
 
@@ -14,12 +15,15 @@ pub struct Metrics {
     pub epochs: EpochSummary,
     pub train: Source,
     pub validation: Source,
+    /// The exported head on the validation set: accuracy, top-k, per-class precision, recall
+    /// and F1, the confusion matrix.
+    pub evaluation: Evaluation,
     pub config: TrainConfig,
 }
 
 impl Metrics {
-    pub fn of(t: &Trained, config: &TrainConfig, train: Source, validation: Source) -> Metrics {
-        Metrics { epochs: EpochSummary::of(t), train, validation, config: config.clone() }
+    pub fn of(t: &Trained, config: &TrainConfig, train: Source, validation: Source, evaluation: Evaluation) -> Metrics {
+        Metrics { epochs: EpochSummary::of(t), train, validation, evaluation, config: config.clone() }
     }
 }
 

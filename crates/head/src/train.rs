@@ -16,7 +16,7 @@ use rand_distr::Distribution;
 use sd_train::history::Fit;
 use sd_train::metrics::Tally;
 use sd_train::real::with_simd;
-use sd_train::{EpochStats, History, Loss, Optimizer, Regularization, Schedule};
+use sd_train::{ClassWeight, EpochStats, History, Loss, Objective, Optimizer, Regularization, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
@@ -42,8 +42,10 @@ pub struct TrainConfig {
     pub learning_rate: f64,
     pub schedule: Schedule,
     pub regularization: Regularization,
-    /// Targets become `y·(1-s) + s/2`.
+    /// Targets become `y·(1-s) + s/2` (two classes) or `y·(1-s) + s/N`.
     pub label_smoothing: f64,
+    /// Class weights in the loss (imbalanced training sets).
+    pub class_weight: ClassWeight,
     pub epochs: usize,
     pub batch_size: usize,
     /// Momentum of an exponential moving average of the weights (Keras `use_ema=True,
@@ -78,6 +80,7 @@ impl Preset {
             schedule: Schedule::Constant,
             regularization: Regularization::default(),
             label_smoothing: 0.0,
+            class_weight: ClassWeight::None,
             epochs: 50,
             batch_size: 16,
             ema: 0.0,
@@ -204,6 +207,7 @@ pub fn train(
     }
 
     let loss_fn = Loss::for_classes(train.classes.len());
+    let objective = Objective::new(loss_fn, config.label_smoothing, config.class_weight, &train.class_counts());
     let outputs = loss_fn.outputs();
     let mut head = Head::<f32>::new(train.features.ncols(), &config.hidden, outputs, config.dropout, &mut init_rng);
     let mut opt = HeadOptimizer::new(config.optimizer, config.regularization, &head);
@@ -236,7 +240,8 @@ pub fn train(
                 x *= &dropout_mask::<f32>(x.dim(), config.input_dropout, &mut dropout_rng);
             }
             let mut labels: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
-            let mut targets: Vec<f32> = loss_fn.targets(&labels, config.label_smoothing);
+            let mut targets = objective.targets(&labels);
+            let mut weights = objective.sample_weights(&labels);
             if let Some(beta) = &mixup {
                 let lambda: f32 = beta.sample(&mut mixup_rng);
                 let mut partner: Vec<usize> = (0..batch.len()).collect();
@@ -247,13 +252,15 @@ pub fn train(
                         lambda * targets[e] + (1.0 - lambda) * targets[partner[e / outputs] * outputs + e % outputs]
                     })
                     .collect();
+                weights =
+                    weights.map(|w| (0..w.len()).map(|i| lambda * w[i] + (1.0 - lambda) * w[partner[i]]).collect());
                 // Training accuracy counts the dominant sample's label.
                 if lambda < 0.5 {
                     labels = partner.iter().map(|&j| labels[j]).collect();
                 }
             }
             let (z, trace) = head.forward_train(x.view(), Some(&mut dropout_rng));
-            let (loss, dz) = loss_fn.forward(z.as_slice().expect("fresh array"), &targets, None);
+            let (loss, dz) = loss_fn.forward(z.as_slice().expect("fresh array"), &targets, weights.as_deref());
             tally.add_batch(loss as f64, z.as_slice().expect("fresh array"), &labels);
             let dz = Array2::from_shape_vec(z.dim(), dz).expect("one gradient per logit");
             let (upper, dy) = head.backward_upper(&trace, dz);

@@ -1,6 +1,7 @@
-//! `predict`: a classifier ONNX (image batch NHWC in, probability `[N, 1]` out, as `finetune`
-//! exports it) over a class-folder data set: one prediction per image, accuracy, per-class
-//! accuracy, the confusion matrix and the loss.
+//! `predict`: a classifier ONNX (image batch NHWC in; out, as `finetune` exports it, the
+//! probability `[N, 1]` of the class labelled 1 for two classes, or every class's
+//! `[N, classes]`) over a class-folder data set: one prediction per image, accuracy, top-k
+//! accuracy, per-class precision/recall/F1, the confusion matrix and the loss.
 //!
 //! Images stream through the prefetching loader and predictions stream to disk, so memory does
 //! not grow with the data set. Size, resize filter, preprocessing and class names default to
@@ -8,7 +9,6 @@
 
 pub mod cli;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,7 +22,8 @@ use sd_data::loader::Loader;
 use sd_data::{Dataset, ModelInput, Preprocess};
 use sd_runtime::{Model, SessionConfig};
 use sd_train::Loss;
-use sd_train::metrics::{Tally, ratio};
+use sd_train::loss::argmax;
+use sd_train::metrics::{Evaluation, Tally};
 use serde::Serialize;
 
 pub const PREDICTIONS: &str = "predictions.csv";
@@ -41,26 +42,11 @@ pub struct Config {
     pub show_progress: bool,
 }
 
-/// Accuracy of one class.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ClassMetrics {
-    pub samples: usize,
-    pub correct: usize,
-    pub accuracy: f64,
-}
-
 /// `metrics.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Metrics {
-    pub samples: usize,
-    pub correct: usize,
-    pub accuracy: f64,
-    /// Mean binary cross-entropy (probabilities clipped to [1e-7, 1 - 1e-7], as Keras does).
-    pub loss: f64,
-    pub per_class: BTreeMap<String, ClassMetrics>,
-    /// Class names in label order: the rows (true) and columns (predicted) of `confusion_matrix`.
-    pub classes: Vec<String>,
-    pub confusion_matrix: Vec<Vec<usize>>,
+    #[serde(flatten)]
+    pub evaluation: Evaluation,
     pub model: String,
     pub data: String,
     pub size: ImageSize,
@@ -80,9 +66,9 @@ fn resolve(config: &Config, meta: &ClassifierMeta, model: &Model) -> Result<Mode
             "{path} takes input of shape {s:?}, not an image batch [N, H, W, 3]; pass the classifier.onnx written by finetune"
         ),
     };
-    if model.output_shape.len() != 2 || !matches!(model.output_shape[1], 1 | -1) {
+    if model.output_shape.len() != 2 {
         bail!(
-            "{path} gives output of shape {:?}; predict needs one probability per image [N, 1] (the classifier.onnx written by finetune)",
+            "{path} gives output of shape {:?}; predict needs probabilities per image, [N, 1] or [N, classes] (the classifier.onnx written by finetune)",
             model.output_shape
         );
     }
@@ -123,9 +109,14 @@ pub fn predict(config: &Config) -> Result<Metrics> {
         }
         None => dataset.classes.clone(),
     };
-    if classes.len() != 2 {
+    let loss = Loss::for_classes(classes.len().max(2));
+    let width = loss.outputs();
+    if classes.len() < 2 || !matches!(model.output_shape[1], -1) && model.output_shape[1] != width as i64 {
         bail!(
-            "{} has {} classes ({:?}); the classifier is binary: it needs exactly two class folders",
+            "{} gives {} probabilities per image, but {} has {} classes {} (a classifier for them gives {width}): \
+             pass the classifier trained on these classes",
+            config.model.display(),
+            model.output_shape[1],
             config.data.display(),
             classes.len(),
             classes
@@ -138,23 +129,28 @@ pub fn predict(config: &Config) -> Result<Metrics> {
     let staging = config.out.as_ref().map(StagingDir::create).transpose()?;
     let mut csv = staging.as_ref().map(|s| AtomicFile::create(s.path().join(PREDICTIONS))).transpose()?;
     if let Some(f) = &mut csv {
-        writeln!(f, "file,label,probability,predicted").context("writing predictions.csv")?;
+        let columns: Vec<String> = classes.iter().map(|c| csv_field(&format!("p_{c}"))).collect();
+        writeln!(f, "file,label,predicted,confidence,{}", columns.join(",")).context("writing predictions.csv")?;
     }
     let bar = sd_cli::progress_bar(samples.len() as u64, "predict", config.show_progress);
-    let mut tally = Tally::new(Loss::for_classes(classes.len()));
+    let mut tally = Tally::new(loss);
     for batch in Loader::in_order(samples.clone(), opts.loader(config.batch_size)) {
         let batch = batch?;
         let out = model.run(opts.tensor(&batch).view().into_dyn())?;
-        if out.len() != batch.len() {
+        if out.len() != batch.len() * width {
             bail!("{} returned {} values for a batch of {}", config.model.display(), out.len(), batch.len());
         }
         let probabilities = out.as_slice().context("model output is not contiguous")?;
         tally.add_probabilities(probabilities, &batch.labels);
-        for ((&s, &label), &p) in batch.samples.iter().zip(&batch.labels).zip(probabilities) {
-            let predicted = usize::from(p > 0.5);
+        for ((&s, &label), p) in batch.samples.iter().zip(&batch.labels).zip(probabilities.chunks_exact(width)) {
             if let Some(f) = &mut csv {
-                let file = csv_field(&relative[s]);
-                writeln!(f, "{file},{},{p:.6},{}", classes[label as usize], classes[predicted])
+                // Every class's probability: the two-class output is that of the class labelled 1.
+                let all: Vec<f32> = if width == 1 { vec![1.0 - p[0], p[0]] } else { p.to_vec() };
+                let predicted = argmax(&all) as usize;
+                let columns: Vec<String> = all.iter().map(|v| format!("{v:.6}")).collect();
+                let (file, label) = (csv_field(&relative[s]), csv_field(&classes[label as usize]));
+                let predicted_name = csv_field(&classes[predicted]);
+                writeln!(f, "{file},{label},{predicted_name},{:.6},{}", all[predicted], columns.join(","))
                     .context("writing predictions.csv")?;
             }
         }
@@ -162,21 +158,8 @@ pub fn predict(config: &Config) -> Result<Metrics> {
     }
     bar.finish_and_clear();
 
-    let n = samples.len();
-    let confusion = tally.confusion().rows().to_vec();
-    let per_class = classes
-        .iter()
-        .zip(tally.confusion().per_class())
-        .map(|(c, r)| (c.clone(), ClassMetrics { samples: r.samples, correct: r.correct, accuracy: r.recall }))
-        .collect();
     let metrics = Metrics {
-        samples: n,
-        correct: tally.correct(),
-        accuracy: ratio(tally.correct(), n),
-        loss: tally.loss(),
-        per_class,
-        classes,
-        confusion_matrix: confusion,
+        evaluation: tally.report(&classes),
         model: config.model.display().to_string(),
         data: config.data.display().to_string(),
         size: opts.size,
@@ -198,19 +181,10 @@ fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
 }
 
-/// The human summary: accuracy, loss, and the confusion matrix with per-class accuracy.
+/// The human summary: accuracy, loss, and the confusion matrix with per-class scores.
 pub fn summary(m: &Metrics) -> String {
-    let w = m.classes.iter().map(String::len).max().unwrap_or(0).max(6);
-    let mut lines = vec![format!(
-        "predict: accuracy {:.4} ({}/{}), loss {:.4}, {} images on {} in {:.1} s",
-        m.accuracy, m.correct, m.samples, m.loss, m.samples, m.device, m.seconds
-    )];
-    let header: Vec<String> = m.classes.iter().map(|c| format!("{c:>w$}")).collect();
-    lines.push(format!("  {:<w$}  {}  accuracy   (rows: true class, columns: predicted)", "", header.join(" ")));
-    for (i, c) in m.classes.iter().enumerate() {
-        let row: Vec<String> = m.confusion_matrix[i].iter().map(|v| format!("{v:>w$}")).collect();
-        lines.push(format!("  {c:<w$}  {}  {:.4}", row.join(" "), m.per_class[c].accuracy));
-    }
+    let mut lines = sd_train::report::evaluation_lines(&m.evaluation);
+    lines[0] = format!("predict: {}; {} images on {} in {:.1} s", lines[0], m.evaluation.samples, m.device, m.seconds);
     lines.join("\n")
 }
 

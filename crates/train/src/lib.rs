@@ -21,7 +21,7 @@ pub mod report;
 pub mod schedule;
 
 pub use history::{EpochStats, History};
-pub use loss::Loss;
+pub use loss::{ClassWeight, Loss, Objective};
 pub use optim::{Optimizer, OptimizerState, Regularization};
 pub use real::Real;
 pub use schedule::Schedule;

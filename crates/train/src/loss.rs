@@ -101,6 +101,81 @@ impl Loss {
     }
 }
 
+/// How much each class's samples count in the loss (Keras' `class_weight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassWeight {
+    /// Every sample counts the same.
+    #[default]
+    None,
+    /// Class `c` weighs `n / (classes · n_c)` (scikit-learn's "balanced"): every class
+    /// contributes the same total, however few samples it has.
+    Balanced,
+}
+
+impl ClassWeight {
+    pub const NAMES: &'static [&'static str] = &["none", "balanced"];
+
+    /// Per-class weights for these class counts (`None` when all are 1).
+    pub fn weights(self, counts: &[usize]) -> Option<Vec<f32>> {
+        match self {
+            ClassWeight::None => None,
+            ClassWeight::Balanced => {
+                let n: usize = counts.iter().sum();
+                let k = counts.len() as f64;
+                Some(counts.iter().map(|&c| if c == 0 { 0.0 } else { (n as f64 / (k * c as f64)) as f32 }).collect())
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for ClassWeight {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "none" => Ok(ClassWeight::None),
+            "balanced" => Ok(ClassWeight::Balanced),
+            _ => Err(format!("unknown class weight '{s}' (expected none or balanced)")),
+        }
+    }
+}
+
+impl std::fmt::Display for ClassWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(Self::NAMES[*self as usize])
+    }
+}
+
+/// What a trainer minimises: the cross-entropy for its classes, with label smoothing and class
+/// weights.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Objective {
+    pub loss: Loss,
+    pub smoothing: f64,
+    /// Per class (`None`: all 1).
+    pub class_weights: Option<Vec<f32>>,
+}
+
+impl Objective {
+    /// For training data with `class_counts` samples per class.
+    pub fn new(loss: Loss, smoothing: f64, class_weight: ClassWeight, class_counts: &[usize]) -> Objective {
+        Objective { loss, smoothing, class_weights: class_weight.weights(class_counts) }
+    }
+
+    pub fn targets(&self, labels: &[u32]) -> Vec<f32> {
+        self.loss.targets(labels, self.smoothing)
+    }
+
+    pub fn sample_weights(&self, labels: &[u32]) -> Option<Vec<f32>> {
+        self.class_weights.as_ref().map(|w| labels.iter().map(|&l| w[l as usize]).collect())
+    }
+
+    /// Mean loss of a batch with hard labels, and its gradient with respect to the logits.
+    pub fn forward(&self, logits: &[f32], labels: &[u32]) -> (f32, Vec<f32>) {
+        self.loss.forward(logits, &self.targets(labels), self.sample_weights(labels).as_deref())
+    }
+}
+
 /// The index of the largest value (the first one on ties).
 pub fn argmax<T: PartialOrd + Copy>(row: &[T]) -> u32 {
     let mut best = 0;
@@ -278,6 +353,18 @@ mod tests {
         assert_eq!(cat.predict(&[0.0f32, 2.0, 2.0, 1.0, 5.0, 0.0, 0.0, 0.0]), [1, 0]);
         let p = cat.probabilities(&[1.0f64, 1.0, 1.0, 1.0]);
         assert!(p.iter().all(|&v| (v - 0.25).abs() < 1e-12));
+    }
+
+    #[test]
+    fn balanced_class_weights_make_every_class_count_the_same() {
+        let w = ClassWeight::Balanced.weights(&[30, 10, 20]).unwrap();
+        assert_eq!(w, [60.0 / 90.0, 2.0, 1.0]);
+        // Each class's total weight is n / k.
+        for (c, &n) in [30.0f32, 10.0, 20.0].iter().enumerate() {
+            assert!((w[c] * n - 20.0).abs() < 1e-4);
+        }
+        assert_eq!(ClassWeight::None.weights(&[3, 1]), None);
+        assert_eq!("balanced".parse::<ClassWeight>().unwrap().to_string(), "balanced");
     }
 
     #[test]

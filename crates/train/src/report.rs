@@ -9,6 +9,7 @@ use sd_data::artifact::{WriteError, write_bytes, write_lines};
 use serde::Serialize;
 
 use crate::history::{EpochStats, Fit};
+use crate::metrics::Evaluation;
 
 pub const METRICS: &str = "metrics.json";
 pub const HISTORY: &str = "history.csv";
@@ -68,6 +69,65 @@ pub fn epoch_line(h: &EpochStats, epochs: usize) -> String {
         "Epoch {}/{epochs} - {:.2}s - loss: {:.4} - acc: {:.4} - val_loss: {:.4} - val_acc: {:.4}",
         h.epoch, h.seconds, h.loss, h.acc, h.val_loss, h.val_acc
     )
+}
+
+/// An evaluation for the console: accuracy (and macro-F1, top-k for more than two classes), then
+/// the confusion matrix with class names and per-class recall, precision and F1. Up to 8
+/// classes the columns carry the (shortened) names; up to 30 they are numbered like the rows;
+/// past that a matrix no longer fits a terminal, and the most frequent confusions are listed.
+pub fn evaluation_lines(e: &Evaluation) -> Vec<String> {
+    let n = e.classes.len();
+    let mut lines = vec![if n > 2 {
+        format!(
+            "accuracy {:.4} ({}/{}), macro-F1 {:.4}, top-{} accuracy {:.4}, loss {:.4}",
+            e.accuracy, e.correct, e.samples, e.macro_f1, e.top_k.k, e.top_k.accuracy, e.loss
+        )
+    } else {
+        format!("accuracy {:.4} ({}/{}), loss {:.4}", e.accuracy, e.correct, e.samples, e.loss)
+    }];
+    let rows = e.confusion_matrix.rows();
+    let scores = |name: &str| {
+        let c = &e.per_class[name];
+        format!("{:>6.4} {:>9.4} {:>6.4}", c.recall, c.precision, c.f1)
+    };
+    if n > 30 {
+        let mut pairs: Vec<(usize, usize, usize)> = (0..n)
+            .flat_map(|t| (0..n).filter(move |&p| p != t).map(move |p| (rows[t][p], t, p)))
+            .filter(|&(count, _, _)| count > 0)
+            .collect();
+        pairs.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        lines.push(format!("  most frequent confusions (of {n} classes; the full matrix is in metrics.json):"));
+        for (count, t, p) in pairs.into_iter().take(10) {
+            lines.push(format!("  {count:>6}  {} predicted as {}", e.classes[t], e.classes[p]));
+        }
+        return lines;
+    }
+    let short = |s: &str, max: usize| -> String {
+        if s.chars().count() <= max { s.to_string() } else { s.chars().take(max - 1).chain(['…']).collect() }
+    };
+    // Numbered columns when names would not fit or would not tell classes apart once shortened.
+    let shortened: std::collections::BTreeSet<String> = e.classes.iter().map(|c| short(c, 10)).collect();
+    let numbered = n > 8 || shortened.len() < n;
+    let heads: Vec<String> = (0..n).map(|i| if numbered { i.to_string() } else { short(&e.classes[i], 10) }).collect();
+    let digits = rows.iter().flatten().max().map_or(1, |m| m.to_string().len());
+    let w = heads.iter().map(|h| h.chars().count()).max().unwrap_or(1).max(digits);
+    let labels: Vec<String> = (0..n)
+        .map(|i| if numbered { format!("{i:>2} {}", short(&e.classes[i], 20)) } else { short(&e.classes[i], 20) })
+        .collect();
+    let lw = labels.iter().map(|l| l.chars().count()).max().unwrap_or(0).max(6);
+    let pad = |s: &str, width: usize| format!("{}{s}", " ".repeat(width.saturating_sub(s.chars().count())));
+    let header: Vec<String> = heads.iter().map(|h| pad(h, w)).collect();
+    lines.push(format!(
+        "  {}  {}  recall precision     f1   (rows: true class, columns: predicted)",
+        " ".repeat(lw),
+        header.join(" ")
+    ));
+    for (i, label) in labels.iter().enumerate() {
+        let cells: Vec<String> = rows[i].iter().map(|v| pad(&v.to_string(), w)).collect();
+        let label = format!("{label}{}", " ".repeat(lw - label.chars().count()));
+        lines.push(format!("  {label}  {}  {}", cells.join(" "), scores(&e.classes[i])));
+    }
+    lines
 }
 
 /// Learning curves as SVG: loss (left) and accuracy (right), train and validation.
@@ -152,6 +212,40 @@ mod tests {
         assert!(svg.matches("<polyline").count() >= 4, "four curves");
         // A single epoch still plots.
         assert!(curves_svg(&history()[..1]).is_ok());
+    }
+
+    fn evaluation(classes: usize, samples: usize) -> Evaluation {
+        evaluation_named(classes, samples, |i| format!("class-with-a-long-name-{i}"))
+    }
+
+    fn evaluation_named(classes: usize, samples: usize, name: impl Fn(usize) -> String) -> Evaluation {
+        use crate::{Loss, metrics::Tally};
+        let loss = Loss::for_classes(classes);
+        let mut t = Tally::new(loss);
+        let logits: Vec<f32> = (0..samples * loss.outputs()).map(|i| ((i * 7919) % 13) as f32 - 6.0).collect();
+        let labels: Vec<u32> = (0..samples).map(|i| (i % classes) as u32).collect();
+        t.add_logits(&logits, &labels);
+        t.report(&(0..classes).map(name).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn evaluation_lines_name_the_classes_for_2_20_and_40_classes() {
+        let two = evaluation_lines(&evaluation_named(2, 10, |i| ["cats", "dogs"][i].into()));
+        assert!(two[0].starts_with("accuracy") && !two[0].contains("macro"), "{two:?}");
+        assert_eq!(two.len(), 4, "summary, header, two rows");
+        assert!(two[1].contains("cats dogs") && two[2].starts_with("  cats  ") && two[3].starts_with("  dogs  "));
+        // Names that shorten to the same text: numbered columns and rows instead.
+        let long = evaluation_lines(&evaluation(2, 10));
+        assert!(long[1].contains(" 0 1  recall") && long[2].starts_with("   0 class-with-a-long-n…"), "{long:?}");
+        let twenty = evaluation_lines(&evaluation(20, 100));
+        assert!(twenty[0].contains("macro-F1") && twenty[0].contains("top-5"), "{}", twenty[0]);
+        assert_eq!(twenty.len(), 22);
+        assert!(twenty[21].starts_with("  19 class-with"), "{}", twenty[21]);
+        // Every row is as wide as the header: a readable table.
+        let width = twenty[1].find("  recall").unwrap();
+        assert!(twenty[2..].iter().all(|l| l.chars().count() >= width), "{twenty:#?}");
+        let forty = evaluation_lines(&evaluation(40, 200));
+        assert!(forty[1].contains("most frequent confusions") && forty.len() <= 12, "{forty:?}");
     }
 
     #[test]
