@@ -183,12 +183,6 @@ fn parse_factor(s: &str) -> Result<f32, String> {
     }
 }
 
-impl sd_cli::Stage for Cli {
-    fn log(&self) -> &LogArgs {
-        &self.log
-    }
-}
-
 pub fn run(cli: &Cli) -> Result<()> {
     let common = match &cli.command {
         Command::Preview(a) => &a.common,

@@ -4,7 +4,7 @@
 //! Coordinates are `(row, col)` pixel centres, as in scipy (and Keras, whose matrices act on
 //! `(row, col)`): output pixel `(r, c)` takes the input value at `m * (r, c, 1)`. The inverse map
 //! is evaluated in 32.32 fixed point, stepping along each output row by the matrix' column
-//! increment; interpolation weights use the top 10 fractional bits. For each row the stretch of
+//! increment; interpolation weights use the top `W_BITS` (7) fractional bits. For each row the stretch of
 //! columns whose four neighbours all lie inside the image is computed exactly (integer
 //! arithmetic on the same fixed-point values), so the inner loop has no boundary logic; only the
 //! pixels outside it take the fill-mode path.

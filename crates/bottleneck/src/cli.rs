@@ -49,12 +49,6 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
-impl sd_cli::Stage for Args {
-    fn log(&self) -> &sd_cli::LogArgs {
-        &self.log
-    }
-}
-
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if !args.merge.is_empty() {
         let n = merge(&args.merge, &args.out)?;

@@ -14,7 +14,7 @@ pub mod args;
 
 use std::process::ExitCode;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, FromArgMatches, Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -79,15 +79,13 @@ pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
     bar
 }
 
-/// A stage's command line: clap's parser plus where its logging flags are.
-pub trait Stage: Parser {
-    fn log(&self) -> &LogArgs;
-}
-
-/// The `main` of a stage binary: parses its flags, sets up logging and runs `stage` with them.
-pub fn main<A: Stage>(stage: impl FnOnce(&A) -> anyhow::Result<()>) -> ExitCode {
-    let args = A::parse();
-    args.log().init();
+/// The `main` of a stage binary: parses its flags (its `LogArgs` flattened in, as every
+/// stage's are), sets up logging and runs `stage` with them.
+pub fn main<A: Parser>(stage: impl FnOnce(&A) -> anyhow::Result<()>) -> ExitCode {
+    let matches = A::command().get_matches();
+    let parsed = |m: &clap::ArgMatches| A::from_arg_matches(m).and_then(|a| Ok((a, LogArgs::from_arg_matches(m)?)));
+    let (args, log) = parsed(&matches).unwrap_or_else(|e| e.exit());
+    log.init();
     run(|| stage(&args))
 }
 

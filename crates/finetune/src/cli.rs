@@ -126,12 +126,6 @@ impl Args {
     }
 }
 
-impl sd_cli::Stage for Args {
-    fn log(&self) -> &sd_cli::LogArgs {
-        &self.log
-    }
-}
-
 /// Scans a data set and checks it has the expected classes (at least two).
 fn scan(dir: &Path, expected: Option<&Dataset>) -> Result<Dataset> {
     let d = Dataset::scan(dir)?;

@@ -1,13 +1,15 @@
-//! Seconds per epoch of the Keras recipe (batch 16, 8192 -> 256 -> 1, RMSprop) on real features.
+//! Seconds per epoch of the Keras recipe (batch 16, 8192 -> 256 -> 1, RMSprop) on real features:
+//! FEATURES holds `train/` and `validation/` bottleneck folders (the default pipeline writes them
+//! to artifacts/features).
 //!
-//!     cargo run --release -p sd-head --example speed -- /work/features/caffe [epochs] [ftz]
+//!     cargo run --release -p sd-head --example speed -- [FEATURES] [epochs] [ftz]
 use std::time::Instant;
 
 use sd_head::{Preset, Split, TrainConfig, train};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let dir = std::path::Path::new(args.get(1).map(String::as_str).unwrap_or("/work/features/caffe"));
+    let dir = std::path::Path::new(args.get(1).map(String::as_str).unwrap_or("artifacts/features"));
     let epochs = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(5);
     // `ftz`: flush denormals to zero, as TensorFlow does, to measure what that would be worth
     // (the library does not do it: changing MXCSR under LLVM is undefined behaviour).

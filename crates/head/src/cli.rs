@@ -112,12 +112,6 @@ impl Args {
     }
 }
 
-impl sd_cli::Stage for Args {
-    fn log(&self) -> &sd_cli::LogArgs {
-        &self.log
-    }
-}
-
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let config = args.config();
     config.validate()?;

@@ -35,12 +35,6 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
-impl sd_cli::Stage for Args {
-    fn log(&self) -> &sd_cli::LogArgs {
-        &self.log
-    }
-}
-
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let check = match (&args.fingerprint, args.skip_fingerprint) {
         (_, true) => FingerprintCheck::Skip,

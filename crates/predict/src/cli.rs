@@ -38,12 +38,6 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
-impl sd_cli::Stage for Args {
-    fn log(&self) -> &sd_cli::LogArgs {
-        &self.log
-    }
-}
-
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let config = Config {
         model: args.model.clone(),

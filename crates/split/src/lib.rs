@@ -148,12 +148,6 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
-impl sd_cli::Stage for Args {
-    fn log(&self) -> &sd_cli::LogArgs {
-        &self.log
-    }
-}
-
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let s = split(&args.source, &args.out, args.train as usize, args.validation as usize, args.link)
         .with_context(|| format!("split {} into {}", args.source.display(), args.out.display()))?;
