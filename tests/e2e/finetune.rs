@@ -115,7 +115,7 @@ fn classifier_runs_in_python_onnxruntime_like_predict_says() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     tiny_recipe(d);
-    ok(run("finetune", &finetune_args("out", &[]), d));
+    ok(run("finetune", &finetune_args("out", &["--classifier-input", "float"]), d));
     // predict's accuracy on the validation set is finetune's last val_acc.
     let stdout = ok(run("predict", &["--model", "out/classifier.onnx", "--data", "validation", "--out", "pred"], d));
     let val_acc = json(&d.join("out/metrics.json"))["last"]["val_acc"].as_f64().unwrap();

@@ -130,7 +130,8 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
     std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path()).map_err(io)).collect()
 }
 
-fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DatasetError> {
+/// Appends every image file below `dir` (by extension, recursively, hidden files skipped).
+pub fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DatasetError> {
     for path in list_dir(dir)? {
         if is_hidden(&path) {
             continue;

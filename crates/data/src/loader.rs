@@ -38,11 +38,22 @@ pub struct LoaderConfig {
     /// Batches decoded ahead of the consumer.
     pub prefetch: usize,
     pub transform: Option<Transform>,
+    /// Leave images that cannot be read out of their batch (listed in [`Batch::skipped`])
+    /// instead of ending the stream with the error.
+    pub skip_invalid: bool,
 }
 
 impl LoaderConfig {
     pub fn new(width: u32, height: u32, batch_size: usize) -> Self {
-        LoaderConfig { width, height, filter: ResizeFilter::default(), batch_size, prefetch: 4, transform: None }
+        LoaderConfig {
+            width,
+            height,
+            filter: ResizeFilter::default(),
+            batch_size,
+            prefetch: 4,
+            transform: None,
+            skip_invalid: false,
+        }
     }
 }
 
@@ -55,6 +66,10 @@ pub struct Batch {
     pub pixels: Vec<u8>,
     pub width: u32,
     pub height: u32,
+    /// With `skip_invalid`: the samples of this batch's slice that could not be read, with why
+    /// (the error message, naming the file; in order; the batch may then hold fewer images, or
+    /// none).
+    pub skipped: Vec<(usize, String)>,
 }
 
 impl Batch {
@@ -88,7 +103,7 @@ impl Loader {
             let image_len = (config.width * config.height * 3) as usize;
             for (chunk_index, chunk) in order.chunks(config.batch_size).enumerate() {
                 let first = chunk_index * config.batch_size;
-                let images: Result<Vec<RgbImage>, ImageError> = chunk
+                let loaded: Vec<Result<RgbImage, ImageError>> = chunk
                     .par_iter()
                     .enumerate()
                     .map(|(i, &s)| {
@@ -99,20 +114,36 @@ impl Loader {
                         })
                     })
                     .collect();
-                let batch = images.map(|images| {
-                    let mut pixels = Vec::with_capacity(image_len * images.len());
-                    for img in &images {
-                        debug_assert_eq!(img.as_raw().len(), image_len, "transform must keep the image size");
-                        pixels.extend_from_slice(img.as_raw());
+                let (mut kept, mut skipped) = (Vec::with_capacity(chunk.len()), Vec::new());
+                let mut error = None;
+                for (&s, result) in chunk.iter().zip(loaded) {
+                    match result {
+                        Ok(img) => kept.push((s, img)),
+                        Err(e) if config.skip_invalid => skipped.push((s, e.to_string())),
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
                     }
-                    Batch {
-                        samples: chunk.to_vec(),
-                        labels: chunk.iter().map(|&s| samples[s].label).collect(),
-                        pixels,
-                        width: config.width,
-                        height: config.height,
+                }
+                let batch = match error {
+                    Some(e) => Err(e),
+                    None => {
+                        let mut pixels = Vec::with_capacity(image_len * kept.len());
+                        for (_, img) in &kept {
+                            debug_assert_eq!(img.as_raw().len(), image_len, "transform must keep the image size");
+                            pixels.extend_from_slice(img.as_raw());
+                        }
+                        Ok(Batch {
+                            labels: kept.iter().map(|&(s, _)| samples[s].label).collect(),
+                            samples: kept.into_iter().map(|(s, _)| s).collect(),
+                            pixels,
+                            width: config.width,
+                            height: config.height,
+                            skipped,
+                        })
                     }
-                });
+                };
                 let failed = batch.is_err();
                 // A send error means the consumer hung up: stop early.
                 if tx.send(batch).is_err() || failed {
@@ -205,6 +236,22 @@ mod tests {
         assert!(results[0].is_ok());
         let err = results[1].as_ref().unwrap_err().to_string();
         assert!(err.contains("3.png"), "{err}");
+    }
+
+    #[test]
+    fn skip_invalid_keeps_going_and_lists_what_it_left_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let samples = make_images(dir.path(), 5);
+        std::fs::write(&samples[1].path, b"garbage").unwrap();
+        std::fs::write(&samples[2].path, b"").unwrap();
+        let mut cfg = LoaderConfig::new(2, 2, 2);
+        cfg.skip_invalid = true;
+        let batches: Vec<Batch> = Loader::in_order(samples, cfg).map(Result::unwrap).collect();
+        assert_eq!(batches.iter().map(|b| b.samples.clone()).collect::<Vec<_>>(), [vec![0], vec![3], vec![4]]);
+        let skipped: Vec<usize> = batches.iter().flat_map(|b| b.skipped.iter().map(|(s, _)| *s)).collect();
+        assert_eq!(skipped, [1, 2]);
+        assert!(batches[0].skipped[0].1.contains("1.png"));
+        assert_eq!(batches[1].image(0)[0], 3, "pixels still belong to their sample");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use sd_train::report::Source;
 use sd_train::{Optimizer, Schedule};
 
 use crate::block5::Block5;
+use crate::export::ClassifierInput;
 use crate::features::Frozen;
 use crate::inputs::{PreparedModel, check_head_fits, load_head};
 use crate::report::{self, Metrics};
@@ -77,6 +78,10 @@ pub struct Args {
     /// Export the epoch with the best validation accuracy instead of the last.
     #[arg(long)]
     pub keep_best: bool,
+    /// What classifier.onnx takes: uint8 (RGB images as decoded and resized; the preprocessing
+    /// is inside the graph) or float (images preprocessed by the caller, as in training).
+    #[arg(long, value_enum, default_value_t = ClassifierInput::Uint8)]
+    pub classifier_input: ClassifierInput,
     /// Seed for shuffling, augmentation and dropout; same seed + inputs + options = same weights
     /// (on the same device and thread count).
     #[arg(long, default_value_t = 0)]
@@ -122,6 +127,7 @@ impl Args {
             cache_rounds: (self.cache_rounds > 0).then_some(self.cache_rounds),
             keep_best: self.keep_best,
             seed: self.seed,
+            classifier_input: self.classifier_input,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! `classifier.onnx`: the whole fine-tuned model in one graph, runnable by any ONNX Runtime
-//! (Python's included): input `input` float32 NHWC `[N, H, W, 3]` (preprocessed, at the training
-//! size), output `probability` float32 `[N, 1]` (of the class labelled 1) for two classes, or
+//! (Python's included). Input: by default `image`, uint8 RGB NHWC `[N, H, W, 3]` at the
+//! training size, what Pillow, numpy or OpenCV give after a resize, with the preprocessing
+//! (RGB -> BGR and the ImageNet means, or / 255) inside the graph, so that a caller cannot get
+//! it wrong; or (`ClassifierInput::Float`) `input`, float32, already preprocessed. Output:
+//! `probability` float32 `[N, 1]` (of the class labelled 1) for two classes, or
 //! `probabilities` `[N, classes]` (softmax) for more. It is
 //! `frozen_base.onnx` unchanged, then block 5 (the forward graph of [`crate::graphs`] with the
 //! trained weights as initializers), then the head (`sd-head`'s export). Its metadata records
@@ -10,16 +13,69 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use sd_data::Preprocess;
 use sd_data::layout::classifier::ClassifierMeta;
+use sd_data::preprocess::CAFFE_MEAN_BGR;
 use sd_head::Head;
 use sd_head::export::output_name;
-use sd_onnx::{Dim, GraphProto, ModelProto, value_info};
+use sd_onnx::{
+    Dim, GraphProto, ModelProto, NodeProto, TensorProto, attr_int, dtype, node, tensor_from_array, tensor_from_i64,
+    value_info,
+};
 
 use crate::block5::Block5Weights;
 use crate::graphs::{self, Block5Shape};
 
 pub const CLASSIFIER: &str = "classifier.onnx";
+/// The float input (preprocessed images).
 pub const INPUT: &str = "input";
+/// The uint8 input (RGB images as decoded and resized).
+pub const IMAGE: &str = "image";
+
+/// What the exported classifier takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassifierInput {
+    /// uint8 RGB images; preprocessing inside the graph.
+    #[default]
+    Uint8,
+    /// float32 images, preprocessed by the caller exactly as in training.
+    Float,
+}
+
+/// The preprocessing as graph nodes: uint8 RGB `IMAGE` -> float32 `output`, as
+/// `sd_data::Preprocess` does it on the CPU.
+fn preprocessing_nodes(preprocess: Preprocess, output: &str) -> (Vec<NodeProto>, Vec<TensorProto>) {
+    let cast =
+        node("Cast", "preprocess/cast", &[IMAGE], &["preprocess/float"], vec![attr_int("to", dtype::FLOAT as i64)]);
+    match preprocess {
+        Preprocess::Caffe => {
+            let bgr = tensor_from_i64("preprocess/bgr", &[3], &[2, 1, 0]);
+            let mean = tensor_from_array("preprocess/mean", &ndarray::arr1(&CAFFE_MEAN_BGR).into_dyn());
+            let nodes = vec![
+                cast,
+                node(
+                    "Gather",
+                    "preprocess/to_bgr",
+                    &["preprocess/float", "preprocess/bgr"],
+                    &["preprocess/bgr_out"],
+                    vec![attr_int("axis", 3)],
+                ),
+                node("Sub", "preprocess/minus_mean", &["preprocess/bgr_out", "preprocess/mean"], &[output], vec![]),
+            ];
+            (nodes, vec![bgr, mean])
+        }
+        Preprocess::Rescale => {
+            // A division, as on the CPU: multiplying by 1/255 differs in the last bit.
+            let scale = tensor_from_array("preprocess/255", &ndarray::arr1(&[255.0f32]).into_dyn());
+            let nodes = vec![
+                cast,
+                node("Div", "preprocess/rescale", &["preprocess/float", "preprocess/255"], &[output], vec![]),
+            ];
+            (nodes, vec![scale])
+        }
+    }
+}
 
 /// Renames every tensor and node of `graph` with `prefix`, except the names in `keep` (the
 /// tensors it shares with the graphs it is joined to), so that merged graphs cannot collide.
@@ -60,6 +116,7 @@ pub fn classifier(
     shape: &Block5Shape,
     head: &Head<f32>,
     meta: &ClassifierMeta,
+    input: ClassifierInput,
 ) -> Result<ModelProto> {
     let mut model = sd_onnx::load(frozen_base)?;
     let graph = model.graph.as_mut().context("frozen_base.onnx has no graph")?;
@@ -98,9 +155,18 @@ pub fn classifier(
     if frozen_in != INPUT {
         rewire(graph, &frozen_in, INPUT);
     }
-    graph.input = vec![value_info(INPUT, sd_onnx::dtype::FLOAT, &input_dims)];
+    graph.input = match input {
+        ClassifierInput::Float => vec![value_info(INPUT, dtype::FLOAT, &input_dims)],
+        ClassifierInput::Uint8 => {
+            let preprocess = meta.preprocess.context("the classifier's metadata needs its preprocessing")?;
+            let (nodes, constants) = preprocessing_nodes(preprocess, INPUT);
+            graph.node.splice(0..0, nodes);
+            graph.initializer.extend(constants);
+            vec![value_info(IMAGE, dtype::UINT8, &input_dims)]
+        }
+    };
     let dims = [Dim::named("N"), Dim::Fixed(head.outputs() as i64)];
-    graph.output = vec![value_info(output, sd_onnx::dtype::FLOAT, &dims)];
+    graph.output = vec![value_info(output, dtype::FLOAT, &dims)];
     graph.value_info.clear();
     graph.name = Some("classifier".into());
     model.producer_name = Some("smalldata finetune".into());

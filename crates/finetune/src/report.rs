@@ -76,7 +76,8 @@ pub fn write(out: &Path, t: &Finetuned, metrics: &Metrics, frozen_base: &Path, s
         classes: Some(metrics.classes.clone()),
     };
     let (weights, head) = &t.fit.weights;
-    let classifier = crate::export::classifier(frozen_base, weights, shape, head, &meta)?;
+    let classifier =
+        crate::export::classifier(frozen_base, weights, shape, head, &meta, metrics.config.classifier_input)?;
     sd_onnx::save(&classifier, dir.join(crate::export::CLASSIFIER))?;
     weights.save(dir)?;
     sd_head::export::save(head, &shape.output(), &metrics.classes, &dir.join(HEAD_DIR))?;

@@ -295,7 +295,8 @@ fn on_a_prepared_model_block5_gives_the_conv_base_features_and_the_classifier_th
     weights.convs[2].kernel.mapv_inplace(|v| v * 1.3 + 0.01);
     let head = small_head(shape.output().iter().product(), 1, 0.5, &mut r);
     let meta = sd_data::layout::classifier::ClassifierMeta { size: Some(size), ..Default::default() };
-    let classifier = crate::export::classifier(&model.frozen_base, &weights, &shape, &head, &meta).unwrap();
+    let float = crate::export::ClassifierInput::Float;
+    let classifier = crate::export::classifier(&model.frozen_base, &weights, &shape, &head, &meta, float).unwrap();
     let path = dir.path().join("classifier.onnx");
     sd_onnx::save(&classifier, &path).unwrap();
     let mut c = sd_runtime::Model::load(&path, &cpu()).unwrap();
@@ -310,4 +311,23 @@ fn on_a_prepared_model_block5_gives_the_conv_base_features_and_the_classifier_th
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
     assert!(want.iter().any(|&v| (v - want[0]).abs() > 1e-4), "the probabilities differ between images: {want:?}");
+
+    // The uint8 classifier preprocesses inside: raw RGB bytes give what the float one gives on
+    // the same bytes preprocessed on the CPU, for both preprocessings.
+    let pixels = ndarray::Array4::from_shape_simple_fn((3, 48, 64, 3), || r.random::<u8>());
+    for preprocess in [sd_data::Preprocess::Caffe, sd_data::Preprocess::Rescale] {
+        let meta = sd_data::layout::classifier::ClassifierMeta { preprocess: Some(preprocess), ..meta.clone() };
+        let uint8 = crate::export::ClassifierInput::Uint8;
+        let m = crate::export::classifier(&model.frozen_base, &trainer.weights, &shape, &head, &meta, uint8).unwrap();
+        sd_onnx::save(&m, &path).unwrap();
+        let mut c = sd_runtime::Model::load(&path, &cpu()).unwrap();
+        assert_eq!((c.input_element, c.input_shape.as_slice()), (sd_runtime::Element::U8, &[-1, 48, 64, 3][..]));
+        let got = c.run_u8(pixels.view().into_dyn()).unwrap();
+        let mut x = Array4::<f32>::zeros(pixels.dim());
+        preprocess.write_hwc_bytes(pixels.as_slice().unwrap(), x.as_slice_mut().unwrap());
+        let m = crate::export::classifier(&model.frozen_base, &trainer.weights, &shape, &head, &meta, float).unwrap();
+        sd_onnx::save(&m, &path).unwrap();
+        let want = sd_runtime::Model::load(&path, &cpu()).unwrap().run(x.view().into_dyn()).unwrap();
+        assert_eq!(got, want, "{preprocess}");
+    }
 }

@@ -61,6 +61,8 @@ pub struct FinetuneConfig {
     /// Export the epoch with the best validation accuracy instead of the last.
     pub keep_best: bool,
     pub seed: u64,
+    /// What the exported classifier takes (uint8 images by default).
+    pub classifier_input: crate::export::ClassifierInput,
 }
 
 impl FinetuneConfig {
@@ -80,6 +82,7 @@ impl FinetuneConfig {
             cache_rounds: None,
             keep_best: false,
             seed: 0,
+            classifier_input: Default::default(),
         }
     }
 

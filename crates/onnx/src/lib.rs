@@ -25,6 +25,7 @@ pub use proto::{
 /// ONNX `TensorProto.DataType` codes used here.
 pub mod dtype {
     pub const FLOAT: i32 = 1;
+    pub const UINT8: i32 = 2;
     pub const INT64: i32 = 7;
 }
 

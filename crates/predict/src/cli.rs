@@ -2,31 +2,61 @@
 
 use std::path::PathBuf;
 
+use anyhow::Result;
 use clap::Parser;
 use sd_cli::args::InputArgs;
 use sd_runtime::SessionConfig;
 
-use crate::{Config, predict, summary};
+use crate::classifier::{Classifier, Tta};
+use crate::classify::{Format, Options, classify};
+use crate::{evaluate, inputs, summary};
 
-/// Run a classifier ONNX (from finetune) over a class-folder data set and report accuracy,
-/// per-class accuracy, the confusion matrix and the loss.
+/// Run a classifier ONNX (from finetune) over images.
 ///
-/// With --out, writes predictions.csv (file, label, probability of the class labelled 1,
-/// predicted) and metrics.json into that folder (replaced as a whole when complete). Size,
-/// resize filter, preprocessing and class names default to what the classifier recorded at
-/// training time.
+/// With --data DIR (class folders DIR/<class>/<image>): evaluate it, printing accuracy, per-class
+/// precision/recall/F1 and the confusion matrix; with --out DIR, write predictions.csv and
+/// metrics.json into that folder (replaced as a whole when complete).
+///
+/// With images instead (files, folders searched recursively, or --list FILE, `-` for standard
+/// input): one row per image, in the order given, with the predicted class, its probability and
+/// the top-k classes, as CSV or JSON lines to --out FILE or standard output.
+///
+/// Size, resize filter, preprocessing and class names default to what the classifier recorded
+/// at training time.
 #[derive(Debug, Parser)]
 #[command(name = "predict", version)]
 pub struct Args {
-    /// The classifier: input NHWC [N,H,W,3] preprocessed, output probability [N,1].
+    /// The classifier: classifier.onnx from finetune (uint8 or preprocessed float32 images in,
+    /// probabilities out).
     #[arg(long)]
     pub model: PathBuf,
-    /// Class-folder data set: DATA/<class>/<image>.
+    /// Images to classify: files, or folders (searched recursively).
+    #[arg(value_name = "IMAGE", conflicts_with = "data")]
+    pub images: Vec<PathBuf>,
+    /// A file listing images to classify, one path per line (`-`: standard input).
+    #[arg(long, value_name = "FILE", conflicts_with = "data")]
+    pub list: Option<PathBuf>,
+    /// A labelled class-folder data set to evaluate on: DATA/<class>/<image>.
     #[arg(long)]
-    pub data: PathBuf,
-    /// Output folder for predictions.csv and metrics.json.
+    pub data: Option<PathBuf>,
+    /// With --data: the output folder for predictions.csv and metrics.json; with images: the
+    /// predictions file (default: standard output).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// The format of the predictions of unlabelled images.
+    #[arg(long, value_enum, default_value_t = Format::Csv, conflicts_with = "data")]
+    pub format: Format,
+    /// Classes listed per image, best first [default: 5, or the number of classes].
+    #[arg(long, default_value_t = 5, value_parser = sd_cli::args::count, conflicts_with = "data")]
+    pub top_k: usize,
+    /// Log an image that cannot be read and list it with its error (a row with the `error`
+    /// column) instead of stopping.
+    #[arg(long, conflicts_with = "data")]
+    pub skip_invalid: bool,
+    /// Test-time augmentation: none, or flip (the mean of each image's and its mirror's
+    /// probabilities; twice the work).
+    #[arg(long, value_enum, default_value_t = Tta::None)]
+    pub tta: Tta,
     /// Image input (default: what the classifier recorded at training time).
     #[command(flatten)]
     pub input: InputArgs,
@@ -38,17 +68,35 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    let config = Config {
-        model: args.model.clone(),
-        data: args.data.clone(),
-        out: args.out.clone(),
-        input: args.input,
+pub fn run(args: &Args) -> Result<()> {
+    let mut classifier = Classifier::load(&args.model, &args.input, &args.session, args.tta)?;
+    let show_progress = args.log.interactive();
+    if let Some(data) = &args.data {
+        let metrics = evaluate(&mut classifier, data, args.out.as_ref(), args.batch_size, show_progress)?;
+        sd_cli::summary(&args.log, summary(&metrics));
+        return Ok(());
+    }
+    let paths = inputs::collect(&args.images, args.list.as_deref())?;
+    let options = Options {
+        top_k: args.top_k,
+        format: args.format,
+        skip_invalid: args.skip_invalid,
         batch_size: args.batch_size,
-        session: args.session.clone(),
-        show_progress: args.log.interactive(),
+        show_progress,
     };
-    let metrics = predict(&config)?;
-    sd_cli::summary(&args.log, summary(&metrics));
+    let s = classify(&mut classifier, paths, args.out.as_deref(), &options)?;
+    let secs = s.elapsed.as_secs_f64();
+    let skipped = if s.skipped > 0 { format!(", {} skipped (unreadable)", s.skipped) } else { String::new() };
+    let line = format!(
+        "predict: {} images{skipped} in {secs:.1} s ({:.1} images/s on {})",
+        s.images,
+        s.images as f64 / secs.max(1e-9),
+        s.device
+    );
+    // The rows may be on standard output: the summary goes to the log then.
+    match &args.out {
+        Some(out) => sd_cli::summary(&args.log, format!("{line} -> {}", out.display())),
+        None => tracing::info!("{line}"),
+    }
     Ok(())
 }

@@ -58,8 +58,8 @@ pub enum RuntimeError {
     Model { path: PathBuf, reason: String },
     #[error("model {path} must have exactly one input and one output, it has {inputs} and {outputs}")]
     Signature { path: PathBuf, inputs: usize, outputs: usize },
-    #[error("model {path}: {what} '{name}' is not a float32 tensor")]
-    NotFloat { path: PathBuf, what: &'static str, name: String },
+    #[error("model {path}: {what} '{name}' is a {found} tensor; expected {expected}")]
+    ElementType { path: PathBuf, what: &'static str, name: String, found: String, expected: &'static str },
     #[error("running {path} on input of shape {shape:?}: {reason}")]
     Run { path: PathBuf, shape: Vec<usize>, reason: String },
     #[error("running {path} on {inputs}: {reason}")]
@@ -114,15 +114,24 @@ pub struct SessionConfig {
     pub threads: Option<usize>,
 }
 
+/// The element types the stages' models take: float32 tensors, and uint8 image batches (a
+/// classifier that preprocesses inside its graph).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Element {
+    F32,
+    U8,
+}
+
 /// A declared graph input or output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Port {
     pub name: String,
     /// Declared shape; -1 marks a dynamic dimension.
     pub shape: Vec<i64>,
+    pub element: Element,
 }
 
-/// A float32 model with any number of named inputs and outputs, ready to run: what the
+/// A model with any number of named inputs and float32 outputs, ready to run: what the
 /// fine-tuning graphs (weights as inputs, activations as outputs) need. Built from a file or
 /// from bytes (graphs made at start-up with `sd-onnx`).
 pub struct Session {
@@ -166,11 +175,25 @@ impl Session {
         }
         let device = device::register(&mut builder, config.device, runtime.kind)?;
         let session = commit(&mut builder).map_err(model_err)?;
-        let port = |o: &Outlet, what: &'static str| match o.dtype() {
-            ValueType::Tensor { ty: TensorElementType::Float32, shape, .. } => {
-                Ok(Port { name: o.name().to_string(), shape: shape.to_vec() })
+        let port = |o: &Outlet, what: &'static str| {
+            let wrong = |found: String| RuntimeError::ElementType {
+                path: path.clone(),
+                what,
+                name: o.name().to_string(),
+                found,
+                expected: if what == "input" { "float32 or uint8" } else { "float32" },
+            };
+            match o.dtype() {
+                ValueType::Tensor { ty, shape, .. } => {
+                    let element = match ty {
+                        TensorElementType::Float32 => Element::F32,
+                        TensorElementType::Uint8 if what == "input" => Element::U8,
+                        other => return Err(wrong(format!("{other:?}"))),
+                    };
+                    Ok(Port { name: o.name().to_string(), shape: shape.to_vec(), element })
+                }
+                other => Err(wrong(format!("{other:?}"))),
             }
-            _ => Err(RuntimeError::NotFloat { path: path.clone(), what, name: o.name().to_string() }),
         };
         let inputs = session.inputs().iter().map(|o| port(o, "input")).collect::<Result<Vec<_>>>()?;
         let outputs = session.outputs().iter().map(|o| port(o, "output")).collect::<Result<Vec<_>>>()?;
@@ -206,15 +229,37 @@ impl Session {
         if let Some(missing) = self.inputs.iter().find(|p| !inputs.iter().any(|(n, _)| *n == p.name)) {
             return Err(bad(format!("input '{}' is missing", missing.name)));
         }
-        let err =
-            |e: ort::Error| RuntimeError::RunMany { path: self.path.clone(), inputs: shapes(), reason: e.to_string() };
+        if let Some(p) = self.inputs.iter().find(|p| p.element != Element::F32) {
+            return Err(bad(format!("input '{}' takes {:?} values, not float32", p.name, p.element)));
+        }
+        let path = self.path.clone();
+        let err = |e: ort::Error| RuntimeError::RunMany { path: path.clone(), inputs: shapes(), reason: e.to_string() };
         let arrays: Vec<_> = inputs.iter().map(|(_, a)| a.as_standard_layout()).collect();
         let mut values = Vec::with_capacity(inputs.len());
         for ((name, _), array) in inputs.iter().zip(&arrays) {
-            values.push((*name, TensorRef::from_array_view(array).map_err(err)?));
+            values.push((*name, TensorRef::from_array_view(array).map_err(err)?.into_dyn()));
         }
-        let outputs = self.session.run(values).map_err(err)?;
-        (0..self.outputs.len()).map(|i| Ok(outputs[i].try_extract_array::<f32>().map_err(err)?.to_owned())).collect()
+        self.run_values(values).map_err(err)
+    }
+
+    /// Runs a single-input model on a uint8 tensor (an image batch as decoded, for a classifier
+    /// that preprocesses inside its graph).
+    fn run_u8(&mut self, input: ArrayViewD<'_, u8>) -> Result<Vec<ArrayD<f32>>> {
+        let path = self.path.clone();
+        let err = |e: ort::Error| RuntimeError::Run {
+            path: path.clone(),
+            shape: input.shape().to_vec(),
+            reason: e.to_string(),
+        };
+        let array = input.as_standard_layout();
+        let value = TensorRef::from_array_view(&array).map_err(err)?.into_dyn();
+        let name = self.inputs[0].name.clone();
+        self.run_values(vec![(name.as_str(), value)]).map_err(err)
+    }
+
+    fn run_values(&mut self, values: Vec<(&str, ort::value::ValueRef<'_>)>) -> ort::Result<Vec<ArrayD<f32>>> {
+        let outputs = self.session.run(values)?;
+        (0..self.outputs.len()).map(|i| Ok(outputs[i].try_extract_array::<f32>()?.to_owned())).collect()
     }
 
     /// The model's custom metadata (`metadata_props`), e.g. how its input must be preprocessed.
@@ -229,12 +274,13 @@ impl Session {
     }
 }
 
-/// A single-input, single-output float32 model, ready to run.
+/// A single-input, single-output model (float32 or uint8 in, float32 out), ready to run.
 pub struct Model {
     session: Session,
     /// Declared input and output shapes; -1 marks a dynamic dimension.
     pub input_shape: Vec<i64>,
     pub output_shape: Vec<i64>,
+    pub input_element: Element,
     /// Where it runs: `cpu` or `cuda:N`.
     pub device: Device,
 }
@@ -247,7 +293,8 @@ impl Model {
             return Err(RuntimeError::Signature { path: session.path.clone(), inputs, outputs });
         }
         let (input_shape, output_shape) = (session.inputs[0].shape.clone(), session.outputs[0].shape.clone());
-        Ok(Model { input_shape, output_shape, device: session.device, session })
+        let input_element = session.inputs[0].element;
+        Ok(Model { input_shape, output_shape, input_element, device: session.device, session })
     }
 
     pub fn path(&self) -> &Path {
@@ -268,6 +315,17 @@ impl Model {
             e => e,
         })?;
         Ok(out.pop().expect("one output"))
+    }
+
+    /// Runs a uint8-input model on one batch.
+    pub fn run_u8(&mut self, input: ArrayViewD<'_, u8>) -> Result<ArrayD<f32>> {
+        if self.input_element != Element::U8 {
+            return Err(RuntimeError::Inputs {
+                path: self.session.path.clone(),
+                reason: "its input takes float32 values, not uint8".into(),
+            });
+        }
+        Ok(self.session.run_u8(input)?.pop().expect("one output"))
     }
 }
 
@@ -304,7 +362,7 @@ mod tests {
     fn session_with_named_inputs_and_several_outputs() {
         let mut s = Session::from_bytes("pair.onnx", &two_in_two_out(), &cpu()).unwrap();
         assert_eq!(s.inputs().iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["a", "b"]);
-        assert_eq!(s.outputs()[1], Port { name: "product".into(), shape: vec![-1, 2] });
+        assert_eq!(s.outputs()[1], Port { name: "product".into(), shape: vec![-1, 2], element: Element::F32 });
         assert_eq!(s.device, Device::Cpu);
         assert_eq!(s.metadata(), [("k".to_string(), "v".to_string())].into());
         let a = array![[1.0f32, 2.0], [3.0, 4.0]].into_dyn();
