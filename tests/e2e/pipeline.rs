@@ -563,3 +563,21 @@ fn outs_may_not_delete_the_pipelines_own_files_or_reach_outside_through_a_symlin
     assert_eq!(std::fs::read_to_string(outside.join("victim.txt")).unwrap(), "not the pipeline's");
     assert!(!dir.join("a2.txt").exists(), "nothing ran");
 }
+
+#[cfg(unix)]
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_not_in_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader); // like `pipeline dag | head -0`
+    let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipeline.yaml");
+    let o = Command::new(PIPELINE)
+        .args(["--file", yaml.to_str().unwrap(), "dag"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{:?}: {err}", o.status);
+}

@@ -82,11 +82,22 @@ pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
 /// The `main` of a stage binary: parses its flags (its `LogArgs` flattened in, as every
 /// stage's are), sets up logging and runs `stage` with them.
 pub fn main<A: Parser>(stage: impl FnOnce(&A) -> anyhow::Result<()>) -> ExitCode {
+    restore_sigpipe();
     let matches = A::command().get_matches();
     let parsed = |m: &clap::ArgMatches| A::from_arg_matches(m).and_then(|a| Ok((a, LogArgs::from_arg_matches(m)?)));
     let (args, log) = parsed(&matches).unwrap_or_else(|e| e.exit());
     log.init();
     run(|| stage(&args))
+}
+
+/// Output into a closed pipe (`predict ... | head`) ends the process quietly, as for any Unix
+/// tool, instead of Rust's default (SIGPIPE ignored), under which the next `println!` panics.
+pub fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: signal(2) with the default action, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Runs a stage: on error prints `error: <context>: <cause>: ...` and returns exit code 1.

@@ -13,7 +13,14 @@ use crate::lock::Lock;
 use crate::metrics;
 use crate::runlock::RunLock;
 use crate::runner::{self, RunOptions};
-use crate::spec::{ConfigError, Pipeline};
+use crate::spec::{ConfigError, Overrides, Pipeline};
+
+fn parse_setting(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("'{s}' is not NAME=VALUE"))
+}
 use crate::state::{self, Context};
 
 /// Run the stages of pipeline.yaml whose command, params, program, deps or outs changed.
@@ -23,6 +30,13 @@ pub struct Args {
     /// The pipeline file; commands run in its folder, the lock is written next to it.
     #[arg(short, long, default_value = "pipeline.yaml", global = true)]
     pub file: PathBuf,
+    /// Use the param set NAME from the file's `param_sets` (e.g. the full recipe) over its
+    /// `params`.
+    #[arg(long, value_name = "NAME", global = true)]
+    pub params: Option<String>,
+    /// Set one param, over the file and --params (repeatable): --set size=224.
+    #[arg(long, value_name = "NAME=VALUE", global = true, value_parser = parse_setting)]
+    pub set: Vec<(String, String)>,
     #[command(flatten)]
     pub log: sd_cli::LogArgs,
     #[command(subcommand)]
@@ -100,6 +114,7 @@ pub fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == crate::watchdog::ARG) {
         return crate::watchdog::main();
     }
+    sd_cli::restore_sigpipe();
     let args = Args::parse();
     args.log.init();
     sd_cli::handle_signals(crate::runner::stop_stages);
@@ -117,7 +132,8 @@ pub fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let p = Pipeline::load(&args.file)?;
+    let overrides = Overrides { set: args.params.clone(), values: args.set.clone() };
+    let p = Pipeline::load_with(&args.file, &overrides)?;
     let dag = Dag::build(&p)?;
     let open_cache = || HashCache::open(&p.dir);
     match &args.command {

@@ -3,6 +3,8 @@
 //! ```yaml
 //! params:                      # scalars, substituted into commands as ${name}
 //!   size: 150
+//! param_sets:                  # optional: named overrides, `pipeline --params big run`
+//!   big: {size: 224}
 //! stages:                      # ordered; the order breaks ties between independent stages
 //!   features:
 //!     desc: bottleneck features  # optional
@@ -111,18 +113,30 @@ impl Stage {
     }
 }
 
+/// Param values chosen on the command line, applied over the file's `params` before anything
+/// else: a named `param_sets` entry, then single `NAME=VALUE` settings, in that order.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub set: Option<String>,
+    pub values: Vec<(String, String)>,
+}
+
 impl Pipeline {
     pub fn load(file: &Path) -> Result<Pipeline, ConfigError> {
+        Pipeline::load_with(file, &Overrides::default())
+    }
+
+    pub fn load_with(file: &Path, overrides: &Overrides) -> Result<Pipeline, ConfigError> {
         let src = std::fs::read_to_string(file).map_err(|e| ConfigError {
             file: file.to_path_buf(),
             loc: None,
             msg: format!("cannot read the pipeline file: {e} (pick another with --file)"),
         })?;
-        Pipeline::parse(file, &src)
+        Parser { file, src: &src, overrides }.pipeline()
     }
 
     pub fn parse(file: &Path, src: &str) -> Result<Pipeline, ConfigError> {
-        Parser { file, src }.pipeline()
+        Parser { file, src, overrides: &Overrides::default() }.pipeline()
     }
 
     /// The lock file that goes with this pipeline: `pipeline.yaml` -> `pipeline.lock`.
@@ -153,6 +167,7 @@ impl Pipeline {
 struct Parser<'a> {
     file: &'a Path,
     src: &'a str,
+    overrides: &'a Overrides,
 }
 
 type Node<'a> = MarkedYaml<'a>;
@@ -178,6 +193,11 @@ impl<'a> Parser<'a> {
         ConfigError { file: self.file.to_path_buf(), loc: Some(loc), msg: msg.into() }
     }
 
+    /// A command-line choice the file cannot satisfy (no position in the file to point at).
+    fn usage(&self, msg: impl Into<String>) -> ConfigError {
+        ConfigError { file: self.file.to_path_buf(), loc: None, msg: msg.into() }
+    }
+
     fn at(&self, node: &Node, msg: impl Into<String>) -> ConfigError {
         self.err(Loc::of(&node.span.start), msg)
     }
@@ -201,14 +221,20 @@ impl<'a> Parser<'a> {
         };
 
         let mut params = BTreeMap::new();
-        let mut stages_node = None;
+        let (mut stages_node, mut sets_node) = (None, None);
         for (key, value) in self.mapping(root, "the pipeline")? {
             match self.scalar(key, "a key")?.as_str() {
                 "params" => params = self.params(value)?,
+                "param_sets" => sets_node = Some(value),
                 "stages" => stages_node = Some(value),
-                other => return Err(self.at(key, format!("unknown key `{other}` (expected `params` or `stages`)"))),
+                other => {
+                    return Err(
+                        self.at(key, format!("unknown key `{other}` (expected `params`, `param_sets` or `stages`)"))
+                    );
+                }
             }
         }
+        self.apply_overrides(&mut params, sets_node)?;
         let Some(stages_node) = stages_node.filter(|n| !is_null(n)) else {
             return Err(self.at(root, "no `stages:` section"));
         };
@@ -240,6 +266,55 @@ impl<'a> Parser<'a> {
             params.insert(name, Param { value, loc: Loc::of(&key.span.start) });
         }
         Ok(params)
+    }
+
+    /// Checks every set in `param_sets` (each names known params only) and applies the chosen
+    /// one, then the single settings.
+    fn apply_overrides(
+        &self,
+        params: &mut BTreeMap<String, Param>,
+        sets: Option<&Node<'a>>,
+    ) -> Result<(), ConfigError> {
+        let mut chosen = None;
+        let mut names = Vec::new();
+        for (key, value) in
+            sets.filter(|n| !is_null(n)).map(|n| self.mapping(n, "`param_sets`")).transpose()?.unwrap_or_default()
+        {
+            let name = self.scalar(key, "a param set name")?;
+            let mut set = Vec::new();
+            for (k, v) in self.mapping(value, &format!("param set `{name}`"))? {
+                let param = self.scalar(k, "a param name")?;
+                if !params.contains_key(&param) {
+                    return Err(self.at(k, format!("param set `{name}` sets unknown param `{param}`{}", known(params))));
+                }
+                let value = self.scalar(v, &format!("param `{param}` of set `{name}`"))?;
+                set.push((param, value, Loc::of(&k.span.start)));
+            }
+            if self.overrides.set.as_deref() == Some(name.as_str()) {
+                chosen = Some(set);
+            }
+            names.push(name);
+        }
+        if let Some(wanted) = &self.overrides.set {
+            let Some(set) = chosen else {
+                let defined = if names.is_empty() {
+                    "the file defines no `param_sets`".into()
+                } else {
+                    format!("defined: {}", names.join(", "))
+                };
+                return Err(self.usage(format!("--params {wanted}: no such param set ({defined})")));
+            };
+            for (name, value, loc) in set {
+                params.insert(name, Param { value, loc });
+            }
+        }
+        for (name, value) in &self.overrides.values {
+            let Some(p) = params.get_mut(name) else {
+                return Err(self.usage(format!("--set {name}=...: unknown param `{name}`{}", known(params))));
+            };
+            p.value = value.clone();
+        }
+        Ok(())
     }
 
     fn stage(&self, key: &Node<'a>, node: &Node<'a>, params: &BTreeMap<String, Param>) -> Result<Stage, ConfigError> {
@@ -481,6 +556,31 @@ mod tests {
 
     fn error(src: &str) -> String {
         parse(src).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn param_sets_and_settings_override_params_in_order() {
+        let src = "params: {size: 150, data: a}\nparam_sets:\n  big: {size: 224}\nstages:\n  s:\n    cmd: x ${size} ${data}\n    params: [size, data]\n";
+        let load = |set: Option<&str>, values: &[(&str, &str)]| {
+            let o = Overrides {
+                set: set.map(String::from),
+                values: values.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            };
+            Parser { file: Path::new("p.yaml"), src, overrides: &o }.pipeline()
+        };
+        assert_eq!(load(None, &[]).unwrap().stages[0].cmd, "x 150 a");
+        assert_eq!(load(Some("big"), &[]).unwrap().stages[0].cmd, "x 224 a");
+        assert_eq!(load(Some("big"), &[("size", "96"), ("data", "b")]).unwrap().stages[0].cmd, "x 96 b");
+        let e = load(Some("huge"), &[]).unwrap_err().to_string();
+        assert!(e.contains("--params huge") && e.contains("defined: big"), "{e}");
+        let e = load(None, &[("sise", "1")]).unwrap_err().to_string();
+        assert!(e.contains("unknown param `sise`") && e.contains("defined: data, size"), "{e}");
+        let bad = src.replace("{size: 224}", "{sise: 224}");
+        let e = Parser { file: Path::new("p.yaml"), src: &bad, overrides: &Overrides::default() }
+            .pipeline()
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("p.yaml:3:") && e.contains("unknown param `sise`"), "{e}");
     }
 
     #[test]
