@@ -226,7 +226,8 @@ fn interrupted_run_leaves_no_scratch_and_the_next_run_sweeps_a_killed_ones() {
     assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) }, 0);
     let status = child.wait().unwrap();
     assert_eq!(status.signal(), Some(libc::SIGINT), "dies of the signal, as without a handler: {status:?}");
-    assert_eq!(hidden(d), Vec::<String>::new(), "scratch left behind");
+    let scratch: Vec<String> = hidden(d).into_iter().filter(|n| n != ".out.checkpoint").collect();
+    assert_eq!(scratch, Vec::<String>::new(), "scratch left behind (a checkpoint may stay, to resume)");
     assert!(!d.join("out").exists());
 
     // A SIGKILL cannot be caught: what it leaves (owner pid no longer running) goes on the next run.
@@ -240,4 +241,67 @@ fn interrupted_run_leaves_no_scratch_and_the_next_run_sweeps_a_killed_ones() {
     ok(run("finetune", &swap(finetune_args("out", &["--cache-rounds", "1"]), "--epochs", "1"), d));
     assert_eq!(hidden(d), vec![".other.work-999999999-aBc".to_string()], "only another output's scratch stays");
     assert!(d.join("out/metrics.json").is_file());
+}
+
+/// Killed after a few epochs and resumed, a run ends with the bytes of one never interrupted.
+#[cfg(unix)]
+#[test]
+fn a_killed_run_resumes_to_the_same_weights() {
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_recipe(d);
+    let args = |out| swap(finetune_args(out, &["--seed", "3", "--keep-best", "--resume"]), "--epochs", "40");
+    ok(run("finetune", &args("whole"), d));
+    let mut child = cmd("finetune", d).args(args("out")).spawn().unwrap();
+    let state = d.join(".out.checkpoint/state.json");
+    let saved = wait_for(Duration::from_secs(120), || {
+        let text = std::fs::read_to_string(&state).ok()?;
+        let done = serde_json::from_str::<serde_json::Value>(&text).ok()?["state"]["epochs_done"].as_u64()?;
+        (done >= 2).then_some(done)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let saved = saved.expect("a checkpoint after two epochs");
+    assert!(saved < 40 && !d.join("out").exists(), "killed before it finished (after epoch {saved})");
+
+    let verbose: Vec<&str> = args("out").into_iter().map(|a| if a == "-q" { "-v" } else { a }).collect();
+    let resumed = run("finetune", &verbose, d);
+    let log = stderr(&resumed);
+    ok(resumed);
+    assert!(log.contains("resuming after epoch"), "{log}");
+    for f in WEIGHTS.iter().chain(&["head/head.onnx", "classifier.onnx", "history.csv"]) {
+        let (a, b) = (std::fs::read(d.join("whole").join(f)).unwrap(), std::fs::read(d.join("out").join(f)).unwrap());
+        if f.ends_with(".csv") {
+            // Timings differ; every other column is the same.
+            let no_time = |t: &[u8]| {
+                String::from_utf8_lossy(t)
+                    .lines()
+                    .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(no_time(&a), no_time(&b), "{f}");
+        } else {
+            assert!(a == b, "{f} differs after resuming from epoch {saved}");
+        }
+    }
+    assert!(!d.join(".out.checkpoint").exists(), "a finished run removes its checkpoint");
+}
+
+#[test]
+fn a_diverging_run_stops_with_a_clear_error_and_exports_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_recipe(d);
+    // A head whose output layer overflows: the first loss is not a number (what a far too high
+    // learning rate leads to, made certain).
+    let kernel = d.join("head/dense2_kernel.npy");
+    let huge = read_f32(&kernel).mapv(|_| f32::MAX);
+    sd_data::npy::write(&kernel, &huge).unwrap();
+    let o = run("finetune", &finetune_args("out", &[]), d);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("training diverged") && err.contains("epoch 1, step 1"), "{err}");
+    assert!(err.contains("lower the learning rate"), "{err}");
+    assert!(!d.join("out").exists());
 }

@@ -76,6 +76,31 @@ impl InputArgs {
     }
 }
 
+/// Continuing an interrupted training run.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct ResumeArgs {
+    /// Continue from the checkpoint that a killed or failed run with the same options and inputs
+    /// left beside the output (`.OUT.checkpoint`); the result is the same as an uninterrupted
+    /// run's. Without it, training starts afresh.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl ResumeArgs {
+    /// Checkpoints of the run writing `out`, for this configuration and these inputs, saved after
+    /// an epoch once `every` has passed since the last save.
+    pub fn resumable(
+        &self,
+        out: &std::path::Path,
+        config: &impl serde::Serialize,
+        inputs: &[&std::path::Path],
+        every: std::time::Duration,
+    ) -> sd_train::checkpoint::Resumable {
+        let fingerprint = sd_train::checkpoint::fingerprint(config, inputs);
+        sd_train::checkpoint::Resumable::new(out, fingerprint, self.resume, every)
+    }
+}
+
 /// What the trainers minimise, beyond the plain cross-entropy.
 #[derive(Debug, Clone, Copy, Default, Args)]
 pub struct LossArgs {

@@ -26,6 +26,24 @@ pub struct Block5Weights {
     pub convs: [Conv; 3],
 }
 
+/// Kernel then bias of each convolution.
+impl sd_train::checkpoint::Parameters for Block5Weights {
+    fn tensors(&self) -> Vec<&[f32]> {
+        let standard = "standard layout";
+        self.convs
+            .iter()
+            .flat_map(|c| [c.kernel.as_slice().expect(standard), c.bias.as_slice().expect(standard)])
+            .collect()
+    }
+    fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
+        let standard = "standard layout";
+        self.convs
+            .iter_mut()
+            .flat_map(|c| [c.kernel.as_slice_mut().expect(standard), c.bias.as_slice_mut().expect(standard)])
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
     #[error(transparent)]

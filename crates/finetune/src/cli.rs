@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sd_augment::cli::TransformArgs;
-use sd_cli::args::{InputArgs, LossArgs, Optim, OptimArgs, count};
+use sd_cli::args::{InputArgs, LossArgs, Optim, OptimArgs, ResumeArgs, count};
 use sd_data::scratch::ScratchDir;
 use sd_data::{Dataset, ModelInput, Sample};
 use sd_runtime::{Model, SessionConfig};
@@ -88,6 +88,8 @@ pub struct Args {
     pub seed: u64,
     #[command(flatten)]
     pub session: SessionConfig,
+    #[command(flatten)]
+    pub resume: ResumeArgs,
     #[command(flatten)]
     pub log: sd_cli::LogArgs,
 }
@@ -199,36 +201,46 @@ pub fn run(args: &Args) -> Result<()> {
     let bar = sd_cli::progress_bar((steps * config.epochs) as u64, "epoch 1", interactive);
     bar.set_position(0);
     let as_samples = |d: &Dataset| -> Arc<[Sample]> { d.samples.clone().into() };
-    let finetuned =
-        finetune(&config, &mut frozen, trainer, as_samples(&train), as_samples(&validation), work.path(), &mut |p| {
-            match p {
-                Progress::Caching { what, images } => {
-                    cache_bar.set_message(what);
-                    cache_bar.inc(images as u64);
-                }
-                Progress::Step { epoch, .. } => {
-                    if !cache_bar.is_finished() {
-                        cache_bar.finish_and_clear();
-                    }
-                    bar.set_message(format!("epoch {}/{}", epoch + 1, config.epochs));
-                    bar.inc(1);
-                }
-                Progress::Initial(v) => {
-                    cache_bar.finish_and_clear();
-                    tracing::info!("Before fine-tuning - val_loss: {:.4} - val_acc: {:.4}", v.val_loss, v.val_acc);
-                }
-                Progress::Epoch(h) => {
-                    bar.suspend(|| tracing::info!("{}", sd_train::report::epoch_line(h, config.epochs)));
-                    bar.set_message(format!("val_acc {:.4}", h.val_acc));
-                }
+    let inputs = [&args.model, &args.head, &args.train, &args.validation].map(PathBuf::as_path);
+    let mut resumable = args.resume.resumable(&args.out, &config, &inputs, std::time::Duration::ZERO);
+    let (train_samples, val_samples) = (as_samples(&train), as_samples(&validation));
+    let finetuned = finetune(
+        &config,
+        &mut frozen,
+        trainer,
+        train_samples,
+        val_samples,
+        work.path(),
+        Some(&mut resumable),
+        &mut |p| match p {
+            Progress::Caching { what, images } => {
+                cache_bar.set_message(what);
+                cache_bar.inc(images as u64);
             }
-        })?;
+            Progress::Step { epoch, .. } => {
+                if !cache_bar.is_finished() {
+                    cache_bar.finish_and_clear();
+                }
+                bar.set_message(format!("epoch {}/{}", epoch + 1, config.epochs));
+                bar.inc(1);
+            }
+            Progress::Initial(v) => {
+                cache_bar.finish_and_clear();
+                tracing::info!("Before fine-tuning - val_loss: {:.4} - val_acc: {:.4}", v.val_loss, v.val_acc);
+            }
+            Progress::Epoch(h) => {
+                bar.suspend(|| tracing::info!("{}", sd_train::report::epoch_line(h, config.epochs)));
+                bar.set_message(format!("val_acc {:.4}", h.val_acc));
+            }
+        },
+    )?;
     bar.finish_and_clear();
 
     let source = |d: &Dataset| Source { dir: d.root.display().to_string(), samples: d.len() };
     let metrics =
         Metrics::of(&finetuned, &config, [source(&train), source(&validation)], &args.model, &args.head, &classes);
     report::write(&args.out, &finetuned, &metrics, &model_dir.frozen_base, &shape)?;
+    resumable.finish()?;
     for line in sd_train::report::evaluation_lines(&metrics.evaluation) {
         tracing::info!("{line}");
     }

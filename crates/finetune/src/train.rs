@@ -29,7 +29,8 @@ use sd_data::{ModelInput, Sample};
 use sd_head::Head;
 use sd_head::model::HeadGrad;
 use sd_head::optim::HeadOptimizer;
-use sd_train::history::Fit;
+use sd_train::checkpoint::{Diverged, Resumable, Snapshot, Tensors};
+use sd_train::history::{Fit, HistoryState};
 use sd_train::metrics::Tally;
 use sd_train::{
     ClassWeight, EpochStats, History, Loss, Objective, Optimizer, OptimizerState, Regularization, Schedule,
@@ -142,6 +143,18 @@ pub struct Finetuned {
     pub device: String,
 }
 
+/// What a checkpoint holds besides the tensors (block 5, head, their optimisers, the best epoch).
+#[derive(Serialize, Deserialize)]
+struct State {
+    epochs_done: usize,
+    lr: f64,
+    dropout_rng: ChaCha8Rng,
+    history: HistoryState,
+    /// The last epoch's validation, and the best one's with keep-best.
+    last_validation: Tally,
+    best_validation: Option<Tally>,
+}
+
 /// One batch's gradients, with its mean loss and logits.
 pub struct Gradients {
     pub block5: Block5Weights,
@@ -189,6 +202,22 @@ impl Trainer {
         self.objective.loss
     }
 
+    /// Everything the trainer's next steps depend on, for a checkpoint.
+    fn snapshot(&self) -> Snapshot<'_> {
+        let s = Snapshot::new().with("block5", &self.weights).with("head", &self.head);
+        s.with("block5_optimizer", &self.block5_opt).with("head_optimizer", &self.head_opt)
+    }
+
+    /// Continues from a checkpoint's tensors and dropout stream.
+    fn restore(&mut self, tensors: &Tensors, dropout_rng: ChaCha8Rng) -> Result<()> {
+        tensors.fill("block5", &mut self.weights)?;
+        tensors.fill("head", &mut self.head)?;
+        tensors.fill("block5_optimizer", &mut self.block5_opt)?;
+        tensors.fill("head_optimizer", &mut self.head_opt)?;
+        self.dropout_rng = dropout_rng;
+        Ok(())
+    }
+
     /// Loss gradients of block 5 and the head on a batch of `block4_pool` maps (`dropout`:
     /// training mode, masks drawn from the trainer's stream). Also returns the batch's mean loss
     /// and logits, as Keras reports them during training.
@@ -212,13 +241,17 @@ impl Trainer {
         })
     }
 
-    /// One training step (with dropout), tallied into `tally`.
-    pub fn step(&mut self, x: Array4<f32>, labels: &[u32], lr: f64, tally: &mut Tally) -> Result<()> {
+    /// One training step (with dropout), tallied into `tally`; returns the batch's mean loss
+    /// (not a number: nothing was updated).
+    pub fn step(&mut self, x: Array4<f32>, labels: &[u32], lr: f64, tally: &mut Tally) -> Result<f64> {
         let g = self.gradients(x, labels, true)?;
+        if !g.loss.is_finite() {
+            return Ok(g.loss);
+        }
         self.head_opt.step(&mut self.head, &g.head, lr);
         self.block5_opt.step(self.weights.params(&g.block5), lr);
         tally.add_batch(g.loss, &g.logits, labels);
-        Ok(())
+        Ok(g.loss)
     }
 
     /// Logits `[n, outputs]` (row-major) of a batch of `block4_pool` maps (inference: no
@@ -245,7 +278,10 @@ fn labels_of(samples: &[Sample]) -> Vec<u32> {
 }
 
 /// Fine-tunes `trainer` (block 5 + head) on `train`, validating on `validation` after every
-/// epoch. Temporary feature files go to `work_dir`.
+/// epoch. Temporary feature files go to `work_dir`. With `resumable`, a checkpoint is saved
+/// after each epoch and a run continues from one when asked, ending with the same weights as
+/// an uninterrupted run.
+#[allow(clippy::too_many_arguments)]
 pub fn finetune(
     config: &FinetuneConfig,
     frozen: &mut Frozen,
@@ -253,6 +289,7 @@ pub fn finetune(
     train: Arc<[Sample]>,
     validation: Arc<[Sample]>,
     work_dir: &Path,
+    mut resumable: Option<&mut Resumable>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Finetuned> {
     config.validate()?;
@@ -300,12 +337,32 @@ pub fn finetune(
     let mut history = History::new(config.epochs, config.keep_best);
     let mut lr = config.learning_rate;
     let mut last_validation = before;
-    for epoch in 0..config.epochs {
+    let mut first_epoch = 0;
+    if let Some((saved, tensors)) = resumable.as_deref().map(|r| r.load::<State>()).transpose()?.flatten() {
+        trainer.restore(&tensors, saved.dropout_rng)?;
+        let best = match saved.best_validation.filter(|_| config.keep_best) {
+            Some(val) => {
+                let (mut block5, mut head) = (trainer.weights.clone(), trainer.head.clone());
+                tensors.fill("best_block5", &mut block5)?;
+                tensors.fill("best_head", &mut head)?;
+                Some((block5, head, val))
+            }
+            None => None,
+        };
+        history = History::resume(saved.history, config.epochs, config.keep_best, best);
+        (first_epoch, lr, last_validation) = (saved.epochs_done, saved.lr, saved.last_validation);
+        tracing::info!("resuming after epoch {first_epoch} of {}", config.epochs);
+    }
+    for epoch in first_epoch..config.epochs {
         let epoch_start = Instant::now();
         let mut tally = Tally::new(trainer.loss());
         let mut run_step = |step: usize, x: Array4<f32>, labels: &[u32]| -> Result<()> {
             lr = config.schedule.lr(config.learning_rate, epoch * steps + step, total_steps, epoch);
-            trainer.step(x, labels, lr, &mut tally)?;
+            let loss = trainer.step(x, labels, lr, &mut tally)?;
+            if !loss.is_finite() {
+                let checkpoint = resumable.as_deref().map(Resumable::checkpoint);
+                return Err(Diverged::new(loss, epoch, step, checkpoint).into());
+            }
             progress(Progress::Step { epoch, step: step + 1, steps });
             Ok(())
         };
@@ -326,6 +383,22 @@ pub fn finetune(
         let stats = EpochStats::new(epoch, &tally, &val, lr, epoch_start.elapsed().as_secs_f64());
         history.record(stats, || (trainer.weights.clone(), trainer.head.clone(), val.clone()));
         last_validation = val;
+        if let Some(r) = resumable.as_deref_mut() {
+            let best = history.best_weights();
+            let saved = State {
+                epochs_done: epoch + 1,
+                lr,
+                dropout_rng: trainer.dropout_rng.clone(),
+                history: history.state(),
+                last_validation: last_validation.clone(),
+                best_validation: best.map(|(_, _, val)| val.clone()),
+            };
+            let mut snapshot = trainer.snapshot();
+            if let Some((block5, head, _)) = best {
+                snapshot = snapshot.with("best_block5", block5).with("best_head", head);
+            }
+            r.save(&saved, &snapshot)?;
+        }
         progress(Progress::Epoch(&stats));
     }
     let device = trainer.block5.device().to_string();

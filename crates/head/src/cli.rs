@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use sd_cli::args::{LossArgs, Optim, OptimArgs, count, non_negative, rate};
+use sd_cli::args::{LossArgs, Optim, OptimArgs, ResumeArgs, count, non_negative, rate};
 use sd_train::Optimizer;
 use sd_train::report::Source;
 
@@ -77,6 +77,8 @@ pub struct Args {
     #[arg(long)]
     pub seed: Option<u64>,
     #[command(flatten)]
+    pub resume: ResumeArgs,
+    #[command(flatten)]
     pub log: sd_cli::LogArgs,
 }
 
@@ -134,8 +136,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "training the head"
     );
 
+    // An epoch of the head takes a second or so: a checkpoint every half minute is plenty.
+    let inputs: Vec<&std::path::Path> = args.train.iter().chain([&args.validation]).map(|p| p.as_path()).collect();
+    let mut resumable = args.resume.resumable(&args.out, &config, &inputs, std::time::Duration::from_secs(30));
     let bar = sd_cli::progress_bar(config.epochs as u64, "epochs", args.log.interactive());
-    let trained = train::train(&config, &train_split, &val_split, |h| {
+    let trained = train::train_resumable(&config, &train_split, &val_split, Some(&mut resumable), |h| {
         bar.suspend(|| tracing::info!("{}", sd_train::report::epoch_line(h, config.epochs)));
         bar.set_message(format!("val_acc {:.4}", h.val_acc));
         bar.inc(1);
@@ -157,6 +162,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let metrics = Metrics::of(&trained, &config, train_source, val_source, evaluation);
     report::write(staging.path(), &metrics, &trained)?;
     staging.commit()?;
+    resumable.finish()?;
 
     sd_cli::summary(
         &args.log,

@@ -239,6 +239,24 @@ impl<T: Real> Head<T> {
     }
 }
 
+/// Kernel then bias of every layer, in order.
+impl sd_train::checkpoint::Parameters for Head<f32> {
+    fn tensors(&self) -> Vec<&[f32]> {
+        self.layers
+            .iter()
+            .flat_map(|l| [l.kernel.as_slice().expect("standard layout"), l.bias.as_slice().expect("standard layout")])
+            .collect()
+    }
+    fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
+        self.layers
+            .iter_mut()
+            .flat_map(|l| {
+                [l.kernel.as_slice_mut().expect("standard layout"), l.bias.as_slice_mut().expect("standard layout")]
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Every backward pass against central finite differences, in f64.

@@ -2,6 +2,7 @@
 //! bias), plus the fused update of the large first layer.
 
 use ndarray::{Array, ArrayView2, Dimension};
+use sd_train::checkpoint::Parameters;
 use sd_train::optim::{Optimizer, OptimizerState, Param, Regularization, update};
 use sd_train::real::{Real, axpy, with_simd};
 
@@ -10,6 +11,15 @@ use crate::model::{Dense, DenseGrad, Head, HeadGrad};
 /// An optimiser's state for a head, tensor `2i` the kernel and `2i + 1` the bias of layer `i`.
 pub struct HeadOptimizer<T> {
     state: OptimizerState<T>,
+}
+
+impl Parameters for HeadOptimizer<f32> {
+    fn tensors(&self) -> Vec<&[f32]> {
+        self.state.tensors()
+    }
+    fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
+        self.state.tensors_mut()
+    }
 }
 
 impl<T: Real> HeadOptimizer<T> {

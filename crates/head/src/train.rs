@@ -13,7 +13,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Distribution;
-use sd_train::history::Fit;
+use sd_train::checkpoint::{Diverged, Resumable, Snapshot};
+use sd_train::history::{Fit, HistoryState};
 use sd_train::metrics::Tally;
 use sd_train::real::with_simd;
 use sd_train::{ClassWeight, EpochStats, History, Loss, Objective, Optimizer, Regularization, Schedule};
@@ -137,6 +138,30 @@ impl TrainConfig {
     }
 }
 
+/// Why training stopped without a head.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] sd_data::layout::LayoutError),
+    #[error(transparent)]
+    Diverged(#[from] Diverged),
+}
+
+/// What a checkpoint holds besides the tensors (head, optimiser, average, best epoch).
+#[derive(Serialize, Deserialize)]
+struct State {
+    epochs_done: usize,
+    step: usize,
+    lr: f64,
+    /// The shuffled order, shuffled again every epoch.
+    order: Vec<usize>,
+    /// Shuffle, dropout, flip and mixup streams.
+    rngs: [ChaCha8Rng; 4],
+    history: HistoryState,
+}
+
 /// A finished run: the exported head (the last epoch's, or the best one's with keep-best).
 pub type Trained = Fit<Head<f32>>;
 
@@ -184,8 +209,20 @@ pub fn train(
     config: &TrainConfig,
     train: &Split,
     validation: &Split,
+    on_epoch: impl FnMut(&EpochStats),
+) -> Result<Trained, TrainError> {
+    train_resumable(config, train, validation, None, on_epoch)
+}
+
+/// [`train`], saving checkpoints through `resumable` and continuing from one when it says so:
+/// the result is the same bytes as a run that was never interrupted.
+pub fn train_resumable(
+    config: &TrainConfig,
+    train: &Split,
+    validation: &Split,
+    mut resumable: Option<&mut Resumable>,
     mut on_epoch: impl FnMut(&EpochStats),
-) -> Result<Trained, ConfigError> {
+) -> Result<Trained, TrainError> {
     config.validate()?;
     let stream = |s: u64| {
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -203,7 +240,8 @@ pub fn train(
         return Err(ConfigError(format!(
             "flipping needs feature maps [H, W, C], the features are {:?}",
             train.feature_shape
-        )));
+        ))
+        .into());
     }
 
     let loss_fn = Loss::for_classes(train.classes.len());
@@ -221,11 +259,27 @@ pub fn train(
     let mut ema = (config.ema > 0.0).then(|| head.clone());
     let mut step = 0;
     let mut lr = config.learning_rate;
-    for epoch in 0..config.epochs {
+    let mut first_epoch = 0;
+    if let Some((saved, tensors)) = resumable.as_deref().map(|r| r.load::<State>()).transpose()?.flatten() {
+        tensors.fill("head", &mut head)?;
+        tensors.fill("optimizer", &mut opt)?;
+        if let Some(avg) = &mut ema {
+            tensors.fill("ema", avg)?;
+        }
+        let best = match config.keep_best && !saved.history.epochs.is_empty() {
+            true => Some(head.clone()).map(|mut b| tensors.fill("best", &mut b).map(|_| b)).transpose()?,
+            false => None,
+        };
+        history = History::resume(saved.history, config.epochs, config.keep_best, best);
+        [shuffle_rng, dropout_rng, flip_rng, mixup_rng] = saved.rngs;
+        (first_epoch, step, lr, order) = (saved.epochs_done, saved.step, saved.lr, saved.order);
+        tracing::info!("resuming after epoch {first_epoch} of {}", config.epochs);
+    }
+    for epoch in first_epoch..config.epochs {
         let epoch_start = Instant::now();
         order.shuffle(&mut shuffle_rng);
         let mut tally = Tally::new(loss_fn);
-        for batch in order.chunks(config.batch_size) {
+        for (batch_index, batch) in order.chunks(config.batch_size).enumerate() {
             let mut x = train.features.select(Axis(0), batch);
             if let Some(&[_, w, c]) = flip_shape {
                 for mut row in x.rows_mut() {
@@ -261,6 +315,10 @@ pub fn train(
             }
             let (z, trace) = head.forward_train(x.view(), Some(&mut dropout_rng));
             let (loss, dz) = loss_fn.forward(z.as_slice().expect("fresh array"), &targets, weights.as_deref());
+            if !loss.is_finite() {
+                let checkpoint = resumable.as_deref().map(Resumable::checkpoint);
+                return Err(Diverged::new(loss as f64, epoch, batch_index, checkpoint).into());
+            }
             tally.add_batch(loss as f64, z.as_slice().expect("fresh array"), &labels);
             let dz = Array2::from_shape_vec(z.dim(), dz).expect("one gradient per logit");
             let (upper, dy) = head.backward_upper(&trace, dz);
@@ -279,6 +337,19 @@ pub fn train(
         let val = evaluate(current, validation.features.view(), &validation.labels, loss_fn);
         let stats = EpochStats::new(epoch, &tally, &val, lr, epoch_start.elapsed().as_secs_f64());
         history.record(stats, || current.clone());
+        if let Some(r) = resumable.as_deref_mut() {
+            let rngs = [&shuffle_rng, &dropout_rng, &flip_rng, &mixup_rng].map(Clone::clone);
+            let saved =
+                State { epochs_done: epoch + 1, step, lr, order: order.clone(), rngs, history: history.state() };
+            let mut snapshot = Snapshot::new().with("head", &head).with("optimizer", &opt);
+            if let Some(avg) = &ema {
+                snapshot = snapshot.with("ema", avg);
+            }
+            if let Some(best) = history.best_weights() {
+                snapshot = snapshot.with("best", best);
+            }
+            r.save(&saved, &snapshot)?;
+        }
         on_epoch(&stats);
     }
     Ok(history.finish(|| ema.unwrap_or(head), start.elapsed().as_secs_f64()))
@@ -343,6 +414,50 @@ mod tests {
         assert_eq!(a.weights, b.weights);
         let c = train(&TrainConfig { seed: 6, ..cfg }, &tr, &va, |_| {}).unwrap();
         assert_ne!(a.weights, c.weights);
+    }
+
+    /// A run that crashes after epoch `crash` and is resumed ends with the bytes of one that
+    /// never stopped (every random stream in use: dropout, input dropout, mixup, EMA, keep-best).
+    #[test]
+    fn a_resumed_run_equals_an_uninterrupted_one() {
+        let (tr, va) = (blobs(40, 12, 1), blobs(10, 12, 2));
+        let cfg = TrainConfig { input_dropout: 0.2, mixup: 0.4, ema: 0.9, keep_best: true, ..small(Preset::Keras) };
+        let whole = train(&cfg, &tr, &va, |_| {}).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("head");
+        let fingerprint = sd_train::checkpoint::fingerprint(&cfg, &[]);
+        let resumable = |resume| Resumable::new(&out, fingerprint.clone(), resume, std::time::Duration::ZERO);
+        for crash in [1, 7] {
+            let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let mut r = resumable(false);
+                train_resumable(&cfg, &tr, &va, Some(&mut r), |e| assert!(e.epoch < crash, "killed"))
+            }));
+            assert!(crashed.is_err());
+            let mut epochs = Vec::new();
+            let resumed =
+                train_resumable(&cfg, &tr, &va, Some(&mut resumable(true)), |e| epochs.push(e.epoch)).unwrap();
+            assert_eq!(epochs, ((crash + 1)..=cfg.epochs).collect::<Vec<_>>(), "continued after epoch {crash}");
+            assert_eq!(resumed.weights, whole.weights, "crash after epoch {crash}");
+            assert_eq!((resumed.best, resumed.exported), (whole.best, whole.exported));
+            let no_time = |h: &[EpochStats]| h.iter().map(|e| EpochStats { seconds: 0.0, ..*e }).collect::<Vec<_>>();
+            assert_eq!(no_time(&resumed.history), no_time(&whole.history));
+        }
+        let fresh = train_resumable(&cfg, &tr, &va, Some(&mut resumable(false)), |_| {}).unwrap();
+        assert_eq!(fresh.weights, whole.weights, "without resume a checkpoint is ignored");
+    }
+
+    #[test]
+    fn a_loss_that_is_not_a_number_stops_training() {
+        let (mut tr, va) = (blobs(40, 12, 1), blobs(10, 12, 2));
+        // Features so large that the logits overflow (NaN itself would vanish in the ReLU).
+        tr.features.row_mut(7).fill(f32::MAX);
+        let Err(err) = train(&small(Preset::Keras), &tr, &va, |_| {}) else { panic!("trained on NaN") };
+        assert!(matches!(err, TrainError::Diverged(_)), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("diverged") && message.contains("epoch 1") && message.contains("learning rate"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -73,6 +73,23 @@ impl<W> History<W> {
         &self.epochs
     }
 
+    /// What a checkpoint saves besides the kept best weights (see [`History::best_weights`]).
+    pub fn state(&self) -> HistoryState {
+        HistoryState { epochs: self.epochs.clone(), best: self.best }
+    }
+
+    /// The best epoch's weights, when keep-best is on and an epoch has been recorded.
+    pub fn best_weights(&self) -> Option<&W> {
+        self.best_weights.as_ref()
+    }
+
+    /// A history continued from a checkpoint.
+    pub fn resume(state: HistoryState, capacity: usize, keep_best: bool, best_weights: Option<W>) -> Self {
+        let HistoryState { mut epochs, best } = state;
+        epochs.reserve(capacity.saturating_sub(epochs.len()));
+        Self { epochs, best, keep_best, best_weights: best_weights.filter(|_| keep_best) }
+    }
+
     /// The finished run: the kept best epoch's weights, or `last` (the trainer's final weights).
     pub fn finish(self, last: impl FnOnce() -> W, seconds: f64) -> Fit<W> {
         let (weights, exported) = match self.best_weights {
@@ -81,6 +98,13 @@ impl<W> History<W> {
         };
         Fit { weights, history: self.epochs, best: self.best, exported, seconds }
     }
+}
+
+/// The serialisable part of a [`History`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryState {
+    pub epochs: Vec<EpochStats>,
+    pub best: usize,
 }
 
 /// A finished training run.

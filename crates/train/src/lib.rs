@@ -12,6 +12,7 @@
 //! * [`report`]: `history.csv`, `curves.svg`, Keras-style epoch lines, and the epoch summary of
 //!   `metrics.json`.
 
+pub mod checkpoint;
 pub mod history;
 pub mod loss;
 pub mod metrics;

@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::loss::{Loss, argmax, cross_entropy_of_probabilities};
 
 /// Counts of (true class, predicted class): rows are the true class, columns the prediction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Confusion(Vec<Vec<usize>>);
 
@@ -90,8 +90,9 @@ pub fn top_k_for(classes: usize) -> usize {
     5.min(classes.saturating_sub(1)).max(1)
 }
 
-/// Loss, confusion matrix and top-k hits, accumulated batch by batch.
-#[derive(Debug, Clone)]
+/// Loss, confusion matrix and top-k hits, accumulated batch by batch (serialisable, for
+/// checkpoints).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tally {
     loss: Loss,
     loss_sum: f64,

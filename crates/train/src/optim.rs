@@ -103,6 +103,16 @@ impl<T: Real> OptimizerState<T> {
     }
 }
 
+/// The velocity or momentum slots, one per tensor.
+impl crate::checkpoint::Parameters for OptimizerState<f32> {
+    fn tensors(&self) -> Vec<&[f32]> {
+        self.slots.iter().map(Vec::as_slice).collect()
+    }
+    fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
+        self.slots.iter_mut().map(Vec::as_mut_slice).collect()
+    }
+}
+
 /// One optimiser update of one tensor, elementwise (so any evaluation order gives the same bits).
 #[inline(always)]
 pub fn update<T: Real>(
