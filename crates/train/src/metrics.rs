@@ -5,17 +5,17 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::loss::{Loss, argmax, cross_entropy_of_probabilities};
 
 /// Counts of (true class, predicted class): rows are the true class, columns the prediction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Confusion(Vec<Vec<usize>>);
 
 /// One class's scores.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClassReport {
     /// Samples of this class (the support).
     pub samples: usize,
@@ -187,7 +187,7 @@ impl Tally {
 }
 
 /// Top-k accuracy: the true class among the k highest scores.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TopK {
     pub k: usize,
     pub accuracy: f64,
@@ -195,7 +195,7 @@ pub struct TopK {
 
 /// A classifier's scores on a labelled set (`metrics.json` of `predict`, and the trainers'
 /// final validation).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub samples: usize,
     pub correct: usize,
