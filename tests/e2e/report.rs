@@ -17,6 +17,9 @@ const PIPELINE: &str = env!("CARGO_BIN_EXE_pipeline");
 /// predictions.csv); it sorts first, so it is also the image the page augments.
 const HOSTILE: &str = "<img src=x onerror=alert(1)> \"cat\", & co.jpg";
 
+/// A class name with markup: class names are user data too.
+const DOGS: &str = "dogs <&> \"x\"";
+
 /// The reduced run: small enough for seconds per stage on two cores.
 const SETTINGS: [&str; 8] = [
     "data=data",
@@ -39,7 +42,7 @@ fn project() -> tempfile::TempDir {
             let from = root().join("data/sample").join(split).join(class);
             let mut files: Vec<PathBuf> = std::fs::read_dir(&from).unwrap().map(|e| e.unwrap().path()).collect();
             files.sort();
-            let to = dir.path().join("data").join(split).join(class);
+            let to = dir.path().join("data").join(split).join(if class == "dogs" { DOGS } else { class });
             std::fs::create_dir_all(&to).unwrap();
             for (i, f) in files.iter().take(per_class).enumerate() {
                 let name = match (split, class, i) {
@@ -90,6 +93,10 @@ fn the_default_pipeline_writes_a_report_that_a_browser_shows() {
     // User data is escaped everywhere: no markup of theirs gets into the page.
     assert!(!html.contains("<img src=x"), "an unescaped file name");
     assert!(html.contains("&lt;img src=x onerror=alert(1)&gt; &quot;cat&quot;, &amp; co.jpg"));
+    let confusion = std::fs::read_to_string(report.join("confusion.svg")).unwrap();
+    for page in [&html, &confusion] {
+        assert!(page.contains("dogs &lt;&amp;&gt; &quot;x&quot;") && !page.contains("dogs <&>"), "class name escaped");
+    }
     assert!(!html.contains("<script"), "no script");
     for section in ["data", "stages", "training", "evaluation", "mistakes", "metrics"] {
         assert!(html.contains(&format!(r#"<section id="{section}">"#)), "{section}");
@@ -97,6 +104,7 @@ fn the_default_pipeline_writes_a_report_that_a_browser_shows() {
     for stage in ["prepare-model", "features-train", "train-head", "finetune", "predict"] {
         assert!(html.contains(&format!("<summary>{stage}</summary>")), "{stage} in the stages table");
     }
+    assert!(!html.contains("<summary>report</summary>"), "the running stage is not listed");
     // Every stage's time is in the lock; the total is on the page.
     let lock = json(&dir.join("pipeline.lock"));
     let seconds: f64 = ["prepare-model", "features-train", "features-validation", "augment-train"]
@@ -114,6 +122,15 @@ fn the_default_pipeline_writes_a_report_that_a_browser_shows() {
     }
     let mistakes = mistakes_in(&dir.join("artifacts/predict/predictions.csv"));
     assert_eq!(thumbs, 2 * 6 + 7 + mistakes.min(24), "train thumbnails, original + 6 augmented, mistakes");
+    // The page's augmented copies are augment-train's: round 0 of the first training image (up
+    // to JPEG's losses).
+    let stem = HOSTILE.strip_suffix(".jpg").unwrap();
+    let want = image::open(dir.join(format!("artifacts/augmented/cats/{stem}_r0.png"))).unwrap().to_rgb8();
+    let got = image::open(report.join("thumbs/augment-0.jpg")).unwrap().to_rgb8();
+    assert_eq!(want.dimensions(), got.dimensions());
+    let diff = want.as_raw().iter().zip(got.as_raw()).map(|(a, b)| a.abs_diff(*b) as f64).sum::<f64>()
+        / want.as_raw().len() as f64;
+    assert!(diff < 6.0, "mean |difference| {diff} from augment-train's round 0");
     // Standalone SVGs and the histories as CSV (for dvc plots).
     for f in ["confusion.svg", "curves-train-head.svg", "curves-finetune.svg"] {
         assert!(std::fs::read_to_string(report.join(f)).unwrap().starts_with("<svg"), "{f}");
@@ -134,9 +151,7 @@ fn the_default_pipeline_writes_a_report_that_a_browser_shows() {
     assert!(html.contains(r#"<span class="chip">epochs=3</span>"#));
     // The previous run's metrics are beside this one's: the epoch count changed.
     assert!(
-        html.contains(
-            r#"<tr class="changed"><td>train-head</td><td>epochs</td><td>4.0000</td><td>3.0000</td><td>-1</td></tr>"#
-        ),
+        html.contains(r#"<tr class="changed"><td>train-head</td><td>epochs</td><td>4</td><td>3</td><td>-1</td></tr>"#),
         "{html}"
     );
 

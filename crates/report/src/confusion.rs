@@ -83,9 +83,8 @@ pub fn heat_map(e: &Evaluation) -> String {
             );
             let _ = write!(
                 s,
-                r#"<rect x="{x:.1}" y="{y:.1}" width="{cell:.1}" height="{cell:.1}" fill="{}" stroke="{}"><title>{}</title></rect>"#,
+                r##"<rect x="{x:.1}" y="{y:.1}" width="{cell:.1}" height="{cell:.1}" fill="{}" stroke="#ffffff"><title>{}</title></rect>"##,
                 shade(share, t == p),
-                "#ffffff",
                 escape(&title)
             );
             if cell >= 18.0 {

@@ -51,7 +51,8 @@ figure { margin: 0; } figcaption { font-size: 0.8em; max-width: 160px; overflow-
 .curves svg { max-width: 100%; height: auto; }
 code { background: #f4f4f4; padding: 1px 4px; border-radius: 3px; overflow-wrap: anywhere; }
 .chip { display: inline-block; background: #eef3fb; border-radius: 3px; padding: 0 5px; margin: 1px; font-size: 0.85em; }
-table.stages td:last-child { text-align: left; max-width: 560px; }
+table.stages td:last-child, table.stages th:last-child { text-align: left; max-width: 560px; }
+table.diff td:nth-child(2), table.diff th:nth-child(2) { text-align: left; }
 "#;
 
 pub struct Page<'a> {
@@ -255,7 +256,7 @@ impl Page<'_> {
                 t.epochs.best.val_acc,
                 t.epochs.best.epoch,
                 t.epochs.exported.epoch,
-                responsive(svg)
+                svg
             );
         }
         s.push_str("</section>");
@@ -309,9 +310,9 @@ impl Page<'_> {
                 if changed { r#" class="changed""# } else { "" },
                 escape(&r.stage),
                 escape(&r.metric),
-                number(r.previous),
-                number(r.value),
-                escape(&sd_pipeline::metrics::change(r.previous, r.value))
+                metric(r.previous),
+                metric(r.value),
+                change(r.previous, r.value)
             );
         }
         html.push_str("</tbody></table>");
@@ -320,6 +321,24 @@ impl Page<'_> {
             "{html}<p class=\"muted\">The same numbers as <code>pipeline metrics --diff</code>.</p></section>"
         );
         s
+    }
+}
+
+/// A metric: counts (epochs, images) as whole numbers, the rest with 4 decimals.
+fn metric(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
+        v => number(v),
+    }
+}
+
+/// `new - old` with a sign, as precise as [`metric`] shows them.
+fn change(old: Option<f64>, new: Option<f64>) -> String {
+    match (old, new) {
+        (Some(o), Some(n)) if o == n => "0".into(),
+        (Some(o), Some(n)) if o.fract() == 0.0 && n.fract() == 0.0 => format!("{:+.0}", n - o),
+        (Some(o), Some(n)) => format!("{:+.4}", n - o),
+        _ => "–".into(),
     }
 }
 
@@ -350,17 +369,16 @@ fn evaluation(e: &Evaluation, heat_map: &str) -> String {
     )
 }
 
-/// plotters' SVG with a viewBox, so that CSS can scale it to the page width.
-fn responsive(svg: &str) -> String {
-    if svg.contains("viewBox") {
-        return svg.to_string();
-    }
-    let attr = |name: &str| {
-        svg.split(&format!("{name}=\"")).nth(1).and_then(|r| r.split('"').next()).and_then(|v| v.parse::<u32>().ok())
-    };
-    match (attr("width"), attr("height")) {
-        (Some(w), Some(h)) => svg.replacen("<svg ", &format!(r#"<svg viewBox="0 0 {w} {h}" "#), 1),
-        _ => svg.to_string(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_and_changes_show_counts_whole_and_scores_to_4_decimals() {
+        assert_eq!((metric(Some(50.0)), metric(Some(0.96)), metric(None)), ("50".into(), "0.9600".into(), "–".into()));
+        assert_eq!(change(Some(4.0), Some(3.0)), "-1");
+        assert_eq!(change(Some(0.9), Some(0.925)), "+0.0250");
+        assert_eq!((change(Some(0.5), Some(0.5)), change(None, Some(1.0))), ("0".into(), "–".into()));
     }
 }
 

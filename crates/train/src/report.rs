@@ -134,7 +134,8 @@ pub fn evaluation_lines(e: &Evaluation) -> Vec<String> {
 /// epoch; `exported` (a 1-based epoch) is marked by a dashed vertical line in each panel.
 pub fn curves_svg(history: &[EpochStats], exported: Option<usize>) -> Result<String, String> {
     type Pick = fn(&EpochStats) -> f64;
-    let panels: [(&str, Vec<(&str, Pick, RGBColor)>); 3] = [
+    type Series = Vec<(&'static str, Pick, RGBColor)>;
+    let panels: [(&str, Series); 3] = [
         ("loss", vec![("train", |h| h.loss, BLUE), ("validation", |h| h.val_loss, RED)]),
         ("accuracy", vec![("train", |h| h.acc, BLUE), ("validation", |h| h.val_acc, RED)]),
         ("learning rate", vec![("lr", |h| h.lr, GREEN)]),
