@@ -1,6 +1,7 @@
 //! The confusion matrix as an SVG heat map: rows true, columns predicted, each cell shaded by
 //! the share of its row (so a rare class's mistakes show as clearly as a common one's), class
-//! names on both axes, the count in the cell while it fits, and a tooltip with the numbers.
+//! names on both axes, the count in the cell while it fits (none in empty cells), and a tooltip
+//! with the numbers.
 //! Sized from the number of classes: large cells for 2, small ones for 20 or more.
 
 use std::fmt::Write as _;
@@ -25,7 +26,9 @@ pub fn heat_map(e: &Evaluation) -> String {
     let label_w = longest * font * 0.6 + 12.0;
     let head_h = if rotate { label_w * 0.75 + 10.0 } else { font * 2.0 + 10.0 };
     let (x0, y0) = (label_w + font * 1.6, head_h + font * 1.6);
-    let (w, h) = (x0 + cell * n as f64 + 10.0, y0 + cell * n as f64 + 10.0);
+    // Rotated column names reach right of the last column by about their length · cos 45°.
+    let overhang = if rotate { label_w * 0.75 } else { 0.0 };
+    let (w, h) = (x0 + cell * n as f64 + 10.0 + overhang, y0 + cell * n as f64 + 10.0);
 
     let mut s = String::new();
     let _ = write!(
@@ -87,7 +90,8 @@ pub fn heat_map(e: &Evaluation) -> String {
                 shade(share, t == p),
                 escape(&title)
             );
-            if cell >= 18.0 {
+            // Counts while they fit; an empty cell says 0 without the noise of a digit.
+            if cell >= 18.0 && count > 0 {
                 let ink = if share > 0.55 { "#ffffff" } else { "#222222" };
                 let _ = write!(
                     s,
@@ -145,6 +149,7 @@ mod tests {
             .map(|t| t.split('<').next().unwrap().parse::<usize>().unwrap())
             .sum();
         assert_eq!(shown, counts, "every count is printed");
+        assert!(!svg.contains(r#"pointer-events="none">0<"#), "no zeros");
     }
 
     #[test]
