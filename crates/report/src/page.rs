@@ -369,6 +369,10 @@ fn evaluation(e: &Evaluation, heat_map: &str) -> String {
     )
 }
 
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,8 +384,4 @@ mod tests {
         assert_eq!(change(Some(0.9), Some(0.925)), "+0.0250");
         assert_eq!((change(Some(0.5), Some(0.5)), change(None, Some(1.0))), ("0".into(), "–".into()));
     }
-}
-
-fn file_name(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
 }
