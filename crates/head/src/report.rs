@@ -30,5 +30,5 @@ impl Metrics {
 /// Writes `metrics.json`, `history.csv` and `curves.svg` into `dir`, atomically.
 pub fn write(dir: &Path, metrics: &Metrics, t: &Trained) -> Result<(), sd_data::artifact::WriteError> {
     sd_data::artifact::write_json(dir.join(METRICS), metrics)?;
-    sd_train::report::write_history(dir, &t.history)
+    sd_train::report::write_history(dir, &t.history, Some(metrics.epochs.exported.epoch))
 }

@@ -38,6 +38,9 @@ pub struct StageLock {
     /// The same, as of the run before (for `pipeline metrics --diff`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub previous_metrics: BTreeMap<String, Metrics>,
+    /// How long its last run took, in seconds (for the report; not part of the fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -64,7 +64,7 @@ pub fn rows(p: &Pipeline, lock: &Lock) -> Vec<Row> {
             };
             let recorded = entry.and_then(|e| e.metrics.get(&file));
             let previous = match recorded {
-                Some(r) if *r == now => entry.and_then(|e| e.previous_metrics.get(&file)),
+                Some(r) if same(r, &now) => entry.and_then(|e| e.previous_metrics.get(&file)),
                 r => r,
             };
             let mut keys: Vec<&String> = now.keys().chain(previous.into_iter().flat_map(|p| p.keys())).collect();
@@ -82,6 +82,15 @@ pub fn rows(p: &Pipeline, lock: &Lock) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// The same metrics: the same keys, values equal up to the last bits (the lock's JSON does not
+/// read every float back bit for bit: 0.9591836734693876 may come back ...877).
+fn same(a: &Metrics, b: &Metrics) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|((ka, va), (kb, vb))| {
+            ka == kb && (va == vb || (va - vb).abs() <= 1e-12 * va.abs().max(vb.abs()) || (va.is_nan() && vb.is_nan()))
+        })
 }
 
 /// A table with aligned columns.
@@ -133,6 +142,15 @@ mod tests {
         assert_eq!(got, [("acc", 0.5), ("curve.0", 1.0), ("curve.1", 2.5), ("val.loss", 2.0), ("val.ok", 1.0)]);
         std::fs::write(&f, "{").unwrap();
         assert!(format!("{:#}", read(&f).unwrap_err()).contains("is not valid JSON"));
+    }
+
+    #[test]
+    fn metrics_read_back_with_float_noise_are_the_same() {
+        let m = |v: f64| Metrics::from([("f1".to_string(), v), ("n".to_string(), f64::NAN)]);
+        assert!(same(&m(0.9591836734693876), &m(0.9591836734693877)));
+        assert!(same(&m(9.37893334839256e-18), &m(9.378933348392559e-18)));
+        assert!(!same(&m(0.95), &m(0.96)));
+        assert!(!same(&m(0.95), &Metrics::from([("f1".to_string(), 0.95)])));
     }
 
     #[test]

@@ -173,7 +173,7 @@ pub fn run(cx: &mut Context, dag: &Dag, lock: &mut Lock, opts: &RunOptions) -> a
         running -= 1;
         let stage = &p.stages[s];
         let result = match status {
-            Ok(st) if st.success() => record(cx, lock, stage, before[s].take().expect("fingerprint")),
+            Ok(st) if st.success() => record(cx, lock, stage, before[s].take().expect("fingerprint"), took),
             Ok(st) => Err(anyhow::anyhow!("{}", describe(st))),
             Err(e) => Err(anyhow::anyhow!("cannot wait for it: {e}")),
         };
@@ -205,8 +205,8 @@ pub fn run(cx: &mut Context, dag: &Dag, lock: &mut Lock, opts: &RunOptions) -> a
 }
 
 /// Records a successful run in the lock (written at once): the deps as they were when it
-/// started, the outs as they are now, and the metrics they hold.
-fn record(cx: &mut Context, lock: &mut Lock, stage: &Stage, before: StageLock) -> anyhow::Result<()> {
+/// started, the outs as they are now, the metrics they hold, and how long it took.
+fn record(cx: &mut Context, lock: &mut Lock, stage: &Stage, before: StageLock, took: Duration) -> anyhow::Result<()> {
     for out in stage.written() {
         cx.hashes.forget(&cx.pipeline.resolve(&out.path));
     }
@@ -220,7 +220,7 @@ fn record(cx: &mut Context, lock: &mut Lock, stage: &Stage, before: StageLock) -
         metrics.insert(m.path.to_string_lossy().into_owned(), crate::metrics::read(&path)?);
     }
     let previous_metrics = lock.stages.get(&stage.name).map(|old| old.metrics.clone()).unwrap_or_default();
-    let entry = StageLock { outs: after.outs, metrics, previous_metrics, ..before };
+    let entry = StageLock { outs: after.outs, metrics, previous_metrics, seconds: Some(took.as_secs_f64()), ..before };
     // Merge into the lock as it is on disk now, so that another `pipeline run` of other stages
     // of the same pipeline (e.g. one per shard, from a scheduler) does not lose its entries.
     let path = cx.pipeline.lock_path();

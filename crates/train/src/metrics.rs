@@ -15,7 +15,7 @@ use crate::loss::{Loss, argmax, cross_entropy_of_probabilities};
 pub struct Confusion(Vec<Vec<usize>>);
 
 /// One class's scores.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ClassReport {
     /// Samples of this class (the support).
     pub samples: usize,
@@ -188,7 +188,7 @@ impl Tally {
 }
 
 /// Top-k accuracy: the true class among the k highest scores.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TopK {
     pub k: usize,
     pub accuracy: f64,
@@ -196,7 +196,7 @@ pub struct TopK {
 
 /// A classifier's scores on a labelled set (`metrics.json` of `predict`, and the trainers'
 /// final validation).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Evaluation {
     pub samples: usize,
     pub correct: usize,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 use sd_data::artifact::{WriteError, write_bytes, write_lines};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::history::{EpochStats, Fit};
 use crate::metrics::Evaluation;
@@ -16,7 +16,7 @@ pub const HISTORY: &str = "history.csv";
 pub const CURVES: &str = "curves.svg";
 
 /// The epochs of a run in `metrics.json` (flattened into each trainer's own metrics).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochSummary {
     /// The last epoch.
     pub last: EpochStats,
@@ -45,7 +45,7 @@ impl EpochSummary {
 }
 
 /// Where a run's data came from.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Source {
     pub dir: String,
     pub samples: usize,
@@ -130,31 +130,49 @@ pub fn evaluation_lines(e: &Evaluation) -> Vec<String> {
     lines
 }
 
-/// Learning curves as SVG: loss (left) and accuracy (right), train and validation.
-pub fn curves_svg(history: &[EpochStats]) -> Result<String, String> {
+/// Learning curves as SVG: loss, accuracy (train and validation) and the learning rate per
+/// epoch; `exported` (a 1-based epoch) is marked by a dashed vertical line in each panel.
+pub fn curves_svg(history: &[EpochStats], exported: Option<usize>) -> Result<String, String> {
+    type Pick = fn(&EpochStats) -> f64;
+    type Series = Vec<(&'static str, Pick, RGBColor)>;
+    let panels: [(&str, Series); 3] = [
+        ("loss", vec![("train", |h| h.loss, BLUE), ("validation", |h| h.val_loss, RED)]),
+        ("accuracy", vec![("train", |h| h.acc, BLUE), ("validation", |h| h.val_acc, RED)]),
+        ("learning rate", vec![("lr", |h| h.lr, GREEN)]),
+    ];
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (1000, 400)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (1200, 360)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let panels = root.split_evenly((1, 2));
+        let areas = root.split_evenly((1, 3));
         let epochs = history.len().max(2) as f64;
-        type Pick = fn(&EpochStats) -> f64;
-        let series: [(&str, Pick, Pick); 2] =
-            [("loss", |h| h.loss, |h| h.val_loss), ("accuracy", |h| h.acc, |h| h.val_acc)];
-        for (area, (title, train, val)) in panels.iter().zip(series) {
-            let values = history.iter().flat_map(|h| [train(h), val(h)]).filter(|v| v.is_finite());
-            let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-            let (lo, hi) = if lo < hi { (lo, hi) } else { (lo - 0.5, lo + 0.5) };
+        for (area, (title, series)) in areas.iter().zip(panels) {
+            let values = history.iter().flat_map(|h| series.iter().map(|(_, pick, _)| pick(h)).collect::<Vec<_>>());
+            let (lo, hi) = values
+                .filter(|v| v.is_finite())
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+            let (lo, hi) = if !lo.is_finite() {
+                (0.0, 1.0)
+            } else if lo < hi {
+                (lo, hi)
+            } else {
+                // A constant series (a constant learning rate): a band around it.
+                let half = if lo == 0.0 { 0.5 } else { lo.abs() * 0.5 };
+                (lo - half, lo + half)
+            };
             let pad = (hi - lo) * 0.05;
+            let (y0, y1) = (lo - pad, hi + pad);
             let mut chart = ChartBuilder::on(area)
                 .caption(title, ("sans-serif", 20))
                 .margin(10)
                 .x_label_area_size(35)
-                .y_label_area_size(50)
-                .build_cartesian_2d(1.0..epochs, (lo - pad)..(hi + pad))
+                .y_label_area_size(60)
+                .build_cartesian_2d(1.0..epochs, y0..y1)
                 .map_err(|e| e.to_string())?;
-            chart.configure_mesh().x_desc("epoch").draw().map_err(|e| e.to_string())?;
-            for (name, pick, color) in [("train", train, BLUE), ("validation", val, RED)] {
+            let small = hi.abs().max(lo.abs()) < 0.01;
+            let label = |v: &f64| if small { format!("{v:.1e}") } else { format!("{v:.2}") };
+            chart.configure_mesh().x_desc("epoch").y_label_formatter(&label).draw().map_err(|e| e.to_string())?;
+            for (name, pick, color) in series {
                 chart
                     .draw_series(LineSeries::new(
                         history.iter().map(|h| (h.epoch as f64, pick(h))),
@@ -163,6 +181,18 @@ pub fn curves_svg(history: &[EpochStats]) -> Result<String, String> {
                     .map_err(|e| e.to_string())?
                     .label(name)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            }
+            if let Some(e) = exported {
+                let x = e as f64;
+                let dashes = (0..20).map(|i| {
+                    let at = |k: f64| y0 + (y1 - y0) * k / 40.0;
+                    PathElement::new(vec![(x, at(2.0 * i as f64)), (x, at(2.0 * i as f64 + 1.0))], BLACK)
+                });
+                chart
+                    .draw_series(dashes)
+                    .map_err(|e| e.to_string())?
+                    .label(format!("exported (epoch {e})"))
+                    .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK));
             }
             chart
                 .configure_series_labels()
@@ -176,12 +206,31 @@ pub fn curves_svg(history: &[EpochStats]) -> Result<String, String> {
     Ok(svg)
 }
 
-/// Writes `history.csv` and `curves.svg` into `dir`, atomically.
-pub fn write_history(dir: &Path, history: &[EpochStats]) -> Result<(), WriteError> {
+/// Writes `history.csv` and `curves.svg` (with the `exported` epoch marked) into `dir`, atomically.
+pub fn write_history(dir: &Path, history: &[EpochStats], exported: Option<usize>) -> Result<(), WriteError> {
     write_lines(dir.join(HISTORY), &history_csv(history))?;
-    let svg =
-        curves_svg(history).map_err(|e| WriteError { path: dir.join(CURVES), source: std::io::Error::other(e) })?;
+    let svg = curves_svg(history, exported)
+        .map_err(|e| WriteError { path: dir.join(CURVES), source: std::io::Error::other(e) })?;
     write_bytes(dir.join(CURVES), svg.as_bytes())
+}
+
+/// Reads a `history.csv` written by [`write_history`] back (the report draws it again).
+pub fn read_history(path: &Path) -> Result<Vec<EpochStats>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut lines = text.lines();
+    let header = history_csv(&[]).remove(0);
+    if lines.next() != Some(header.as_str()) {
+        return Err(format!("{} does not start with `{header}`: not a trainer's history", path.display()));
+    }
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let bad = || format!("{}:{}: expected 7 numbers, got `{line}`", path.display(), i + 2);
+            let v: Vec<f64> = line.split(',').map(|f| f.parse::<f64>().map_err(|_| bad())).collect::<Result<_, _>>()?;
+            let [epoch, loss, acc, val_loss, val_acc, lr, seconds] = v[..] else { return Err(bad()) };
+            Ok(EpochStats { epoch: epoch as usize, loss, acc, val_loss, val_acc, lr, seconds })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -204,14 +253,15 @@ mod tests {
 
     #[test]
     fn svg_has_both_panels_and_all_series() {
-        let svg = curves_svg(&history()).unwrap();
+        let svg = curves_svg(&history(), Some(3)).unwrap();
         assert!(svg.starts_with("<svg"));
-        for word in ["loss", "accuracy", "train", "validation", "epoch"] {
+        for word in ["loss", "accuracy", "learning rate", "train", "validation", "epoch", "exported (epoch 3)"] {
             assert!(svg.contains(word), "{word}");
         }
-        assert!(svg.matches("<polyline").count() >= 4, "four curves");
+        assert!(svg.matches("<polyline").count() >= 5, "five curves");
+        assert!(!curves_svg(&history(), None).unwrap().contains("exported"));
         // A single epoch still plots.
-        assert!(curves_svg(&history()[..1]).is_ok());
+        assert!(curves_svg(&history()[..1], Some(1)).is_ok());
     }
 
     fn evaluation(classes: usize, samples: usize) -> Evaluation {
@@ -254,5 +304,19 @@ mod tests {
         assert_eq!(lines.len(), 6);
         assert_eq!(lines[0], "epoch,loss,acc,val_loss,val_acc,lr,seconds");
         assert!(lines[1].starts_with("1,1.000000,0.580000,1.200000,0.570000,"));
+    }
+
+    #[test]
+    fn history_reads_back_what_was_written() {
+        let t = tempfile::tempdir().unwrap();
+        write_history(t.path(), &history(), Some(5)).unwrap();
+        let back = read_history(&t.path().join(HISTORY)).unwrap();
+        assert_eq!(back.len(), 5);
+        assert_eq!((back[2].epoch, back[2].acc, back[2].lr), (3, 0.74, 1e-3));
+        std::fs::write(t.path().join("bad.csv"), "epoch,loss,acc,val_loss,val_acc,lr,seconds\n1,2\n").unwrap();
+        let err = read_history(&t.path().join("bad.csv")).unwrap_err();
+        assert!(err.ends_with("bad.csv:2: expected 7 numbers, got `1,2`"), "{err}");
+        std::fs::write(t.path().join("other.csv"), "a,b\n").unwrap();
+        assert!(read_history(&t.path().join("other.csv")).unwrap_err().contains("not a trainer's history"));
     }
 }

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# predict on new photos, measured in one sitting on the same images and device:
+#   1. speed: `predict` (the whole classifier) against `bottleneck` (the conv base alone), both
+#      bound by the conv base: images/s and their ratio (goal: within 5%);
+#   2. unlabelled == labelled: the photos copied into one flat folder, without their class
+#      folders, must get exactly the predictions `predict --data` gives the labelled set;
+#   3. test-time augmentation: accuracy with `--tta none` and `--tta flip`.
+#
+#   benches/predict/run.sh CLASSIFIER DATA [OUT] [CONV_BASE]
+# CLASSIFIER: a classifier.onnx from finetune; DATA: a labelled folder DATA/<class>/<image>
+# (e.g. ../shared/data/dogs-vs-cats/validation); OUT defaults to artifacts/bench-predict;
+# CONV_BASE to artifacts/model/conv_base.onnx. Uses the release binaries (built first).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+[[ $# -ge 2 ]] || { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+model=$(realpath "$1"); data=$(realpath "$2"); out=${3:-$repo/artifacts/bench-predict}
+conv_base=$(realpath "${4:-$repo/artifacts/model/conv_base.onnx}")
+cargo build --release --quiet --manifest-path "$repo/Cargo.toml" --bin predict --bin bottleneck
+bin=$repo/target/release
+size=$("$repo/.cache/python/bin/python" -c "
+import onnxruntime as ort, sys
+print(ort.InferenceSession(sys.argv[1]).get_modelmeta().custom_metadata_map.get('smalldata.size', '150'))" "$model")
+rm -rf "$out" && mkdir -p "$out/flat"
+# Flat copies (hard links where possible), named class__file so that names stay unique.
+for class_dir in "$data"/*/; do
+  class=$(basename "$class_dir")
+  for f in "$class_dir"*; do ln "$f" "$out/flat/${class}__$(basename "$f")" 2>/dev/null || cp "$f" "$out/flat/${class}__$(basename "$f")"; done
+done
+rate() { sed -n 's/.*(\([0-9.]*\) images\/s.*/\1/p' | head -1; }
+b=$("$bin/bottleneck" --data "$data" --model "$conv_base" --out "$out/features" --size "$size" --device cpu 2>&1 | tee "$out/bottleneck.log" | rate)
+p=$("$bin/predict" --model "$model" --data "$data" --out "$out/labelled" --device cpu 2>&1 | tee "$out/predict.log" | rate)
+"$bin/predict" --model "$model" --data "$data" --out "$out/tta" --tta flip --device cpu > "$out/predict-tta.log" 2>&1
+"$bin/predict" --model "$model" "$out/flat" --out "$out/flat.csv" --device cpu > "$out/predict-flat.log" 2>&1
+"$repo/.cache/python/bin/python" - "$out" "$b" "$p" <<'PY'
+import csv, json, os, sys
+out, b, p = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+labelled = {os.path.basename(os.path.dirname(r["file"])) + "__" + os.path.basename(r["file"]): r["predicted"]
+            for r in csv.DictReader(open(f"{out}/labelled/predictions.csv"))}
+flat = {os.path.basename(r["file"]): r["predicted"] for r in csv.DictReader(open(f"{out}/flat.csv"))}
+same = sum(labelled[k] == flat.get(k) for k in labelled)
+acc = lambda d: json.load(open(f"{out}/{d}/metrics.json"))["accuracy"]
+print(f"| predict vs bottleneck, images/s | {p:.2f} vs {b:.2f} = {p / b:.3f}x |")
+print(f"| flat folder == labelled set | {same}/{len(labelled)} same predictions ({len(flat)} rows) |")
+print(f"| accuracy, --tta none / flip | {acc('labelled'):.4f} / {acc('tta'):.4f} |")
+sys.exit(0 if same == len(labelled) == len(flat) else 1)
+PY

@@ -1,0 +1,387 @@
+//! `index.html`: one section per question (what data, what ran, how training went, how good the
+//! model is, what it gets wrong, what changed), everything inline but the thumbnails.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+use sd_data::Dataset;
+use sd_data::image::load_resized;
+use sd_train::metrics::Evaluation;
+
+use crate::html::{escape, number, table};
+use crate::read::{Prediction, Run, Training};
+use crate::{Inputs, Options, thumbs};
+
+/// The metrics of `pipeline metrics --diff` worth a line on the page: accuracies, losses, F1,
+/// epochs, time (the trainers' under `evaluation.`, `exported.`, ...; predict's at the top).
+/// Per-class scores and matrix cells are in their sections, the rest in `pipeline metrics`.
+const KEY_METRICS: &[&str] = &[
+    "accuracy",
+    "correct",
+    "loss",
+    "macro_f1",
+    "top_k.accuracy",
+    "evaluation.accuracy",
+    "evaluation.loss",
+    "evaluation.macro_f1",
+    "initial.val_acc",
+    "exported.epoch",
+    "exported.val_acc",
+    "best.epoch",
+    "best.val_acc",
+    "epochs",
+    "seconds",
+];
+
+const STYLE: &str = r#"
+body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1280px; padding: 0 24px 48px; color: #222; }
+h1 { margin: 24px 0 4px; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 4px; margin-top: 36px; }
+h3 { margin: 16px 0 6px; font-size: 1.05em; }
+.summary { font-size: 1.15em; } .summary strong { font-size: 1.4em; }
+nav a { margin-right: 14px; } .muted { color: #666; font-size: 0.9em; }
+table { border-collapse: collapse; margin: 8px 0 16px; }
+th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; vertical-align: top; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+tr.changed td { background: #fff6d5; }
+.strip { display: flex; flex-wrap: wrap; gap: 6px; align-items: flex-end; }
+.strip img, figure img { height: 96px; width: auto; border-radius: 3px; display: block; }
+figure { margin: 0; } figcaption { font-size: 0.8em; max-width: 160px; overflow-wrap: anywhere; }
+.grid { display: flex; flex-wrap: wrap; gap: 14px; }
+.curves svg { max-width: 100%; height: auto; }
+code { background: #f4f4f4; padding: 1px 4px; border-radius: 3px; overflow-wrap: anywhere; }
+.chip { display: inline-block; background: #eef3fb; border-radius: 3px; padding: 0 5px; margin: 1px; font-size: 0.85em; }
+table.stages td:last-child, table.stages th:last-child { text-align: left; max-width: 560px; }
+table.diff td:nth-child(2), table.diff th:nth-child(2) { text-align: left; }
+"#;
+
+pub struct Page<'a> {
+    pub inputs: &'a Inputs,
+    pub options: &'a Options,
+    pub head: &'a Training,
+    pub finetune: &'a Training,
+    pub predicted: &'a Prediction,
+    pub run: Option<&'a Run>,
+    pub train: &'a Dataset,
+    pub validation: &'a Dataset,
+    /// train-head's and finetune's curves (SVG).
+    pub curves: [&'a str; 2],
+    pub heat_map: &'a str,
+}
+
+impl Page<'_> {
+    /// The page, and the number of thumbnails written into `dir` for it.
+    pub fn render(&self, dir: &Path) -> Result<(String, usize)> {
+        let e = &self.predicted.evaluation;
+        let mut thumbnails = 0;
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Report: {}</title><style>{STYLE}</style></head><body>"#,
+            escape(&self.inputs.data.display().to_string())
+        );
+        let _ = write!(
+            s,
+            r#"<h1>Run report</h1><p class="summary">Validation accuracy <strong id="accuracy" data-value="{}">{:.4}</strong> ({}/{} images, {} classes; <code>predict</code> on {})</p>"#,
+            e.accuracy,
+            e.accuracy,
+            e.correct,
+            e.samples,
+            e.classes.len(),
+            escape(&self.predicted.device)
+        );
+        s.push_str(
+            r##"<nav><a href="#data">Data</a><a href="#stages">Stages</a><a href="#training">Training</a><a href="#evaluation">Evaluation</a><a href="#mistakes">Mistakes</a><a href="#metrics">Against the previous run</a></nav>"##,
+        );
+        s.push_str(&self.data(dir, &mut thumbnails)?);
+        s.push_str(&self.stages());
+        s.push_str(&self.training());
+        s.push_str(&evaluation(e, self.heat_map));
+        s.push_str(&self.mistakes(dir, &mut thumbnails)?);
+        s.push_str(&self.metrics());
+        let _ = write!(
+            s,
+            r#"<footer class="muted"><p>Also in this folder: <a href="{c1}">{c1}</a>, <a href="{c2}">{c2}</a>, <a href="{m}">{m}</a>, <a href="{h1}">{h1}</a>, <a href="{h2}">{h2}</a>. Written by <code>report</code>.</p></footer></body></html>"#,
+            c1 = crate::curves_file("train-head"),
+            c2 = crate::curves_file("finetune"),
+            m = crate::CONFUSION,
+            h1 = crate::history_file("train-head"),
+            h2 = crate::history_file("finetune"),
+        );
+        s.push('\n');
+        Ok((s, thumbnails))
+    }
+
+    fn data(&self, dir: &Path, thumbnails: &mut usize) -> Result<String> {
+        let (train, val) = (self.train.class_counts(), self.validation.class_counts());
+        let names = self.train.classes.names();
+        let mut rows: Vec<Vec<String>> = names
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let v = self.validation.classes.label(c).map_or(0, |l| val[l as usize]);
+                vec![escape(c), train[i].to_string(), v.to_string()]
+            })
+            .collect();
+        rows.push(vec!["<b>all</b>".into(), self.train.len().to_string(), self.validation.len().to_string()]);
+        let mut s = format!(
+            "<section id=\"data\"><h2>Data</h2><p><code>{}</code>: {} classes.</p>{}",
+            escape(&self.inputs.data.display().to_string()),
+            names.len(),
+            table("counts", &["class", "train", "validation"], &rows)
+        );
+        let _ = write!(s, "<h3>Training images, the first {} of each class</h3>", self.options.thumbnails);
+        for (label, class) in names.iter().enumerate() {
+            let _ = write!(s, r#"<div class="class"><p class="muted">{}</p><div class="strip">"#, escape(class));
+            let samples = self.train.samples.iter().filter(|x| x.label as usize == label).take(self.options.thumbnails);
+            for (i, sample) in samples.enumerate() {
+                let src = thumbs::of_file(dir, &format!("train-{label}-{i}"), &sample.path)?;
+                *thumbnails += 1;
+                let name = escape(&file_name(&sample.path));
+                let _ = write!(s, r#"<img src="{src}" alt="{name}" title="{name}">"#);
+            }
+            s.push_str("</div></div>");
+        }
+        if let Some(first) = self.train.samples.first() {
+            let o = self.options;
+            let img = load_resized(&first.path, o.size.width, o.size.height, o.resize_filter)?;
+            let _ = write!(
+                s,
+                r#"<h3>Augmented copies of one training image</h3><p class="muted">{} at {}, then rounds 0 to {} of the augmenter (seed {}): what <code>augment rounds</code> with the same settings draws for this image</p><div class="strip">"#,
+                escape(&file_name(&first.path)),
+                o.size,
+                o.previews.saturating_sub(1),
+                o.augmenter.seed()
+            );
+            let src = thumbs::write(dir, "augment-original", &thumbs::fit(img.clone(), thumbs::SIDE)?)?;
+            let _ = write!(s, r#"<figure><img src="{src}" alt="original"><figcaption>original</figcaption></figure>"#);
+            for round in 0..o.previews {
+                let copy = o.augmenter.augment(&img, round as u64, 0);
+                let src = thumbs::write(dir, &format!("augment-{round}"), &thumbs::fit(copy, thumbs::SIDE)?)?;
+                let _ = write!(
+                    s,
+                    r#"<figure><img src="{src}" alt="round {round}"><figcaption>round {round}</figcaption></figure>"#
+                );
+            }
+            *thumbnails += o.previews + 1;
+            s.push_str("</div>");
+        }
+        s.push_str("</section>");
+        Ok(s)
+    }
+
+    fn stages(&self) -> String {
+        let mut s = String::from(r#"<section id="stages"><h2>Stages</h2>"#);
+        let Some(run) = self.run else {
+            s.push_str("<p>Not run through <code>pipeline</code> (pass <code>--pipeline FILE</code> to show its stages).</p></section>");
+            return s;
+        };
+        let mut total = 0.0;
+        let mut rows = Vec::new();
+        for (name, lock) in &run.stages {
+            let Some(lock) = lock else {
+                rows.push(vec![escape(name), "not run yet".into(), String::new(), String::new()]);
+                continue;
+            };
+            total += lock.seconds.unwrap_or(0.0);
+            let params: String = lock
+                .params
+                .iter()
+                .map(|(k, v)| format!(r#"<span class="chip">{}={}</span>"#, escape(k), escape(v)))
+                .collect();
+            let program = lock.program.as_ref().map(|p| p.name.as_str());
+            let ran_on = match program {
+                Some("finetune") => self.finetune.device.as_deref(),
+                Some("predict") => Some(self.predicted.device.as_str()),
+                _ => None,
+            };
+            let device = match (lock.params.get("device"), ran_on) {
+                (Some(asked), Some(ran)) if asked != ran => format!("{} → {}", escape(asked), escape(ran)),
+                (_, Some(ran)) => escape(ran),
+                (Some(asked), None) => escape(asked),
+                (None, None) => String::new(),
+            };
+            let time = lock.seconds.map_or_else(|| "–".into(), |t| format!("{t:.1} s"));
+            rows.push(vec![
+                format!("<details><summary>{}</summary><code>{}</code></details>", escape(name), escape(&lock.cmd)),
+                time,
+                device,
+                params,
+            ]);
+        }
+        rows.push(vec!["<b>total</b>".into(), format!("<b>{total:.1} s</b>"), String::new(), String::new()]);
+        let _ = write!(
+            s,
+            "<p>As <code>{}</code> recorded each stage's last successful run (click a stage for its command); the report's own stage is not listed.</p>{}</section>",
+            escape(&run.file.with_extension("lock").display().to_string()),
+            table("stages", &["stage", "time", "device", "params"], &rows)
+        );
+        s
+    }
+
+    fn training(&self) -> String {
+        let (h, f) = (self.head, self.finetune);
+        let mut rows = vec![vec![
+            format!("train-head, exported epoch {} of {}", h.epochs.exported.epoch, h.epochs.epochs),
+            number(Some(h.evaluation.accuracy)),
+            number(Some(h.evaluation.loss)),
+        ]];
+        if let Some(i) = f.initial {
+            rows.push(vec![
+                "finetune, before the first epoch".into(),
+                number(Some(i.val_acc)),
+                number(Some(i.val_loss)),
+            ]);
+        }
+        rows.push(vec![
+            format!("finetune, exported epoch {} of {}", f.epochs.exported.epoch, f.epochs.epochs),
+            number(Some(f.evaluation.accuracy)),
+            number(Some(f.evaluation.loss)),
+        ]);
+        rows.push(vec![
+            "predict (classifier.onnx)".into(),
+            number(Some(self.predicted.evaluation.accuracy)),
+            number(Some(self.predicted.evaluation.loss)),
+        ]);
+        let mut s = format!(
+            r#"<section id="training"><h2>Training</h2><h3>Validation before and after fine-tuning</h3>{}"#,
+            table("validation", &["", "accuracy", "loss"], &rows)
+        );
+        for ((stage, t), svg) in [("train-head", h), ("finetune", f)].into_iter().zip(self.curves) {
+            let _ = write!(
+                s,
+                r#"<h3>{stage}: learning curves</h3><p class="muted">{} epochs in {:.1} s; best validation accuracy {:.4} at epoch {}; the dashed line marks the exported epoch ({}).</p><div class="curves">{}</div>"#,
+                t.epochs.epochs,
+                t.epochs.seconds,
+                t.epochs.best.val_acc,
+                t.epochs.best.epoch,
+                t.epochs.exported.epoch,
+                svg
+            );
+        }
+        s.push_str("</section>");
+        s
+    }
+
+    fn mistakes(&self, dir: &Path, thumbnails: &mut usize) -> Result<String> {
+        let wrong = self.predicted.mistakes(self.options.mistakes);
+        let total = self.predicted.rows.iter().filter(|r| r.label != r.predicted).count();
+        let mut s = format!(
+            r#"<section id="mistakes"><h2>Mistakes</h2><p>{total} of {} validation images are predicted wrongly{}; the most confident mistakes first.</p><div class="grid">"#,
+            self.predicted.rows.len(),
+            if total > wrong.len() { format!(" (showing {})", wrong.len()) } else { String::new() }
+        );
+        for (i, row) in wrong.iter().enumerate() {
+            let src =
+                thumbs::of_file(dir, &format!("mistake-{i}"), &self.inputs.data.join("validation").join(&row.file))?;
+            *thumbnails += 1;
+            let file = escape(&row.file);
+            let _ = write!(
+                s,
+                r#"<figure><img src="{src}" alt="{file}" title="{file}"><figcaption><b>{}</b> predicted as <b>{}</b>, p {:.3}<br><span class="muted">{file}</span></figcaption></figure>"#,
+                escape(&row.label),
+                escape(&row.predicted),
+                row.confidence
+            );
+        }
+        s.push_str("</div></section>");
+        Ok(s)
+    }
+
+    fn metrics(&self) -> String {
+        let mut s = String::from(r#"<section id="metrics"><h2>Against the previous run</h2>"#);
+        let Some(run) = self.run else {
+            s.push_str("<p>Not run through <code>pipeline</code>: no previous run to compare with.</p></section>");
+            return s;
+        };
+        let rows: Vec<&sd_pipeline::metrics::Row> =
+            run.metrics.iter().filter(|r| KEY_METRICS.contains(&r.metric.as_str())).collect();
+        if rows.iter().all(|r| r.previous.is_none()) {
+            s.push_str("<p>No previous run recorded yet: the next run that changes a metric shows it here.</p>");
+        }
+        let mut html = String::from(
+            r#"<table class="diff"><thead><tr><th>stage</th><th>metric</th><th>previous</th><th>this run</th><th>change</th></tr></thead><tbody>"#,
+        );
+        for r in rows {
+            let changed = r.previous.is_some() && r.previous != r.value;
+            let _ = write!(
+                html,
+                r#"<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                if changed { r#" class="changed""# } else { "" },
+                escape(&r.stage),
+                escape(&r.metric),
+                metric(r.previous),
+                metric(r.value),
+                change(r.previous, r.value)
+            );
+        }
+        html.push_str("</tbody></table>");
+        let _ = write!(
+            s,
+            "{html}<p class=\"muted\">The same numbers as <code>pipeline metrics --diff</code>.</p></section>"
+        );
+        s
+    }
+}
+
+/// A metric: counts (epochs, images) as whole numbers, the rest with 4 decimals.
+fn metric(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
+        v => number(v),
+    }
+}
+
+/// `new - old` with a sign, as precise as [`metric`] shows them.
+fn change(old: Option<f64>, new: Option<f64>) -> String {
+    match (old, new) {
+        (Some(o), Some(n)) if o == n => "0".into(),
+        (Some(o), Some(n)) if o.fract() == 0.0 && n.fract() == 0.0 => format!("{:+.0}", n - o),
+        (Some(o), Some(n)) => format!("{:+.4}", n - o),
+        _ => "–".into(),
+    }
+}
+
+fn evaluation(e: &Evaluation, heat_map: &str) -> String {
+    let rows: Vec<Vec<String>> = e
+        .classes
+        .iter()
+        .map(|c| {
+            let r = &e.per_class[c];
+            vec![
+                escape(c),
+                number(Some(r.precision)),
+                number(Some(r.recall)),
+                number(Some(r.f1)),
+                r.samples.to_string(),
+            ]
+        })
+        .collect();
+    let mut extra = format!("macro-F1 {:.4}", e.macro_f1);
+    if e.classes.len() > 2 {
+        let _ = write!(extra, ", top-{} accuracy {:.4}", e.top_k.k, e.top_k.accuracy);
+    }
+    format!(
+        r#"<section id="evaluation"><h2>Evaluation</h2><p><code>predict</code> on the validation images: accuracy {:.4}, {extra}, loss {:.4}.</p><div class="grid"><div><h3>Confusion matrix</h3><p class="muted">Rows: true class; columns: predicted. Shade: share of the row.</p>{heat_map}</div><div><h3>Per class</h3>{}</div></div></section>"#,
+        e.accuracy,
+        e.loss,
+        table("per-class", &["class", "precision", "recall", "F1", "images"], &rows)
+    )
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_and_changes_show_counts_whole_and_scores_to_4_decimals() {
+        assert_eq!((metric(Some(50.0)), metric(Some(0.96)), metric(None)), ("50".into(), "0.9600".into(), "–".into()));
+        assert_eq!(change(Some(4.0), Some(3.0)), "-1");
+        assert_eq!(change(Some(0.9), Some(0.925)), "+0.0250");
+        assert_eq!((change(Some(0.5), Some(0.5)), change(None, Some(1.0))), ("0".into(), "–".into()));
+    }
+}
