@@ -26,7 +26,10 @@ for class_dir in "$data"/*/; do
   class=$(basename "$class_dir")
   for f in "$class_dir"*; do ln "$f" "$out/flat/${class}__$(basename "$f")" 2>/dev/null || cp "$f" "$out/flat/${class}__$(basename "$f")"; done
 done
-rate() { sed -n 's/.*(\([0-9.]*\) images\/s.*/\1/p' | head -1; }
+# images/s from a summary line: "(R images/s" (bottleneck, predict on files) or "N images on DEVICE
+# in S s" (predict --data).
+rate() { sed -n -e 's/.*(\([0-9.]*\) images\/s.*/\1/p' -e 's/.* \([0-9]*\) images on [^ ]* in \([0-9.]*\) s.*/\1 \2/p' |
+  head -1 | awk '{ print NF == 2 ? $1 / $2 : $1 }'; }
 b=$("$bin/bottleneck" --data "$data" --model "$conv_base" --out "$out/features" --size "$size" --device cpu 2>&1 | tee "$out/bottleneck.log" | rate)
 p=$("$bin/predict" --model "$model" --data "$data" --out "$out/labelled" --device cpu 2>&1 | tee "$out/predict.log" | rate)
 "$bin/predict" --model "$model" --data "$data" --out "$out/tta" --tta flip --device cpu > "$out/predict-tta.log" 2>&1
