@@ -5,6 +5,7 @@
 
 use clap::{Args, ValueEnum};
 use sd_data::image::{ImageSize, ResizeFilter};
+use sd_data::layout::model::Precision;
 use sd_data::{ModelInput, Preprocess};
 use sd_train::{ClassWeight, Optimizer, Schedule};
 
@@ -74,6 +75,16 @@ impl InputArgs {
             preprocess: self.preprocess.unwrap_or(defaults.preprocess),
         }
     }
+}
+
+/// Which conv base (or frozen part) a stage runs.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct PrecisionArgs {
+    /// fp32, or int8: the statically quantised model that `prepare-model --quantize int8` writes
+    /// beside the float one (conv_base.int8.onnx, frozen_base.int8.onnx), run by ONNX
+    /// Runtime's int8 kernels.
+    #[arg(long, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
 }
 
 /// What the trainers minimise, beyond the plain cross-entropy.
