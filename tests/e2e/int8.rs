@@ -140,3 +140,25 @@ fn int8_flags_say_what_is_missing() {
     assert_eq!(o.status.code(), Some(1), "{e}");
     assert!(e.contains(FROZEN_BASE_INT8) && e.contains("--quantize int8"), "{e}");
 }
+
+#[test]
+fn finetune_trains_on_the_int8_frozen_part_and_its_classifier_embeds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_recipe(d);
+    let prepare = ["--source", "tiny.onnx", "--out", "model", "--skip-fingerprint", "--quantize", "int8"];
+    ok(run("prepare-model", &[&prepare[..], &["--calibrate", "train", "--size", "32", "-q"]].concat(), d));
+    let args = ["--train", "train", "--validation", "validation", "--model", "model", "--head", "head", "--out", "ft"];
+    let more = ["--size", "32", "--epochs", "2", "--batch-size", "4", "--no-augment", "--device", "cpu", "-q"];
+    ok(run("finetune", &[&args[..], &more, &["--precision", "int8"]].concat(), d));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("ft/metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["precision"], "int8");
+
+    // classifier.onnx carries the int8 frozen part, and predict gets finetune's own evaluation.
+    let g = sd_onnx::load(d.join("ft/classifier.onnx")).unwrap().graph.unwrap();
+    assert!(g.node.iter().any(|n| n.op_type.as_deref() == Some("QuantizeLinear")));
+    ok(run("predict", &["--model", "ft/classifier.onnx", "--data", "validation", "--out", "p", "--device", "cpu"], d));
+    let p: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("p/metrics.json")).unwrap()).unwrap();
+    assert_eq!(p["accuracy"], m["evaluation"]["accuracy"], "{p}");
+    assert!(p["accuracy"].is_f64() && p["samples"] == 6, "{p}");
+}
