@@ -147,7 +147,7 @@ impl Plan {
 /// The tensor whose range `tensor` shares: MaxPool outputs keep their input's parameters.
 fn range_source(graph: &GraphProto, tensor: &str) -> String {
     let mut t = tensor.to_string();
-    while let Some(n) = graph.node.iter().find(|n| n.output.iter().any(|o| *o == t)) {
+    while let Some(n) = graph.node.iter().find(|n| n.output.contains(&t)) {
         if op(n) != "MaxPool" {
             break;
         }
