@@ -7,6 +7,7 @@ mod augment;
 mod bottleneck;
 mod engines;
 mod finetune;
+mod int8;
 mod multiclass;
 mod pipeline;
 mod predict;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use sd_cli::args::InputArgs;
+use sd_cli::args::{InputArgs, PrecisionArgs};
 use sd_data::ModelInput;
 use sd_data::layout::features::FEATURES;
 use sd_runtime::SessionConfig;
@@ -28,6 +28,9 @@ pub struct Args {
     /// Conv base from prepare-model (NHWC input).
     #[arg(long, required_unless_present = "merge")]
     pub model: Option<PathBuf>,
+    /// int8 runs the quantised conv_base.int8.onnx beside --model.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
@@ -60,7 +63,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     let config = Config {
         data: args.data.clone().expect("required by clap"),
-        model: args.model.clone().expect("required by clap"),
+        model: args.precision.precision.pick(args.model.as_ref().expect("required by clap"))?,
         out: args.out.clone(),
         input: args.input.or(ModelInput::RECIPE),
         batch_size: args.batch_size,

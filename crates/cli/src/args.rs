@@ -5,6 +5,7 @@
 
 use clap::{Args, ValueEnum};
 use sd_data::image::{ImageSize, ResizeFilter};
+use sd_data::layout::model::Precision;
 use sd_data::{ModelInput, Preprocess};
 use sd_train::{ClassWeight, Optimizer, Schedule};
 
@@ -99,6 +100,16 @@ impl ResumeArgs {
         let fingerprint = sd_train::checkpoint::fingerprint(config, inputs);
         sd_train::checkpoint::Resumable::new(out, fingerprint, self.resume, every)
     }
+}
+
+/// Which conv base (or frozen part) a stage runs.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct PrecisionArgs {
+    /// fp32, or int8: the statically quantised model that `prepare-model --quantize int8` writes
+    /// beside the float one (conv_base.int8.onnx, frozen_base.int8.onnx), run by ONNX
+    /// Runtime's int8 kernels.
+    #[arg(long, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
 }
 
 /// What the trainers minimise, beyond the plain cross-entropy.

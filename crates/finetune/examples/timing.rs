@@ -16,7 +16,7 @@ fn main() -> anyhow::Result<()> {
     let reps: usize = args.get(3).map_or(Ok(5), |s| s.parse())?;
     let threads = args.get(4).map(|s| s.parse()).transpose()?;
     let session = SessionConfig { device: Device::Auto, threads };
-    let model = PreparedModel::load(&dir)?;
+    let model = PreparedModel::load(&dir, Default::default())?;
     let size = sd_data::image::ImageSize::square(150);
     let shape = model.block5_shape(size);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sd_augment::cli::TransformArgs;
-use sd_cli::args::{InputArgs, LossArgs, Optim, OptimArgs, ResumeArgs, count};
+use sd_cli::args::{InputArgs, LossArgs, Optim, OptimArgs, PrecisionArgs, ResumeArgs, count};
 use sd_data::scratch::ScratchDir;
 use sd_data::{Dataset, ModelInput, Sample};
 use sd_runtime::{Model, SessionConfig};
@@ -86,6 +86,9 @@ pub struct Args {
     /// (on the same device and thread count).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// The frozen part's precision; classifier.onnx embeds the one trained with.
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     #[command(flatten)]
     pub session: SessionConfig,
     #[command(flatten)]
@@ -150,7 +153,7 @@ fn scan(dir: &Path, expected: Option<&Dataset>) -> Result<Dataset> {
 pub fn run(args: &Args) -> Result<()> {
     let config = args.config();
     config.validate()?;
-    let model_dir = PreparedModel::load(&args.model)?;
+    let model_dir = PreparedModel::load(&args.model, args.precision.precision)?;
     let (head, spec) = load_head(&args.head)?;
     let size = config.input.size;
     let shape = model_dir.block5_shape(size);
@@ -237,8 +240,15 @@ pub fn run(args: &Args) -> Result<()> {
     bar.finish_and_clear();
 
     let source = |d: &Dataset| Source { dir: d.root.display().to_string(), samples: d.len() };
-    let metrics =
-        Metrics::of(&finetuned, &config, [source(&train), source(&validation)], &args.model, &args.head, &classes);
+    let metrics = Metrics::of(
+        &finetuned,
+        &config,
+        [source(&train), source(&validation)],
+        &args.model,
+        model_dir.precision,
+        &args.head,
+        &classes,
+    );
     report::write(&args.out, &finetuned, &metrics, &model_dir.frozen_base, &shape)?;
     resumable.finish()?;
     for line in sd_train::report::evaluation_lines(&metrics.evaluation) {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use sd_data::Preprocess;
 use sd_data::image::ImageSize;
-use sd_data::layout::model::{self, ModelDir};
+use sd_data::layout::model::{self, ModelDir, Precision};
 use sd_head::Head;
 use sd_head::export::HeadSpec;
 
@@ -17,8 +17,9 @@ use crate::graphs::Block5Shape;
 /// A `prepare-model` output folder, loaded.
 pub struct PreparedModel {
     pub dir: ModelDir,
-    /// `frozen_base.onnx`: images to `block4_pool`.
+    /// `frozen_base.onnx` (or its int8 copy): images to `block4_pool`.
     pub frozen_base: PathBuf,
+    pub precision: Precision,
     /// Block 5's starting weights.
     pub weights: Block5Weights,
     /// The preprocessing the weights expect, when `model.json` knows it.
@@ -26,7 +27,8 @@ pub struct PreparedModel {
 }
 
 impl PreparedModel {
-    pub fn load(dir: &Path) -> Result<PreparedModel> {
+    /// Loads the folder, with the frozen part of `precision`.
+    pub fn load(dir: &Path, precision: Precision) -> Result<PreparedModel> {
         if !dir.is_dir() {
             bail!("model folder {} does not exist; run `prepare-model --out {}` first", dir.display(), dir.display());
         }
@@ -40,6 +42,7 @@ impl PreparedModel {
                 model::MODEL_JSON
             );
         }
+        let frozen_base = precision.pick(&frozen_base)?;
         let weights = Block5Weights::load(dir).with_context(|| {
             format!("cannot read block 5's weights from {} (written by prepare-model)", dir.join("block5").display())
         })?;
@@ -47,7 +50,7 @@ impl PreparedModel {
             true => folder.info()?.preprocess,
             false => None,
         };
-        Ok(PreparedModel { dir: folder, frozen_base, weights, preprocess })
+        Ok(PreparedModel { dir: folder, frozen_base, precision, weights, preprocess })
     }
 
     /// Block 5's shape for images of `size`: `block4_pool` is 1/16 of the image (four 2x2

@@ -7,6 +7,7 @@ use anyhow::Result;
 use sd_data::Classes;
 use sd_data::artifact::{StagingDir, write_json};
 use sd_data::layout::classifier::ClassifierMeta;
+use sd_data::layout::model::Precision;
 use sd_train::metrics::Evaluation;
 use sd_train::report::{EpochSummary, METRICS, Source};
 use serde::Serialize;
@@ -30,6 +31,9 @@ pub struct Metrics {
     pub train: Source,
     pub validation: Source,
     pub model: String,
+    /// The frozen part's precision (written only for int8).
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
     pub head: String,
     pub classes: Classes,
     /// The exported weights on the validation set: accuracy, top-k, per-class precision,
@@ -44,6 +48,7 @@ impl Metrics {
         config: &FinetuneConfig,
         sources: [Source; 2],
         model: &Path,
+        precision: Precision,
         head: &Path,
         classes: &Classes,
     ) -> Metrics {
@@ -56,6 +61,7 @@ impl Metrics {
             train,
             validation,
             model: model.display().to_string(),
+            precision,
             head: head.display().to_string(),
             classes: classes.clone(),
             evaluation: t.validation.report(classes.names()),

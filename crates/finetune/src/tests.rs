@@ -265,8 +265,8 @@ fn block5_optimizer_follows_keras_sgd_momentum() {
 fn tiny_model(dir: &std::path::Path) -> crate::inputs::PreparedModel {
     let src = dir.join("tiny.onnx");
     sd_onnx::save(&sd_model::testing::tiny_vgg(&[2, 3, 4, 5, 6], sd_model::structure::Layout::Nhwc, 3), &src).unwrap();
-    sd_model::prepare(&src, &dir.join("model"), &sd_model::FingerprintCheck::Skip).unwrap();
-    crate::inputs::PreparedModel::load(&dir.join("model")).unwrap()
+    sd_model::prepare(&src, &dir.join("model"), &sd_model::FingerprintCheck::Skip, None).unwrap();
+    crate::inputs::PreparedModel::load(&dir.join("model"), Default::default()).unwrap()
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! `prepare-model`: finds VGG16 in an ONNX export by its structure, verifies the ImageNet
-//! weights, and writes the conv base, the frozen part for fine-tuning and block 5's weights.
+//! weights, and writes the conv base, the frozen part for fine-tuning and block 5's weights
+//! (and, with `--quantize int8`, int8 copies of the first two: [`quantize`]).
 
 pub mod cli;
 pub mod fingerprint;
 pub mod prepare;
+pub mod quantize;
 pub mod structure;
 pub mod testing;
 

@@ -15,6 +15,7 @@ use sd_data::layout::model::{
 use sd_onnx::{Dim, GraphProto, ModelProto, attr_ints, dtype, node, value_info};
 
 use crate::fingerprint::{Fingerprint, KERAS_IMAGENET, LayerFingerprint};
+use crate::quantize::CalibrationConfig;
 use crate::structure::{self, Vgg16};
 
 /// Which weights the conv layers must have.
@@ -28,8 +29,14 @@ pub enum FingerprintCheck {
 }
 
 /// Reads `source`, checks it, and writes the prepared models into `out` (replacing it as a
-/// whole once everything is written).
-pub fn prepare(source: &Path, out: &Path, check: &FingerprintCheck) -> Result<ModelInfo> {
+/// whole once everything is written); with `int8`, also the int8 conv base and frozen part,
+/// calibrated on its images.
+pub fn prepare(
+    source: &Path,
+    out: &Path,
+    check: &FingerprintCheck,
+    int8: Option<&CalibrationConfig>,
+) -> Result<ModelInfo> {
     let model = sd_onnx::load(source).context("reading the source model")?;
     let graph = model.graph.as_ref().context("the source model has no graph")?;
     let vgg = structure::find(graph).with_context(|| format!("{} is not usable as VGG16", source.display()))?;
@@ -57,6 +64,10 @@ pub fn prepare(source: &Path, out: &Path, check: &FingerprintCheck) -> Result<Mo
     sd_onnx::save(&conv_base, dir.join(CONV_BASE))?;
     let frozen = cut(&model, &vgg, &vgg.pools[3], BLOCK4_POOL).context("cutting the frozen part")?;
     sd_onnx::save(&frozen, dir.join(FROZEN_BASE))?;
+    let int8 = match int8 {
+        Some(config) => Some(crate::quantize::write_int8(dir, &conv_base, &frozen, config)?),
+        None => None,
+    };
 
     let mut block5 = Vec::new();
     for (i, (kernel, bias)) in weights.iter().skip(10).enumerate() {
@@ -92,6 +103,7 @@ pub fn prepare(source: &Path, out: &Path, check: &FingerprintCheck) -> Result<Mo
             })
             .collect(),
         block5,
+        int8,
     };
     ModelDir::new(dir).write_info(&info)?;
     staging.commit()?;
@@ -205,7 +217,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = write_source(dir.path(), Layout::Nhwc);
         let out = dir.path().join("model");
-        let info = prepare(&src, &out, &FingerprintCheck::Skip).unwrap();
+        let info = prepare(&src, &out, &FingerprintCheck::Skip, None).unwrap();
         assert_eq!(info.channels, [2, 2, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6]);
         for f in [CONV_BASE, FROZEN_BASE, MODEL_JSON, "block5/block5_conv3_kernel.npy", "block5/block5_conv1_bias.npy"]
         {
@@ -232,7 +244,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = write_source(dir.path(), Layout::Nchw);
         let out = dir.path().join("model");
-        prepare(&src, &out, &FingerprintCheck::Skip).unwrap();
+        prepare(&src, &out, &FingerprintCheck::Skip, None).unwrap();
         let g = sd_onnx::load(out.join(CONV_BASE)).unwrap().graph.unwrap();
         assert_eq!(g.node[0].op_type.as_deref(), Some("Transpose"));
         assert_eq!(g.node[0].input, [INPUT]);
@@ -243,7 +255,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = write_source(dir.path(), Layout::Nhwc);
         let out = dir.path().join("model");
-        let err = format!("{:#}", prepare(&src, &out, &FingerprintCheck::KerasImagenet).unwrap_err());
+        let err = format!("{:#}", prepare(&src, &out, &FingerprintCheck::KerasImagenet, None).unwrap_err());
         assert!(err.contains("13 of 13 layers") && err.contains("block1_conv1: kernel shape"), "{err}");
         assert!(err.contains("--skip-fingerprint"), "{err}");
         assert!(!out.exists());

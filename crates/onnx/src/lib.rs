@@ -3,7 +3,9 @@
 //! The protobuf types come from the official `onnx.proto` (see `build.rs`). On top of them this
 //! crate offers what the stages need: loading and atomic saving with errors that name the file,
 //! float tensors to and from `ndarray`, small node/attribute builders, and cutting a sub-graph
-//! that computes a chosen set of tensors.
+//! that computes a chosen set of tensors; [`quantize`]: static int8 quantisation in QDQ form.
+
+pub mod quantize;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,8 @@ pub use proto::{
 pub mod dtype {
     pub const FLOAT: i32 = 1;
     pub const UINT8: i32 = 2;
+    pub const INT8: i32 = 3;
+    pub const INT32: i32 = 6;
     pub const INT64: i32 = 7;
 }
 

@@ -6,8 +6,14 @@
 //! | `frozen_base.onnx` | same input, output [`BLOCK4_POOL`] NHWC `[N, H/16, W/16, 512]`: what stays frozen when fine-tuning |
 //! | `block5/block5_conv{1,2,3}_{kernel,bias}.npy` | block 5's weights, kernel OIHW `[Cout, Cin, 3, 3]`, bias `[Cout]` |
 //! | `model.json` | [`ModelInfo`]: what was found and written |
+//! | `conv_base.int8.onnx`, `frozen_base.int8.onnx` | with `prepare-model --quantize int8`: the same models statically quantised (QDQ), same inputs and outputs; [`Int8Info`] in `model.json` says how |
+//!
+//! [`Precision`] picks between the float and int8 files (`--precision` in the stages).
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +23,8 @@ use crate::Preprocess;
 pub const CONV_BASE: &str = "conv_base.onnx";
 pub const FROZEN_BASE: &str = "frozen_base.onnx";
 pub const MODEL_JSON: &str = "model.json";
+pub const CONV_BASE_INT8: &str = "conv_base.int8.onnx";
+pub const FROZEN_BASE_INT8: &str = "frozen_base.int8.onnx";
 /// The prepared models' input tensor.
 pub const INPUT: &str = "input";
 /// The conv base's output tensor.
@@ -82,6 +90,116 @@ pub struct ModelInfo {
     pub preprocess: Option<Preprocess>,
     pub layers: Vec<LayerInfo>,
     pub block5: Vec<WeightFiles>,
+    /// The int8 models, when `prepare-model --quantize int8` wrote them (absent in older files
+    /// and fp32-only folders, which therefore read and write as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<Int8Info>,
+}
+
+/// How the int8 models were made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Int8Info {
+    pub conv_base: String,
+    pub frozen_base: String,
+    /// e.g. "int8, symmetric, per output channel".
+    pub weights: String,
+    /// e.g. "uint8, per tensor, calibrated min-max".
+    pub activations: String,
+    pub calibration: Calibration,
+}
+
+/// The images the activation ranges were observed on, and the ranges.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub folder: String,
+    pub images: usize,
+    /// "minmax": each tensor's smallest and largest value over all calibration images.
+    pub method: String,
+    pub size: crate::image::ImageSize,
+    pub resize_filter: crate::image::ResizeFilter,
+    pub preprocess: Preprocess,
+    /// Per tensor of the float graph: `[min, max]`.
+    pub ranges: BTreeMap<String, [f32; 2]>,
+}
+
+/// Which conv base / frozen part the stages run: the float32 one or the int8 one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    #[default]
+    Fp32,
+    Int8,
+}
+
+impl Precision {
+    pub const NAMES: &'static [&'static str] = &["fp32", "int8"];
+
+    /// For `skip_serializing_if`: outputs of fp32 runs stay as they were before int8 existed.
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+
+    pub fn conv_base(self) -> &'static str {
+        match self {
+            Precision::Fp32 => CONV_BASE,
+            Precision::Int8 => CONV_BASE_INT8,
+        }
+    }
+
+    pub fn frozen_base(self) -> &'static str {
+        match self {
+            Precision::Fp32 => FROZEN_BASE,
+            Precision::Int8 => FROZEN_BASE_INT8,
+        }
+    }
+
+    /// The model file of this precision for `model_file`, a conv base or frozen part in a
+    /// model folder (either precision's); fp32 leaves any file as given. The file must exist.
+    pub fn pick(self, model_file: &Path) -> Result<PathBuf, LayoutError> {
+        let name = model_file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let picked = match (self, name) {
+            (Precision::Fp32, _) => return Ok(model_file.to_path_buf()),
+            (Precision::Int8, CONV_BASE | CONV_BASE_INT8) => model_file.with_file_name(CONV_BASE_INT8),
+            (Precision::Int8, FROZEN_BASE | FROZEN_BASE_INT8) => model_file.with_file_name(FROZEN_BASE_INT8),
+            (Precision::Int8, _) => {
+                return Err(LayoutError::Invalid {
+                    path: model_file.into(),
+                    reason: format!(
+                        "--precision int8 needs a model folder's {CONV_BASE} or {FROZEN_BASE} (it runs the \
+                         {CONV_BASE_INT8} / {FROZEN_BASE_INT8} beside it); pass one, or a quantised model with --precision fp32"
+                    ),
+                });
+            }
+        };
+        if !picked.is_file() {
+            let dir = crate::scratch::parent_dir(model_file);
+            return Err(LayoutError::Invalid {
+                path: picked,
+                reason: format!(
+                    "missing; run `prepare-model --out {} --quantize int8 --calibrate TRAIN_DIR` first",
+                    dir.display()
+                ),
+            });
+        }
+        Ok(picked)
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fp32" => Ok(Self::Fp32),
+            "int8" => Ok(Self::Int8),
+            _ => Err(format!("unknown precision '{s}' (expected fp32 or int8)")),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::NAMES[*self as usize])
+    }
 }
 
 /// A prepared model folder.
@@ -143,6 +261,35 @@ mod tests {
         let m = ModelDir::new("artifacts/model");
         assert_eq!(m.block5(0).0, Path::new("artifacts/model/block5/block5_conv1_kernel.npy"));
         assert_eq!(m.frozen_base(), Path::new("artifacts/model/frozen_base.onnx"));
+    }
+
+    #[test]
+    fn precision_picks_the_file_beside_the_float_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, frozen) = (dir.path().join(CONV_BASE), dir.path().join(FROZEN_BASE));
+        assert_eq!(Precision::Fp32.pick(&base).unwrap(), base);
+        let e = Precision::Int8.pick(&base).unwrap_err().to_string();
+        assert!(e.contains(CONV_BASE_INT8) && e.contains("--quantize int8 --calibrate"), "{e}");
+        for f in [CONV_BASE_INT8, FROZEN_BASE_INT8] {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        assert_eq!(Precision::Int8.pick(&base).unwrap(), dir.path().join(CONV_BASE_INT8));
+        assert_eq!(Precision::Int8.pick(&frozen).unwrap(), dir.path().join(FROZEN_BASE_INT8));
+        assert_eq!(Precision::Int8.pick(&dir.path().join(CONV_BASE_INT8)).unwrap(), dir.path().join(CONV_BASE_INT8));
+        let e = Precision::Int8.pick(Path::new("head.onnx")).unwrap_err().to_string();
+        assert!(e.contains("head.onnx") && e.contains("--precision int8 needs"), "{e}");
+        assert_eq!(("int8".parse::<Precision>(), Precision::Fp32.to_string()), (Ok(Precision::Int8), "fp32".into()));
+    }
+
+    #[test]
+    fn model_json_without_int8_reads_and_writes_as_before() {
+        let old = r#"{"source":"s","source_blake3":"h","source_input":"i","source_input_layout":"NHWC","input":"input",
+            "input_layout":"NHWC","conv_base":"conv_base.onnx","conv_base_output":"features","frozen_base":"frozen_base.onnx",
+            "frozen_base_output":"block4_pool","channels":[64],"weights_verified_against":"keras-imagenet",
+            "preprocess":"caffe","layers":[],"block5":[]}"#;
+        let info: ModelInfo = serde_json::from_str(old).unwrap();
+        assert_eq!(info.int8, None);
+        assert!(!serde_json::to_string(&info).unwrap().contains("int8"));
     }
 
     #[test]
