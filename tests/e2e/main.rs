@@ -11,6 +11,7 @@ mod multiclass;
 mod pipeline;
 mod predict;
 mod prepare_model;
+mod reliability;
 mod setup;
 mod split;
 mod train_head;

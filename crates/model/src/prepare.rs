@@ -30,6 +30,12 @@ pub enum FingerprintCheck {
 /// Reads `source`, checks it, and writes the prepared models into `out` (replacing it as a
 /// whole once everything is written).
 pub fn prepare(source: &Path, out: &Path, check: &FingerprintCheck) -> Result<ModelInfo> {
+    if !source.is_file() {
+        bail!(
+            "source model {} does not exist; run scripts/setup.sh (it fetches the default VGG16) or pass --source FILE.onnx",
+            source.display()
+        );
+    }
     let model = sd_onnx::load(source).context("reading the source model")?;
     let graph = model.graph.as_ref().context("the source model has no graph")?;
     let vgg = structure::find(graph).with_context(|| format!("{} is not usable as VGG16", source.display()))?;
