@@ -30,6 +30,7 @@ pub fn cmd(bin: &str, cwd: &Path) -> Command {
         "train-head" => env!("CARGO_BIN_EXE_train-head"),
         "finetune" => env!("CARGO_BIN_EXE_finetune"),
         "predict" => env!("CARGO_BIN_EXE_predict"),
+        "split" => env!("CARGO_BIN_EXE_split"),
         other => panic!("unknown binary {other}"),
     };
     let mut c = Command::new(exe);

@@ -12,6 +12,7 @@ mod multiclass;
 mod pipeline;
 mod predict;
 mod prepare_model;
+mod reliability;
 mod report;
 mod setup;
 mod split;

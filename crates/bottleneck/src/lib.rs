@@ -68,7 +68,7 @@ pub fn extract(config: &Config) -> Result<Report> {
     tracing::info!(data = %config.data.display(), images = count, total, classes = %dataset.classes, "scanned");
 
     let mut model = Model::load(&config.model, &config.session)?;
-    check_model_input(&model)?;
+    check_conv_base(&model)?;
 
     let staging = StagingDir::create(&config.out)?;
     let mut writer = FeatureWriter::create(staging.path(), count)?;
@@ -85,6 +85,7 @@ pub fn extract(config: &Config) -> Result<Report> {
             bail!("{} returned {} rows for a batch of {}", config.model.display(), output.shape()[0], batch.len());
         }
         feature_shape = output.shape()[1..].to_vec();
+        check_features(&model, config.input.size, &feature_shape)?;
         writer.set_shape(&feature_shape)?;
         let files: Vec<&str> = batch.samples.iter().map(|&s| relative[range.start + s].as_str()).collect();
         writer.write(output.as_slice().context("model output is not contiguous")?, &batch.labels, &files)?;
@@ -95,6 +96,7 @@ pub fn extract(config: &Config) -> Result<Report> {
         // An empty shard: one zero image gives the feature shape.
         let (w, h) = (config.input.size.width as usize, config.input.size.height as usize);
         feature_shape = model.run(Array4::<f32>::zeros((1, h, w, 3)).view().into_dyn())?.shape()[1..].to_vec();
+        check_features(&model, config.input.size, &feature_shape)?;
         writer.set_shape(&feature_shape)?;
     }
     let meta = FeatureMeta {
@@ -120,14 +122,50 @@ pub fn extract(config: &Config) -> Result<Report> {
     Ok(Report { images: count, feature_shape, elapsed: start.elapsed(), inference, device: model.device.to_string() })
 }
 
-/// Rejects models that cannot take an NHWC RGB batch (e.g. a head or a full classifier).
-fn check_model_input(model: &Model) -> Result<()> {
-    let s = &model.input_shape;
-    if s.len() != 4 || !(s[3] == 3 || s[3] == -1) {
+const USE_CONV_BASE: &str = "pass the conv_base.onnx written by prepare-model (artifacts/model/conv_base.onnx)";
+
+/// Rejects, before any work, models that are not a conv base: one that cannot take an NHWC RGB
+/// batch (a head), one whose output is not a feature map (a whole classifier gives [N, 1]),
+/// and, in a prepare-model folder, any file other than the one its model.json names (its
+/// frozen part gives block 4's features, with the same declared shape).
+fn check_conv_base(model: &Model) -> Result<()> {
+    let (path, input, output) = (model.path(), &model.input_shape, &model.output_shape);
+    if input.len() != 4 || !(input[3] == 3 || input[3] == -1) {
+        bail!("{} takes input of shape {input:?}, not an image batch [N, H, W, 3]; {USE_CONV_BASE}", path.display());
+    }
+    if output.len() != 4 {
         bail!(
-            "{} takes input of shape {:?}, not an image batch [N, H, W, 3]; pass the conv_base.onnx written by prepare-model",
+            "{} outputs shape {output:?}, not a feature map [N, H/32, W/32, C]: it is not a conv base (a whole classifier?); {USE_CONV_BASE}",
+            path.display()
+        );
+    }
+    if let Some(folder) = sd_data::layout::model::folder_of(path) {
+        let info = folder.info()?;
+        let channels = info.channels.last().copied().unwrap_or_default() as i64;
+        if path.file_name() != Some(std::ffi::OsStr::new(&info.conv_base))
+            || !(output[3] == channels || output[3] == -1)
+        {
+            bail!(
+                "{} is not the conv base of {}, which is {}; {USE_CONV_BASE}",
+                path.display(),
+                folder.info_path().display(),
+                folder.conv_base().display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A conv base's features have a 32nd of the image's size (five 2x2 pools; block 4's have a
+/// 16th): checked on the first batch, before anything is written.
+fn check_features(model: &Model, size: sd_data::image::ImageSize, shape: &[usize]) -> Result<()> {
+    let want = [size.height as usize / 32, size.width as usize / 32];
+    if shape.len() != 3 || shape[..2] != want {
+        bail!(
+            "{} gives features of shape {shape:?} for {size} images, where a conv base gives [{}, {}, C] (a 32nd of the size): is it the frozen part (block 4, a 16th)? {USE_CONV_BASE}",
             model.path().display(),
-            s
+            want[0],
+            want[1]
         );
     }
     Ok(())

@@ -107,10 +107,26 @@ pub fn run(main: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::debug!(error = ?err, "stage failed");
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", message(&err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined by ": ", each cause left out when the message before it
+/// already ends with it (errors that print their source, like `cannot read X: {source}`, would
+/// otherwise show the OS error twice).
+fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain().map(|c| c.to_string()) {
+        if !text.ends_with(&cause) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 /// On Ctrl-C, SIGTERM or SIGHUP: remove this process's scratch, run `before_exit(signal)`, then
@@ -154,5 +170,38 @@ pub fn die_of(signal: i32) -> ! {
 pub fn summary(log: &LogArgs, line: impl std::fmt::Display) {
     if !log.quiet {
         println!("{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Like the stages' errors: the source in the message and as `source()`.
+    #[derive(Debug)]
+    struct Read(std::io::Error);
+
+    impl std::fmt::Display for Read {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot read nope: {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Read {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let os = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let err = anyhow::Error::new(Read(os)).context("split nope into o");
+        assert_eq!(
+            message(&err),
+            format!("split nope into o: cannot read nope: {}", std::io::Error::from(std::io::ErrorKind::NotFound))
+        );
+        let err = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(message(&err), "outer: inner");
     }
 }

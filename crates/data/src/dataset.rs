@@ -14,6 +14,12 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "ppm", "pgm
 pub enum DatasetError {
     #[error("data folder {0} does not exist; pass the folder that holds one sub-folder per class")]
     Missing(PathBuf),
+    #[error("data folder {0} is a file; pass the folder that holds one sub-folder per class (e.g. data/sample/train)")]
+    NotAFolder(PathBuf),
+    #[error("image file name {0:?} holds a line break; file lists (files.txt) hold one name per line: rename the file")]
+    LineBreakInName(PathBuf),
+    #[error("image file name {0:?} is not valid UTF-8, which file lists (files.txt) hold: rename the file")]
+    NonUtf8Name(PathBuf),
     #[error("cannot list {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0} has no class sub-folders; expected {0}/<class>/<image>, e.g. {0}/cats/cat.1.jpg")]
@@ -49,6 +55,9 @@ impl Dataset {
     /// are skipped with a debug log.
     pub fn scan(root: impl AsRef<Path>) -> Result<Dataset, DatasetError> {
         let root = root.as_ref().to_path_buf();
+        if root.is_file() {
+            return Err(DatasetError::NotAFolder(root));
+        }
         if !root.is_dir() {
             return Err(DatasetError::Missing(root));
         }
@@ -130,6 +139,17 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
     std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path()).map_err(io)).collect()
 }
 
+/// `path` if file lists can hold its name. File names are data: one with a line break would
+/// be two rows of `files.txt` (and of a CSV), one that is not UTF-8 would not read back, so
+/// both are refused where every stage finds its images, naming the file.
+fn listable(path: PathBuf) -> Result<PathBuf, DatasetError> {
+    match path.to_str() {
+        None => Err(DatasetError::NonUtf8Name(path)),
+        Some(p) if p.contains(['\n', '\r']) => Err(DatasetError::LineBreakInName(path)),
+        Some(_) => Ok(path),
+    }
+}
+
 /// Appends every image file below `dir` (by extension, recursively, hidden files skipped).
 pub fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DatasetError> {
     for path in list_dir(dir)? {
@@ -139,7 +159,7 @@ pub fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DatasetE
         if path.is_dir() {
             collect_images(&path, out)?;
         } else if is_image_path(&path) {
-            out.push(path);
+            out.push(listable(path)?);
         } else {
             tracing::debug!(file = %path.display(), "skipping: not an image by extension");
         }
@@ -205,6 +225,39 @@ mod tests {
         touch(dir.path(), "cat.1.jpg");
         let err = Dataset::scan(dir.path()).unwrap_err().to_string();
         assert!(err.contains("no class sub-folders"), "{err}");
+    }
+
+    #[test]
+    fn a_name_with_a_line_break_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        touch(dir.path(), "cats/1.jpg");
+        touch(dir.path(), "dogs/two\nlines.jpg");
+        let err = Dataset::scan(dir.path()).unwrap_err().to_string();
+        assert!(err.contains(r"two\nlines.jpg") && err.contains("line break") && err.contains("rename"), "{err}");
+        std::fs::remove_file(dir.path().join("dogs/two\nlines.jpg")).unwrap();
+        touch(dir.path(), "dogs/cr\r.png");
+        assert!(Dataset::scan(dir.path()).unwrap_err().to_string().contains("line break"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_name_that_is_not_utf8_is_refused() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        touch(dir.path(), "cats/1.jpg");
+        std::fs::create_dir(dir.path().join("dogs")).unwrap();
+        let name = std::ffi::OsStr::from_bytes(b"caf\xe9.jpg");
+        std::fs::write(dir.path().join("dogs").join(name), b"x").unwrap();
+        let err = Dataset::scan(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("not valid UTF-8") && err.contains("caf"), "{err}");
+    }
+
+    #[test]
+    fn a_file_given_as_the_data_folder_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        touch(dir.path(), "cats/1.jpg");
+        let err = Dataset::scan(dir.path().join("cats/1.jpg")).unwrap_err().to_string();
+        assert!(err.contains("is a file") && err.contains("one sub-folder per class"), "{err}");
     }
 
     #[test]

@@ -124,11 +124,66 @@ fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, DecodeFailure> {
     if reader.format().is_none() {
         return Err(DecodeFailure::Other("unrecognised file format".into()));
     }
+    // The JPEG decoder fills what is missing with grey (as browsers do) instead of failing, so
+    // a photo cut short would pass as a different picture: check that the data is all there.
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
+        jpeg_is_complete(bytes).map_err(DecodeFailure::Other)?;
+    }
     let img = reader.decode().map_err(|e| DecodeFailure::Other(e.to_string()))?;
     if img.width() == 0 || img.height() == 0 {
         return Err(DecodeFailure::Empty);
     }
     Ok(img.into_rgb8())
+}
+
+/// Walks a JPEG's segments (skipping each by its length, so an embedded EXIF thumbnail's
+/// markers do not count) and its entropy-coded scans up to the end-of-image marker: an error when
+/// the data ends before it. What libjpeg calls "premature end of JPEG file", which makes PIL
+/// refuse the image. Bytes after the end marker are ignored, as every decoder does. Linear in
+/// the file's size, a small fraction of decoding it.
+fn jpeg_is_complete(b: &[u8]) -> Result<(), String> {
+    let truncated = || Err("the JPEG data ends before its end-of-image marker: the file is truncated".to_string());
+    let mut i = 2; // after SOI (the format guess saw it)
+    loop {
+        // Bytes between segments are tolerated (libjpeg warns and skips them); so are fill bytes.
+        match b.get(i..).and_then(|rest| rest.iter().position(|&x| x == 0xFF)) {
+            Some(p) => i += p,
+            None => return truncated(),
+        }
+        while b.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&marker) = b.get(i) else { return truncated() };
+        i += 1;
+        match marker {
+            0xD9 => return Ok(()),
+            // Markers without a length: TEM, restarts, and a stray stuffed zero.
+            0x00 | 0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(len) = b.get(i..i + 2).map(|l| u16::from_be_bytes([l[0], l[1]]) as usize) else {
+            return truncated();
+        };
+        i += len;
+        if len < 2 || i > b.len() {
+            return truncated();
+        }
+        if marker == 0xDA {
+            // Entropy-coded data follows start-of-scan up to the next marker other than a
+            // stuffed 0xFF00 or a restart marker.
+            loop {
+                match b.get(i..).and_then(|rest| rest.iter().position(|&x| x == 0xFF)) {
+                    Some(p) => i += p,
+                    None => return truncated(),
+                }
+                match b.get(i + 1) {
+                    None => return truncated(),
+                    Some(0x00 | 0xD0..=0xD7) => i += 2,
+                    Some(_) => break,
+                }
+            }
+        }
+    }
 }
 
 /// Resizes to exactly `width` x `height` (aspect ratio not kept). Returns the input unchanged
@@ -225,6 +280,54 @@ mod tests {
 
         let err = load_rgb(dir.path().join("absent.jpg")).unwrap_err().to_string();
         assert!(err.contains("absent.jpg"), "{err}");
+    }
+
+    fn sample_photo() -> Vec<u8> {
+        std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/sample/train/cats/cat.1.jpg")).unwrap()
+    }
+
+    #[test]
+    fn a_photo_cut_short_is_an_error_not_grey_rows() {
+        // The decoder alone fills the missing rows with grey and reports success.
+        let dir = tempfile::tempdir().unwrap();
+        let photo = sample_photo();
+        assert!(load_rgb(write_tmp(dir.path(), "whole.jpg", &photo)).is_ok());
+        for keep in [4096, photo.len() / 2, photo.len() - 2] {
+            let p = write_tmp(dir.path(), &format!("cut{keep}.jpg"), &photo[..keep]);
+            let err = load_rgb(&p).unwrap_err().to_string();
+            assert!(err.contains(&format!("cut{keep}.jpg")) && err.contains("truncated"), "{keep}: {err}");
+        }
+        // Bytes after the end-of-image marker are harmless (cameras pad files).
+        let padded = [photo.as_slice(), &[0; 100]].concat();
+        assert!(load_rgb(write_tmp(dir.path(), "padded.jpg", &padded)).is_ok());
+    }
+
+    #[test]
+    fn an_embedded_thumbnail_does_not_hide_truncation() {
+        // A thumbnail (a whole JPEG, end marker included) in an APP1 segment, then the photo
+        // cut short: the end marker found must be the photo's own.
+        let photo = sample_photo();
+        let thumb =
+            encode(DynamicImage::ImageRgb8(image::RgbImage::from_pixel(8, 8, image::Rgb([5; 3]))), ImageFormat::Jpeg);
+        let mut app1 = vec![0xFF, 0xE1];
+        app1.extend(((thumb.len() + 2) as u16).to_be_bytes());
+        app1.extend(&thumb);
+        let with_thumb = [&photo[..2], app1.as_slice(), &photo[2..]].concat();
+        assert!(decode_rgb(&with_thumb).is_ok());
+        let cut = &with_thumb[..with_thumb.len() * 2 / 3];
+        assert!(matches!(decode_rgb(cut), Err(DecodeFailure::Other(e)) if e.contains("truncated")));
+    }
+
+    #[test]
+    fn truncated_png_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = encode(
+            DynamicImage::ImageRgb8(load_rgb(write_tmp(dir.path(), "p.jpg", &sample_photo())).unwrap()),
+            ImageFormat::Png,
+        );
+        let p = write_tmp(dir.path(), "cut.png", &png[..png.len() / 2]);
+        let err = load_rgb(&p).unwrap_err().to_string();
+        assert!(err.contains("cut.png") && err.contains("end of file"), "{err}");
     }
 
     #[test]

@@ -144,18 +144,27 @@ pub fn write<T: NpyElement, S: Data<Elem = T>, D: Dimension>(
     w.finish()
 }
 
-/// Reads a whole array, with an error naming the file (and the fix, for a wrong dtype).
+/// Reads a whole array, with an error naming the file and the fix. Fortran-order files (numpy
+/// writes them for transposed arrays) are read correctly and returned in standard (C) order,
+/// which is what every caller indexes.
 pub fn read<T: NpyElement>(path: impl AsRef<Path>) -> Result<ArrayD<T>, NpyError> {
+    use ndarray_npy::ReadNpyError as E;
     let path = path.as_ref();
-    ndarray_npy::read_npy(path).map_err(|e| NpyError::Read {
+    let array: ArrayD<T> = ndarray_npy::read_npy(path).map_err(|e| NpyError::Read {
         path: path.into(),
         reason: match e {
-            ndarray_npy::ReadNpyError::WrongDescriptor(d) => {
+            E::WrongDescriptor(d) => {
                 format!("element type {d:?} where {} was expected (was it written by another stage?)", T::DESCR)
             }
+            E::Io(e) if e.kind() == std::io::ErrorKind::NotFound => "no such file".into(),
+            E::ParseHeader(e) => {
+                format!("not a valid .npy file ({e}); write it again (numpy.save or the stage that made it)")
+            }
+            E::MissingData | E::ExtraBytes(_) => format!("{e}: the file is truncated or damaged; write it again"),
             e => e.to_string(),
         },
-    })
+    })?;
+    Ok(if array.is_standard_layout() { array } else { array.as_standard_layout().into_owned() })
 }
 
 /// Shape and element type of an `.npy` file, from its header alone.
@@ -197,7 +206,9 @@ pub fn read_header(path: impl AsRef<Path>) -> Result<NpyHeader, NpyError> {
     };
     let descr = field("descr").ok_or_else(|| bad("header has no descr".into()))?.trim_matches('\'').to_string();
     if field("fortran_order").as_deref() != Some("False") {
-        return Err(bad("Fortran-order arrays are not supported; save with numpy.ascontiguousarray".into()));
+        return Err(bad(
+            "a Fortran-order array, which is streamed here as C order: save it with np.save(path, np.ascontiguousarray(a))".into(),
+        ));
     }
     let shape = field("shape").ok_or_else(|| bad("header has no shape".into()))?;
     let shape = shape
@@ -270,6 +281,43 @@ mod tests {
         let bytes = Array2::<u8>::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as u8);
         write(dir.path().join("u.npy"), &bytes).unwrap();
         assert_eq!(read::<u8>(dir.path().join("u.npy")).unwrap(), bytes.into_dyn());
+    }
+
+    #[test]
+    fn fortran_order_files_read_as_their_values() {
+        // What numpy.save writes for a transposed [2, 3] array: column-major data.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.npy");
+        let mut bytes = header("<i8", &[2, 3]);
+        let at = bytes.windows(5).position(|w| w == b"False").unwrap();
+        bytes.splice(at..at + 5, *b"True ");
+        for v in [0i64, 3, 1, 4, 2, 5] {
+            bytes.extend(v.to_le_bytes());
+        }
+        std::fs::write(&p, &bytes).unwrap();
+        let a = read::<i64>(&p).unwrap();
+        assert!(a.is_standard_layout());
+        assert_eq!(a, array![[0i64, 1, 2], [3, 4, 5]].into_dyn());
+        let err = read_header(&p).unwrap_err().to_string();
+        assert!(err.contains("f.npy") && err.contains("np.ascontiguousarray"), "{err}");
+    }
+
+    #[test]
+    fn damaged_files_say_to_write_them_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.npy");
+        write(&p, &array![1.0f32, 2.0, 3.0]).unwrap();
+        let whole = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &whole[..whole.len() - 4]).unwrap();
+        let err = read::<f32>(&p).unwrap_err().to_string();
+        assert!(err.contains("x.npy") && err.contains("truncated"), "{err}");
+        let mut bad = whole.clone();
+        bad[20] = b'#';
+        std::fs::write(&p, &bad).unwrap();
+        let err = read::<f32>(&p).unwrap_err().to_string();
+        assert!(err.contains("x.npy") && err.contains("not a valid .npy file"), "{err}");
+        let err = read::<f32>(dir.path().join("none.npy")).unwrap_err().to_string();
+        assert!(err.contains("none.npy: no such file"), "{err}");
     }
 
     #[test]

@@ -150,6 +150,22 @@ pub fn remove(path: &Path) -> std::io::Result<()> {
     if std::fs::symlink_metadata(path)?.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) }
 }
 
+/// Deletes an output (a stale one, before its stage runs again) so that it is never seen half
+/// deleted under its own name: a folder is first renamed to this process's scratch beside it,
+/// then removed; should the process die during the removal, what is left is scratch, swept by
+/// the next run writing that output. A file is removed at once (atomic). NotFound when absent.
+pub fn discard(path: &Path) -> std::io::Result<()> {
+    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    if !std::fs::symlink_metadata(path)?.is_dir() {
+        return std::fs::remove_file(path);
+    }
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let aside = parent_dir(path).join(format!("{}discard{n}", prefix(&file_name(path), "partial")));
+    std::fs::rename(path, &aside)?;
+    let _tracked = track(&aside);
+    std::fs::remove_dir_all(&aside)
+}
+
 /// `partial-PID-xxxx` or `work-PID-xxxx` -> PID.
 fn owner_pid(rest: &str) -> Option<u32> {
     let (kind, tail) = rest.split_once('-')?;
@@ -201,6 +217,25 @@ mod tests {
         assert!(ours.exists(), "a live run's scratch was removed");
         assert!(other_output.exists(), "another output's scratch was removed");
         assert!(not_scratch.exists(), "a file that is not scratch was removed");
+    }
+
+    #[test]
+    fn a_discarded_folder_is_gone_from_its_name_before_its_files_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("augmented");
+        std::fs::create_dir_all(out.join("cats")).unwrap();
+        std::fs::write(out.join("cats/1.png"), b"x").unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        // Interrupted between the rename and the removal: what is left is swept scratch.
+        let aside = dir.path().join(format!("{}discard9", prefix("augmented", "partial")));
+        assert_eq!(
+            owner_pid(aside.file_name().unwrap().to_str().unwrap().strip_prefix(".augmented.").unwrap()),
+            Some(std::process::id())
+        );
+        discard(&out).unwrap();
+        discard(&dir.path().join("file")).unwrap();
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left, under any name");
+        assert_eq!(discard(&out).unwrap_err().kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub fn prepare(
     check: &FingerprintCheck,
     int8: Option<&CalibrationConfig>,
 ) -> Result<ModelInfo> {
+    if !source.is_file() {
+        bail!(
+            "source model {} does not exist; run scripts/setup.sh (it fetches the default VGG16) or pass --source FILE.onnx",
+            source.display()
+        );
+    }
     let model = sd_onnx::load(source).context("reading the source model")?;
     let graph = model.graph.as_ref().context("the source model has no graph")?;
     let vgg = structure::find(graph).with_context(|| format!("{} is not usable as VGG16", source.display()))?;

@@ -236,7 +236,9 @@ fn remove_outs(cx: &mut Context, stage: &Stage) -> io::Result<()> {
     for out in stage.written() {
         let path = cx.pipeline.resolve(&out.path);
         cx.hashes.forget(&path);
-        match sd_data::scratch::remove(&path) {
+        // Renamed aside first: a run killed while deleting a large folder must not leave part
+        // of it under its name (found by benches/reliability/kill-loop.sh).
+        match sd_data::scratch::discard(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 return Err(io::Error::new(e.kind(), format!("cannot remove {}: {e}", path.display())));
             }

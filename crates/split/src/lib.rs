@@ -29,6 +29,10 @@ pub enum Link {
 pub enum SplitError {
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: io::Error },
+    #[error(
+        "source folder {0} does not exist or is not a folder; pass Kaggle's flat train/ folder (cat.0.jpg ... dog.12499.jpg)"
+    )]
+    NoSource(PathBuf),
     #[error("not enough images in {}: {}", dir.display(), missing.join("; "))]
     NotEnough { dir: PathBuf, missing: Vec<String> },
     #[error("cannot write {path}: {source}")]
@@ -49,6 +53,9 @@ pub struct Split {
 type Numbered = Vec<(u64, String)>;
 
 fn scan(source: &Path) -> Result<BTreeMap<&'static str, Numbered>, SplitError> {
+    if !source.is_dir() {
+        return Err(SplitError::NoSource(source.to_path_buf()));
+    }
     let read = |e| SplitError::Read { path: source.to_path_buf(), source: e };
     let mut found: BTreeMap<&str, Numbered> = CLASSES.iter().map(|(p, _)| (*p, Vec::new())).collect();
     for entry in std::fs::read_dir(source).map_err(read)? {
@@ -213,6 +220,6 @@ mod tests {
         assert!(!err.contains("cat."), "{err}");
         assert!(!out.exists());
         let err = split(&t.path().join("nope"), &out, 1, 1, Link::Copy).unwrap_err().to_string();
-        assert!(err.starts_with("cannot read"), "{err}");
+        assert!(err.contains("nope") && err.contains("Kaggle's flat train/ folder"), "{err}");
     }
 }

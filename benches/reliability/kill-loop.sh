@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The kill loop: SIGKILL at random moments of bottleneck, augment, train-head, finetune and
+# `pipeline run` on a tiny pipeline, and after every kill check that
+#   * no artifact looks complete unless it is: an output folder that exists equals the clean
+#     run's, byte for byte (the killed run left the old output, or nothing);
+#   * pipeline.lock parses (after a killed `pipeline run`);
+#   * the next run completes, equals the clean run byte for byte, and leaves no scratch.
+# See README.md next to this script.
+#
+#   benches/reliability/kill-loop.sh [KILLS_PER_TARGET]   (default 20: 100 kills over 5 targets)
+#
+# Environment: BIN (a folder of built binaries; default: `cargo build`, target/debug), SEED (of
+# the random kill moments; default 1). Needs scripts/setup.sh's .cache (VGG16, ONNX Runtime).
+set -euo pipefail
+
+per=${1:-20}
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+if [[ -z ${BIN:-} ]]; then
+    cargo build --quiet --manifest-path "$root/Cargo.toml" --bins
+    BIN=$root/target/debug
+fi
+BIN=$(cd "$BIN" && pwd)
+RANDOM=${SEED:-1}
+
+work=$(mktemp -d /tmp/kill-loop.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+ln -s "$root/.cache" .cache
+# 8 + 8 training and 4 + 4 validation photos of the committed sample, at 32x32: each run is short.
+for split in train:8 validation:4; do
+    for class in cats dogs; do
+        mkdir -p "data/tiny/${split%:*}/$class"
+        find "$root/data/sample/${split%:*}/$class" -name '*.jpg' | sort | head -n "${split#*:}" |
+            xargs cp -t "data/tiny/${split%:*}/$class"
+    done
+done
+cp "$root/pipeline.yaml" .
+sets=(--set data=data/tiny --set size=32 --set batch_size=4 --set epochs=3 --set augment_rounds=1
+      --set finetune_epochs=2 --set cache_rounds=1 --set device=cpu)
+pipeline() { "$BIN/pipeline" -q "$@"; }
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+# Trees equal byte for byte (hidden scratch aside, which the next run removes), but for the
+# wall-clock timings the trainers and predict record (JSON keys and CSV columns named *second*);
+# "absent" when `$2` does not exist.
+same() { python3 - "$1" "$2" <<'EOF'
+import json, os, sys
+def untimed(v):
+    if isinstance(v, dict):
+        return {k: untimed(x) for k, x in v.items() if 'second' not in k}
+    return [untimed(x) for x in v] if isinstance(v, list) else v
+def content(path):
+    data = open(path, 'rb').read()
+    if path.endswith('.json'):
+        return json.dumps(untimed(json.loads(data)), sort_keys=True).encode()
+    if path.endswith('.csv'):
+        rows = [r.split(b',') for r in data.split(b'\n')]
+        keep = [i for i, h in enumerate(rows[0]) if b'second' not in h]
+        return b'\n'.join(b','.join(r[i] for i in keep if i < len(r)) for r in rows)
+    return data
+def files(top):
+    out = {}
+    for d, dirs, names in os.walk(top):
+        dirs[:] = [x for x in dirs if not x.startswith('.')]
+        for n in names:
+            if not n.startswith('.'):
+                p = os.path.join(d, n)
+                out[os.path.relpath(p, top)] = content(p)
+    return out
+ref, got = sys.argv[1:]
+if not os.path.exists(got):
+    print('absent'); sys.exit(0)
+a, b = files(ref), files(got)
+diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+if diff:
+    print('differs: ' + ', '.join(diff[:5])); sys.exit(1)
+print('equal')
+EOF
+}
+
+no_scratch() {
+    local left
+    left=$(find "$@" -name '.*partial*' 2>/dev/null | head -3)
+    [[ -z $left ]] || fail "scratch left behind: $left"
+}
+
+# Milliseconds since the epoch.
+now() { date +%s%3N; }
+
+# The clean runs: the whole pipeline, then each stage alone (on the pipeline's inputs) into ref/.
+t=$(now)
+pipeline run "${sets[@]}" >clean.log 2>&1 || fail "the clean pipeline run failed: $(cat clean.log)"
+pipeline_ms=$(( $(now) - t ))
+cp -r artifacts ref-artifacts
+declare -A cmds=(
+    [bottleneck]="bottleneck --data data/tiny/train --model artifacts/model/conv_base.onnx --out OUT --size 32 --batch-size 4 --device cpu"
+    [augment]="augment rounds --data data/tiny/train --out OUT --rounds 2 --size 32 --preset finetune --seed 3"
+    [train-head]="train-head --train artifacts/features/train artifacts/features/augmented --validation artifacts/features/validation --out OUT --epochs 20 --seed 0"
+    [finetune]="finetune --train data/tiny/train --validation data/tiny/validation --model artifacts/model --head artifacts/head --out OUT --size 32 --batch-size 4 --epochs 2 --cache-rounds 1 --seed 1 --device cpu"
+)
+declare -A ms
+mkdir -p ref out
+for s in "${!cmds[@]}"; do
+    t=$(now)
+    # Written where the loop writes (an output may record its own path), then kept aside.
+    # shellcheck disable=SC2086
+    "$BIN"/${cmds[$s]//OUT/out/$s} -q >/dev/null || fail "the clean $s run failed"
+    ms[$s]=$(( $(now) - t ))
+    cp -r "out/$s" "ref/$s"
+done
+echo "clean runs (ms): pipeline $pipeline_ms, $(for s in "${!ms[@]}"; do printf '%s %s, ' "$s" "${ms[$s]}"; done)"
+
+kills=0 late=0
+declare -A seen
+for ((i = 0; i < per; i++)); do
+    for s in bottleneck augment train-head finetune; do
+        # Every other round starts without an old output: both a fresh write and a replacement die.
+        (( i % 2 )) && rm -rf "out/$s"
+        delay=$(( RANDOM % ms[$s] ))
+        # shellcheck disable=SC2086
+        "$BIN"/${cmds[$s]//OUT/out/$s} -q 2>/dev/null &
+        pid=$!
+        sleep "$(awk "BEGIN {print $delay / 1000}")"
+        kill -KILL "$pid" 2>/dev/null && kills=$((kills + 1)) || late=$((late + 1))
+        wait "$pid" 2>/dev/null || true
+        r=$(same "ref/$s" "out/$s") || fail "$s killed after $delay ms: out/$s looks complete but $r"
+        seen[$s:$r]=$(( ${seen[$s:$r]:-0} + 1 ))
+        # shellcheck disable=SC2086
+        "$BIN"/${cmds[$s]//OUT/out/$s} -q >/dev/null || fail "$s: the run after a kill failed"
+        r=$(same "ref/$s" "out/$s") || fail "$s: the run after a kill $r from the clean run"
+        no_scratch out
+    done
+
+    # `pipeline run --force` killed at a random moment; its stages die with it (the watchdogs
+    # stop them; the run lock is held until they have).
+    delay=$(( RANDOM % pipeline_ms ))
+    "$BIN/pipeline" -q run --force "${sets[@]}" 2>/dev/null &
+    pid=$!
+    sleep "$(awk "BEGIN {print $delay / 1000}")"
+    kill -KILL "$pid" 2>/dev/null && kills=$((kills + 1)) || late=$((late + 1))
+    wait "$pid" 2>/dev/null || true
+    flock .pipeline/run.lock true
+    [[ ! -e pipeline.lock ]] || python3 -c 'import json, sys; json.load(open(sys.argv[1]))' pipeline.lock ||
+        fail "pipeline.lock does not parse after a kill at $delay ms"
+    for a in model features/train features/validation augmented features/augmented head finetune predict; do
+        r=$(same "ref-artifacts/$a" "artifacts/$a") ||
+            fail "pipeline killed after $delay ms: artifacts/$a looks complete but $r"
+        seen[pipeline:$r]=$(( ${seen[pipeline:$r]:-0} + 1 ))
+    done
+    pipeline run --wait "${sets[@]}" >rerun.log 2>&1 || fail "pipeline: the run after a kill failed: $(cat rerun.log)"
+    r=$(same ref-artifacts artifacts) || fail "pipeline: the run after a kill $r from the clean run"
+    python3 -c 'import json, sys; json.load(open(sys.argv[1]))' pipeline.lock || fail "pipeline.lock does not parse"
+    no_scratch artifacts
+    echo "round $((i + 1))/$per: $kills kills so far ($late runs ended before their kill moment)"
+done
+echo "outputs found right after a kill: $(for k in "${!seen[@]}"; do printf '%s %s; ' "$k" "${seen[$k]}"; done)"
+echo "PASS: $kills SIGKILLs; every output was the clean run's or absent; every next run equalled the clean run byte for byte"
