@@ -126,8 +126,8 @@ const USE_CONV_BASE: &str = "pass the conv_base.onnx written by prepare-model (a
 
 /// Rejects, before any work, models that are not a conv base: one that cannot take an NHWC RGB
 /// batch (a head), one whose output is not a feature map (a whole classifier gives [N, 1]),
-/// and, in a prepare-model folder, any file other than the one its model.json names (its
-/// frozen part gives block 4's features, with the same declared shape).
+/// and, in a prepare-model folder, any file other than the conv base its model.json names, float
+/// or int8 (its frozen part gives block 4's features, with the same declared shape).
 fn check_conv_base(model: &Model) -> Result<()> {
     let (path, input, output) = (model.path(), &model.input_shape, &model.output_shape);
     if input.len() != 4 || !(input[3] == 3 || input[3] == -1) {
@@ -142,9 +142,9 @@ fn check_conv_base(model: &Model) -> Result<()> {
     if let Some(folder) = sd_data::layout::model::folder_of(path) {
         let info = folder.info()?;
         let channels = info.channels.last().copied().unwrap_or_default() as i64;
-        if path.file_name() != Some(std::ffi::OsStr::new(&info.conv_base))
-            || !(output[3] == channels || output[3] == -1)
-        {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let int8 = info.int8.is_some() && name == sd_data::layout::model::CONV_BASE_INT8;
+        if !(name == info.conv_base || int8) || !(output[3] == channels || output[3] == -1) {
             bail!(
                 "{} is not the conv base of {}, which is {}; {USE_CONV_BASE}",
                 path.display(),
