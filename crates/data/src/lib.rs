@@ -10,6 +10,7 @@ pub mod loader;
 pub mod npy;
 pub mod preprocess;
 pub mod scratch;
+pub mod tree;
 
 pub use dataset::{Dataset, Sample};
 pub use layout::Classes;

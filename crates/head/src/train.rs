@@ -266,9 +266,12 @@ pub fn train_resumable(
         if let Some(avg) = &mut ema {
             tensors.fill("ema", avg)?;
         }
-        let best = match config.keep_best && !saved.history.epochs.is_empty() {
-            true => Some(head.clone()).map(|mut b| tensors.fill("best", &mut b).map(|_| b)).transpose()?,
-            false => None,
+        let best = if config.keep_best && !saved.history.epochs.is_empty() {
+            let mut best = head.clone();
+            tensors.fill("best", &mut best)?;
+            Some(best)
+        } else {
+            None
         };
         history = History::resume(saved.history, config.epochs, config.keep_best, best);
         [shuffle_rng, dropout_rng, flip_rng, mixup_rng] = saved.rngs;
@@ -337,7 +340,7 @@ pub fn train_resumable(
         let val = evaluate(current, validation.features.view(), &validation.labels, loss_fn);
         let stats = EpochStats::new(epoch, &tally, &val, lr, epoch_start.elapsed().as_secs_f64());
         history.record(stats, || current.clone());
-        if let Some(r) = resumable.as_deref_mut() {
+        if let Some(r) = resumable.as_deref_mut().filter(|r| r.due()) {
             let rngs = [&shuffle_rng, &dropout_rng, &flip_rng, &mixup_rng].map(Clone::clone);
             let saved =
                 State { epochs_done: epoch + 1, step, lr, order: order.clone(), rngs, history: history.state() };

@@ -118,8 +118,7 @@ impl HashCache {
             let hash = self.hash_files(&[(path.to_path_buf(), meta.clone())])?.remove(0);
             return Ok(Some(Digest { hash, size: meta.len(), files: None }));
         }
-        let mut files = Vec::new();
-        walk(path, &mut files)?;
+        let mut files = sd_data::tree::files(path)?;
         files.sort_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
         let hashes = self.hash_files(&files)?;
         let mut manifest = Vec::with_capacity(files.len() * 100);
@@ -185,27 +184,6 @@ fn hash_file(path: &Path) -> io::Result<String> {
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(std::fs::File::open(path)?)?;
     Ok(hasher.finalize().to_hex().to_string())
-}
-
-/// Every file under `dir`, following symlinks.
-fn walk(dir: &Path, out: &mut Vec<(PathBuf, Metadata)>) -> io::Result<()> {
-    let with_path = |e: io::Error, p: &Path| io::Error::new(e.kind(), format!("cannot read {}: {e}", p.display()));
-    for entry in std::fs::read_dir(dir).map_err(|e| with_path(e, dir))? {
-        let entry = entry.map_err(|e| with_path(e, dir))?;
-        let path = entry.path();
-        let meta = if entry.file_type().map_err(|e| with_path(e, &path))?.is_symlink() {
-            std::fs::metadata(&path)
-        } else {
-            entry.metadata()
-        }
-        .map_err(|e| with_path(e, &path))?;
-        if meta.is_dir() {
-            walk(&path, out)?;
-        } else if meta.is_file() {
-            out.push((path, meta));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -155,9 +155,14 @@ impl Resumable {
         Ok(loaded)
     }
 
+    /// Whether a save is due (`every` has passed since the last one).
+    pub fn due(&self) -> bool {
+        self.since.elapsed() >= self.every
+    }
+
     /// Saves the state after an epoch, if a save is due.
     pub fn save<S: Serialize>(&mut self, state: &S, snapshot: &Snapshot) -> Result<(), LayoutError> {
-        if self.since.elapsed() >= self.every {
+        if self.due() {
             self.checkpoint.save(&self.fingerprint, state, snapshot)?;
             self.since = Instant::now();
         }
@@ -175,31 +180,25 @@ impl Resumable {
 }
 
 /// A fingerprint of a run: its configuration and, for each input file or folder, every file's
-/// path, size and modification time (a stat each, no reading).
+/// path, size and modification time (a stat each, no reading; an unreadable input adds nothing,
+/// the run itself reports it).
 pub fn fingerprint(config: &impl Serialize, inputs: &[&Path]) -> String {
     let mut h = blake3::Hasher::new();
     h.update(serde_json::to_string(config).unwrap_or_default().as_bytes());
     for input in inputs {
-        let mut files = Vec::new();
-        walk(input, &mut files);
-        files.sort();
-        for (path, size, mtime) in files {
-            h.update(format!("{}\0{size}\0{mtime}\n", path.display()).as_bytes());
+        let mut files = match std::fs::metadata(input) {
+            Ok(meta) if meta.is_dir() => sd_data::tree::files(input).unwrap_or_default(),
+            Ok(meta) => vec![(input.to_path_buf(), meta)],
+            Err(_) => Vec::new(),
+        };
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        for (path, meta) in files {
+            let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            let mtime = mtime.map_or(0, |d| d.as_nanos());
+            h.update(format!("{}\0{}\0{mtime}\n", path.display(), meta.len()).as_bytes());
         }
     }
     h.finalize().to_hex().to_string()
-}
-
-fn walk(path: &Path, out: &mut Vec<(PathBuf, u64, u128)>) {
-    let Ok(meta) = std::fs::metadata(path) else { return };
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
-            walk(&entry.path(), out);
-        }
-    } else {
-        let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-        out.push((path.to_path_buf(), meta.len(), mtime.map_or(0, |d| d.as_nanos())));
-    }
 }
 
 /// A training loss that is not a number: the run stops rather than train on garbage.
