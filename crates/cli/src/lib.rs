@@ -148,7 +148,7 @@ pub fn handle_signals(before_exit: fn(i32)) {
         };
         std::thread::spawn(move || {
             if let Some(signal) = signals.forever().next() {
-                sd_data::scratch::remove_live();
+                sd_data::scratch::interrupt();
                 before_exit(signal);
                 die_of(signal);
             }

@@ -50,7 +50,7 @@ impl AtomicFile {
         let tmp = writer.into_inner().map_err(|e| err(e.into_error()))?;
         set_mode(tmp.path(), 0o644).map_err(err)?;
         tmp.as_file().sync_all().map_err(err)?;
-        tmp.persist(&path).map_err(|e| err(e.error))?;
+        scratch::committing(|| tmp.persist(&path)).map_err(|e| err(e.error))?;
         Ok(())
     }
 
@@ -102,10 +102,12 @@ impl StagingDir {
         let StagingDir { target, staged } = self;
         let err = |source| WriteError { path: target.clone(), source };
         set_mode(staged.path(), 0o755).map_err(err)?;
-        let staged = staged.keep();
-        replace(&staged, &target).map_err(|e| {
-            let _ = std::fs::remove_dir_all(&staged);
-            err(e)
+        scratch::committing(|| {
+            let staged = staged.keep();
+            replace(&staged, &target).map_err(|e| {
+                let _ = std::fs::remove_dir_all(&staged);
+                err(e)
+            })
         })
     }
 }

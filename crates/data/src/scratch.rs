@@ -2,7 +2,7 @@
 //! artifacts on commit, and `.NAME.work-PID-*` caches. Each one is removed
 //!
 //! * by its owner's `Drop`, on success and on error;
-//! * by [`remove_live`] on Ctrl-C, SIGTERM or SIGHUP (sd-cli's signal handler calls it), since a
+//! * by [`interrupt`] on Ctrl-C, SIGTERM or SIGHUP (sd-cli's signal handler calls it), since a
 //!   signal's default action ends the process without running destructors, which left a 1.8 GB
 //!   feature cache behind a killed `finetune`;
 //! * after a SIGKILL, OOM kill or power loss, by the next run that writes the same output
@@ -10,12 +10,16 @@
 //!   folder is garbage. A live owner's scratch (a concurrent run) is left alone.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
-/// Scratch paths that still exist.
-struct Registry(Mutex<Vec<PathBuf>>);
+/// Scratch paths that still exist, and the gate every commit passes.
+struct Registry {
+    paths: Mutex<Vec<PathBuf>>,
+    /// Commits hold it shared; an interrupt takes it exclusively and never gives it back.
+    commits: RwLock<()>,
+}
 
-/// This process's scratch, for [`remove_live`].
+/// This process's scratch, for [`interrupt`].
 static LIVE: Registry = Registry::new();
 
 /// A hidden folder next to an output (same file system, so it can be renamed into place) for
@@ -72,19 +76,39 @@ pub(crate) fn track(path: &Path) -> Tracked {
     LIVE.track(path)
 }
 
-/// Removes every tracked path of this process. For signal handlers: best effort, no panics.
-pub fn remove_live() {
-    LIVE.remove_all()
+/// For signal handlers, before the process dies: waits for a commit in flight, stops every later
+/// one (it blocks until the process is gone), then removes every tracked path. Best effort, no
+/// panics. Without the gate, a commit racing the removal renamed a staging folder into place
+/// while the removal, which works through the folder's handle, went on deleting files in it: a
+/// committed `features/train` without its `features.npy` (found by the kill loop).
+pub fn interrupt() {
+    LIVE.interrupt()
+}
+
+/// Runs `commit`, the step that makes scratch an artifact (a rename into place), unless this
+/// process is being interrupted: then it never returns (the process dies first).
+pub(crate) fn committing<T>(commit: impl FnOnce() -> T) -> T {
+    LIVE.committing(commit)
 }
 
 impl Registry {
     const fn new() -> Registry {
-        Registry(Mutex::new(Vec::new()))
+        Registry { paths: Mutex::new(Vec::new()), commits: RwLock::new(()) }
     }
 
     fn paths(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
         // A panic while holding the lock leaves a valid Vec: keep going.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.paths.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn committing<T>(&self, commit: impl FnOnce() -> T) -> T {
+        let _open = self.commits.read().unwrap_or_else(|e| e.into_inner());
+        commit()
+    }
+
+    fn interrupt(&self) {
+        std::mem::forget(self.commits.write().unwrap_or_else(|e| e.into_inner()));
+        self.remove_all()
     }
 
     fn track(&'static self, path: &Path) -> Tracked {
@@ -195,6 +219,37 @@ mod tests {
         registry.remove_all();
         assert!(kept.exists(), "an untracked path was removed");
         assert!(!removed.exists(), "a tracked folder survived");
+    }
+
+    #[test]
+    fn an_interrupt_waits_for_a_commit_in_flight_and_stops_later_ones() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        let registry: &'static Registry = Box::leak(Box::new(Registry::new()));
+        let (started, in_flight) = mpsc::channel();
+        let (finish, finished) = mpsc::channel::<()>();
+        let first = std::thread::spawn(move || {
+            registry.committing(|| {
+                started.send(()).unwrap();
+                finished.recv().unwrap();
+            })
+        });
+        in_flight.recv().unwrap();
+        let (interrupted, interrupt_done) = mpsc::channel();
+        std::thread::spawn(move || {
+            registry.interrupt();
+            interrupted.send(()).unwrap();
+        });
+        assert!(
+            interrupt_done.recv_timeout(Duration::from_millis(200)).is_err(),
+            "the interrupt removed scratch while a commit was renaming it"
+        );
+        finish.send(()).unwrap();
+        first.join().unwrap();
+        interrupt_done.recv_timeout(Duration::from_secs(10)).expect("the interrupt never ran");
+        let (landed, later) = mpsc::channel();
+        std::thread::spawn(move || registry.committing(|| landed.send(()).unwrap()));
+        assert!(later.recv_timeout(Duration::from_millis(200)).is_err(), "a commit ran after the interrupt");
     }
 
     #[test]
