@@ -57,9 +57,25 @@ fn five_classes_through_every_stage() {
         (Some(5), Some("softmax"))
     );
     assert_eq!(spec["onnx_output"], "probabilities");
+    assert!(spec.get("pool").is_none(), "the recipe's Flatten is the default, and head.json stays as it was");
+
+    // The head that averages each map (flowers' better head) is the one fine-tuned below.
+    let avg = ["--pool", "avg", "--epochs", "30", "--seed", "1", "-q"];
+    ok(run("train-head", &[&head[..5], &["head-avg"], &avg[..]].concat(), d));
+    let spec = json(&d.join("head-avg/head.json"));
+    assert_eq!((spec["pool"].as_str(), spec["input_shape"].clone()), (Some("avg"), serde_json::json!([4, 4, 512])));
+    assert_eq!(spec["layers"][0]["units"], 256);
+    let kernel = std::fs::read(d.join("head-avg/dense1_kernel.npy")).unwrap();
+    let floats = 512 * 256 * 4;
+    assert!((floats..floats + 1024).contains(&kernel.len()), "the first layer reads 512 averages, not 4·4·512 values");
+    let e = &json(&d.join("head-avg/metrics.json"))["evaluation"];
+    assert!(e["accuracy"].as_f64().unwrap() >= 0.6, "{e}");
+    let flip = run("train-head", &[&head[..5], &["head-flip", "--pool", "avg", "--flip"]].concat(), d);
+    assert_eq!(flip.status.code(), Some(2), "{flip:?}");
+    assert!(stderr(&flip).contains("--flip mirrors feature maps"), "{}", stderr(&flip));
 
     let tune =
-        ["--train", "train", "--validation", "validation", "--model", "model", "--head", "head", "--out", "tuned"];
+        ["--train", "train", "--validation", "validation", "--model", "model", "--head", "head-avg", "--out", "tuned"];
     std::os::unix::fs::symlink(prepared_model(), d.join("model")).unwrap();
     for split in ["train", "validation"] {
         std::os::unix::fs::symlink(flowers().join(split), d.join(split)).unwrap();

@@ -4,7 +4,7 @@
 use ndarray::{Array1, Array2, Array4, ArrayD, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sd_head::Head;
+use sd_head::{Head, Pool};
 use sd_runtime::{Device, SessionConfig};
 use sd_train::metrics::Tally;
 use sd_train::{Loss, Optimizer, OptimizerState};
@@ -159,14 +159,16 @@ fn small_head(inputs: usize, outputs: usize, dropout: f64, rng: &mut ChaCha8Rng)
 
 #[test]
 fn block5_and_head_chain_gradients_match_finite_differences() {
-    // Two classes (sigmoid) and three (softmax).
-    for (classes, labels) in [(2, [0u32, 1, 1, 0]), (3, [0, 2, 1, 2])] {
+    // Two classes (sigmoid) and three (softmax), the head reading flattened or averaged maps.
+    let cases = [(2, [0u32, 1, 1, 0], Pool::Flatten), (3, [0, 2, 1, 2], Pool::Flatten), (3, [0, 2, 1, 2], Pool::Avg)];
+    for (classes, labels, pool) in cases {
         let mut r = rng(3);
         let shape = SHAPES[0];
         let w = random_weights(shape.channels, &mut r);
         let x = random_input(4, &shape, &mut r);
         let loss_fn = Loss::for_classes(classes);
-        let head = small_head(shape.output().iter().product(), loss_fn.outputs(), 0.5, &mut r);
+        let map = shape.output();
+        let head = small_head(pool.width(&map), loss_fn.outputs(), 0.5, &mut r).with_pool(pool);
         let mut trainer =
             Trainer::new(Block5::new(shape, &cpu()).unwrap(), w.clone(), head.clone(), Optimizer::RMSPROP, 0);
         let g = trainer.gradients(x.clone(), &labels, false).unwrap();
@@ -176,11 +178,13 @@ fn block5_and_head_chain_gradients_match_finite_differences() {
         let loss = |w: &RefWeights, head: &Head<f64>| {
             let f = reference::block5(&x64, w);
             let flat = f.view().into_shape_with_order((4, f.len() / 4)).unwrap().to_owned();
-            loss_fn.forward(head.logits(flat.view()).as_slice().unwrap(), &t64, None).0
+            let input = head.pool.forward(flat.view(), &map);
+            loss_fn.forward(head.logits(input.view()).as_slice().unwrap(), &t64, None).0
         };
         let w64 = RefWeights::of(&w);
         let numeric = numeric_gradients(&w64, |w| loss(w, &head64));
-        assert_close(&tensors(&g.block5), &numeric, 2e-4, &format!("block 5 through the head, {classes} classes"));
+        let case = format!("{classes} classes, {pool:?}");
+        assert_close(&tensors(&g.block5), &numeric, 2e-4, &format!("block 5 through the head, {case}"));
         // The head's first layer (whose input gradient feeds block 5) too.
         let mut k = head64.layers[0].kernel.clone();
         let num_k = Array2::from_shape_fn(k.dim(), |(i, j)| {
@@ -197,9 +201,9 @@ fn block5_and_head_chain_gradients_match_finite_differences() {
         });
         let scale = num_k.iter().fold(1e-6f64, |m, v| m.max(v.abs()));
         for (a, n) in g.head[0].kernel.iter().zip(&num_k) {
-            assert!((*a as f64 - n).abs() <= 2e-4 * scale, "head kernel, {classes} classes: {a} vs {n}");
+            assert!((*a as f64 - n).abs() <= 2e-4 * scale, "head kernel, {case}: {a} vs {n}");
         }
-        assert!((g.loss - loss(&w64, &head64)).abs() < 1e-5, "{classes} classes");
+        assert!((g.loss - loss(&w64, &head64)).abs() < 1e-5, "{case}");
     }
 }
 
@@ -329,5 +333,19 @@ fn on_a_prepared_model_block5_gives_the_conv_base_features_and_the_classifier_th
         sd_onnx::save(&m, &path).unwrap();
         let want = sd_runtime::Model::load(&path, &cpu()).unwrap().run(x.view().into_dyn()).unwrap();
         assert_eq!(got, want, "{preprocess}");
+    }
+
+    // A head over three classes that averages the maps (`train-head --pool avg`): the exported
+    // graph pools as the trainer does.
+    let pooled = small_head(Pool::Avg.width(&shape.output()), 3, 0.5, &mut r).with_pool(Pool::Avg);
+    let m = crate::export::classifier(&model.frozen_base, &trainer.weights, &shape, &pooled, &meta, float).unwrap();
+    sd_onnx::save(&m, &path).unwrap();
+    let p: ArrayD<f32> = sd_runtime::Model::load(&path, &cpu()).unwrap().run(images.view().into_dyn()).unwrap();
+    let b5 = Block5::new(shape, &cpu()).unwrap();
+    let z = Trainer::new(b5, trainer.weights.clone(), pooled, Optimizer::RMSPROP, 0).logits(&b4).unwrap();
+    let want = Loss::for_classes(3).probabilities(&z);
+    assert_eq!(p.shape(), [3, 3]);
+    for (a, b) in p.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
 }

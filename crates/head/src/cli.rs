@@ -35,6 +35,10 @@ pub struct Args {
     /// input dropout, an L2 penalty and a cosine schedule (README).
     #[arg(long, value_enum, default_value_t = Preset::Recommended)]
     pub preset: Preset,
+    /// How each feature map [h, w, C] becomes the head's input: flatten (Keras' Flatten, the
+    /// recipe) or avg (GlobalAveragePooling2D: C values, the better choice for flowers).
+    #[arg(long, value_enum)]
+    pub pool: Option<crate::Pool>,
     /// Hidden layer widths, comma separated (e.g. 256 or 512,256).
     #[arg(long, value_delimiter = ',', num_args = 1.., action = clap::ArgAction::Set, value_parser = count)]
     pub hidden: Option<Vec<usize>>,
@@ -86,6 +90,7 @@ impl Args {
     /// The preset with every given option applied.
     pub fn config(&self) -> TrainConfig {
         let mut c = self.preset.config();
+        c.pool = self.pool.unwrap_or(c.pool);
         if let Some(h) = &self.hidden {
             c.hidden = h.clone();
         }
@@ -116,7 +121,11 @@ impl Args {
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let config = args.config();
-    config.validate()?;
+    if let Err(e) = config.validate() {
+        // Options that contradict each other are a usage error (exit 2), like a bad value.
+        use clap::CommandFactory;
+        Args::command().error(clap::error::ErrorKind::ArgumentConflict, e).exit();
+    }
     let train_split = Split::concat(
         args.train
             .iter()
@@ -128,6 +137,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let val_split = Split::load(&args.validation)
         .with_context(|| format!("cannot load validation features from {}", args.validation.display()))?;
     train_split.check_compatible(&val_split)?;
+    let (train_split, val_split) = (train_split.pooled(config.pool)?, val_split.pooled(config.pool)?);
     tracing::info!(
         train = train_split.len(),
         validation = val_split.len(),

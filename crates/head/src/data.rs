@@ -9,6 +9,8 @@ use sd_data::Classes;
 use sd_data::layout::LayoutError;
 use sd_data::layout::features::{CLASSES, FEATURES, FeatureSet};
 
+use crate::Pool;
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     #[error(transparent)]
@@ -23,9 +25,10 @@ pub enum DataError {
 #[derive(Debug, Clone)]
 pub struct Split {
     pub dir: PathBuf,
-    /// `[N, D]`, each row one sample's features flattened in C order.
+    /// `[N, D]`, each row one sample's features flattened in C order (or pooled, see
+    /// [`Split::pooled`]).
     pub features: Array2<f32>,
-    /// Per sample shape of the features before flattening (e.g. `[4, 4, 512]`).
+    /// Per sample shape of the features before flattening or pooling (e.g. `[4, 4, 512]`).
     pub feature_shape: Vec<usize>,
     /// `[N]`, class labels.
     pub labels: Vec<u32>,
@@ -89,6 +92,18 @@ impl Split {
             return Err(mismatch(CLASSES, format!("differ ({} vs {})", self.classes, validation.classes)));
         }
         Ok(())
+    }
+
+    /// The rows as the head's first layer reads them (`pool` is applied once here, not every
+    /// epoch); `feature_shape` stays the map's, which the exported head takes.
+    pub fn pooled(self, pool: Pool) -> Result<Split, DataError> {
+        pool.check(&self.feature_shape)
+            .map_err(|reason| DataError::Invalid { path: self.dir.join(FEATURES), reason })?;
+        if pool.is_flatten() {
+            return Ok(self);
+        }
+        let features = pool.forward(self.features.view(), &self.feature_shape).into_owned();
+        Ok(Split { features, ..self })
     }
 
     /// Samples per class, in label order.

@@ -8,8 +8,9 @@
 //!   the file names; [`load`] reads the head back from it.
 //! * `head.onnx` (opset 13): input `features` float32 `[N, ...input_shape]` (e.g. `[N,4,4,512]`
 //!   NHWC); for two classes output `probability` float32 `[N, 1]` (of the class labelled 1),
-//!   `Flatten -> Gemm -> Relu -> ... -> Gemm -> Sigmoid`; for N classes `probabilities`
-//!   `[N, classes]`, ending in `Softmax`.
+//!   `Flatten -> Gemm -> Relu -> ... -> Gemm -> Sigmoid` (`ReduceMean` over h and w instead of
+//!   `Flatten` with `--pool avg`); for N classes `probabilities` `[N, classes]`, ending in
+//!   `Softmax`.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,7 @@ use sd_data::Classes;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Dense, Head};
+use crate::pool::Pool;
 
 pub const HEAD_JSON: &str = "head.json";
 pub const HEAD_ONNX: &str = "head.onnx";
@@ -61,8 +63,12 @@ pub struct LayerSpec {
 /// `head.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeadSpec {
-    /// Per-sample input shape, flattened in C order (Keras `Flatten`).
+    /// Per-sample input shape (the feature map, e.g. `[4, 4, 512]`).
     pub input_shape: Vec<usize>,
+    /// How the map becomes the first layer's input; absent (older heads, the recipe): Flatten,
+    /// in C order.
+    #[serde(default, skip_serializing_if = "Pool::is_flatten")]
+    pub pool: Pool,
     pub layers: Vec<LayerSpec>,
     pub classes: Classes,
     pub onnx: String,
@@ -92,6 +98,7 @@ impl HeadSpec {
             .collect();
         HeadSpec {
             input_shape: input_shape.to_vec(),
+            pool: head.pool,
             layers,
             classes: classes.clone(),
             onnx: HEAD_ONNX.into(),
@@ -119,7 +126,8 @@ pub fn load(dir: &Path) -> Result<(Head<f32>, HeadSpec), ExportError> {
     let invalid = |path: &Path, reason: String| ExportError::Invalid { path: path.into(), reason };
     let text = std::fs::read_to_string(&path).map_err(|e| invalid(&path, format!("cannot read: {e}")))?;
     let spec: HeadSpec = serde_json::from_str(&text).map_err(|e| invalid(&path, e.to_string()))?;
-    let mut inputs: usize = spec.input_shape.iter().product();
+    spec.pool.check(&spec.input_shape).map_err(|reason| invalid(&path, reason))?;
+    let mut inputs = spec.pool.width(&spec.input_shape);
     let mut layers = Vec::new();
     for s in &spec.layers {
         let (kp, bp) = (dir.join(&s.kernel), dir.join(&s.bias));
@@ -145,7 +153,7 @@ pub fn load(dir: &Path) -> Result<(Head<f32>, HeadSpec), ExportError> {
         ));
     }
     let dropout = spec.layers.first().map_or(0.0, |l| l.dropout);
-    Ok((Head { layers, dropout }, spec))
+    Ok((Head { pool: spec.pool, layers, dropout }, spec))
 }
 
 /// The inference graph of `head`.
@@ -153,7 +161,7 @@ pub fn onnx(head: &Head<f32>, input_shape: &[usize]) -> sd_onnx::ModelProto {
     use sd_onnx::{Dim, attr_int, dtype, node, tensor_from_array, value_info};
     let mut dims = vec![Dim::named("N")];
     dims.extend(input_shape.iter().map(|&d| Dim::Fixed(d as i64)));
-    let mut nodes = vec![node("Flatten", "flatten", &[ONNX_INPUT], &["flat"], vec![attr_int("axis", 1)])];
+    let mut nodes = head.pool.onnx_nodes(ONNX_INPUT, "flat");
     let mut initializers = Vec::new();
     let mut x = "flat".to_string();
     let last = head.layers.len() - 1;

@@ -1,5 +1,5 @@
-//! The head: Flatten -> [Dense(h, ReLU) -> Dropout(p)]* -> Dense(outputs), with hand-derived
-//! backward passes; the logits go through `sd_train::Loss` (sigmoid for two classes, softmax for
+//! The head: Flatten or average pooling -> [Dense(h, ReLU) -> Dropout(p)]* -> Dense(outputs),
+//! with hand-derived backward passes; the logits go through `sd_train::Loss` (sigmoid for two classes, softmax for
 //! more).
 //!
 //! Generic over the float type: training runs in `f32` (as Keras does); the gradient checks run
@@ -11,6 +11,8 @@ use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
 use rand::Rng;
 pub use sd_train::real::Real;
 use sd_train::real::{axpy, with_simd};
+
+use crate::pool::Pool;
 
 /// A fully connected layer, Keras layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,6 +134,10 @@ impl<T: Real> Trace<T> {
 /// classes, one per class otherwise).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Head<T> {
+    /// How a feature map becomes the input of the first layer. The passes below take that
+    /// input: `train-head` pools each split once, `finetune` every batch (and sends the gradient
+    /// back through [`Pool::backward`]).
+    pub pool: Pool,
     pub layers: Vec<Dense<T>>,
     /// Dropout rate after each hidden layer.
     pub dropout: f64,
@@ -148,7 +154,12 @@ impl<T: Real> Head<T> {
         widths.extend_from_slice(hidden);
         widths.push(outputs);
         let layers = widths.windows(2).map(|w| Dense::glorot(w[0], w[1], rng)).collect();
-        Head { layers, dropout }
+        Head { pool: Pool::Flatten, layers, dropout }
+    }
+
+    /// The same head reading its maps through `pool` (`inputs` must be `pool`'s width).
+    pub fn with_pool(self, pool: Pool) -> Head<T> {
+        Head { pool, ..self }
     }
 
     pub fn inputs(&self) -> usize {
@@ -233,6 +244,7 @@ impl<T: Real> Head<T> {
     pub fn cast<U: Real>(&self) -> Head<U> {
         let c = |v: &T| U::of(v.to_f64().unwrap_or(f64::NAN));
         Head {
+            pool: self.pool,
             layers: self.layers.iter().map(|l| Dense { kernel: l.kernel.map(c), bias: l.bias.map(c) }).collect(),
             dropout: self.dropout,
         }

@@ -97,7 +97,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn one_layer(kernel: Array2<f64>, bias: ndarray::Array1<f64>) -> Head<f64> {
-        Head { layers: vec![Dense { kernel, bias }], dropout: 0.0 }
+        Head { pool: crate::Pool::Flatten, layers: vec![Dense { kernel, bias }], dropout: 0.0 }
     }
 
     #[test]

@@ -23,10 +23,14 @@ use serde::{Deserialize, Serialize};
 use crate::data::Split;
 use crate::model::{Head, dropout_mask};
 use crate::optim::HeadOptimizer;
+use crate::pool::Pool;
 
 /// Everything that determines a training run (written to `metrics.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// How each feature map becomes the first layer's input (the recipe: Flatten).
+    #[serde(default, skip_serializing_if = "Pool::is_flatten")]
+    pub pool: Pool,
     /// Hidden layer widths (Keras recipe: `[256]`).
     pub hidden: Vec<usize>,
     /// Dropout rate after each hidden layer.
@@ -71,6 +75,7 @@ pub enum Preset {
 impl Preset {
     pub fn config(self) -> TrainConfig {
         let keras = TrainConfig {
+            pool: Pool::Flatten,
             hidden: vec![256],
             dropout: 0.5,
             input_dropout: 0.0,
@@ -118,6 +123,9 @@ impl TrainConfig {
         rate("input dropout", self.input_dropout)?;
         rate("label smoothing", self.label_smoothing)?;
         rate("EMA momentum", self.ema)?;
+        if self.flip && !self.pool.is_flatten() {
+            return bad("--flip mirrors feature maps, which the average of --pool avg does not see: use one or the other".into());
+        }
         if self.hidden.contains(&0) {
             return bad(format!("hidden widths {:?}: every width must be at least 1", self.hidden));
         }
@@ -247,7 +255,8 @@ pub fn train_resumable(
     let loss_fn = Loss::for_classes(train.classes.len());
     let objective = Objective::new(loss_fn, config.label_smoothing, config.class_weight, &train.class_counts());
     let outputs = loss_fn.outputs();
-    let mut head = Head::<f32>::new(train.features.ncols(), &config.hidden, outputs, config.dropout, &mut init_rng);
+    let mut head = Head::<f32>::new(train.features.ncols(), &config.hidden, outputs, config.dropout, &mut init_rng)
+        .with_pool(config.pool);
     let mut opt = HeadOptimizer::new(config.optimizer, config.regularization, &head);
     let n = train.len();
     let steps_per_epoch = n.div_ceil(config.batch_size);
