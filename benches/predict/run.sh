@@ -4,7 +4,9 @@
 #      bound by the conv base: images/s and their ratio (goal: within 5%);
 #   2. unlabelled == labelled: the photos copied into one flat folder, without their class
 #      folders, must get exactly the predictions `predict --data` gives the labelled set;
-#   3. test-time augmentation: accuracy with `--tta none` and `--tta flip`.
+#   3. test-time augmentation: accuracy with `--tta none` and `--tta flip`;
+#   4. memory: predict's peak RSS over a tenth of the flat folder and over all of it (it streams:
+#      the two should be about equal).
 #
 #   benches/predict/run.sh CLASSIFIER DATA [OUT] [CONV_BASE]
 # CLASSIFIER: a classifier.onnx from finetune; DATA: a labelled folder DATA/<class>/<image>
@@ -33,10 +35,15 @@ rate() { sed -n -e 's/.*(\([0-9.]*\) images\/s.*/\1/p' -e 's/.* \([0-9]*\) image
 b=$("$bin/bottleneck" --data "$data" --model "$conv_base" --out "$out/features" --size "$size" --device cpu 2>&1 | tee "$out/bottleneck.log" | rate)
 p=$("$bin/predict" --model "$model" --data "$data" --out "$out/labelled" --device cpu 2>&1 | tee "$out/predict.log" | rate)
 "$bin/predict" --model "$model" --data "$data" --out "$out/tta" --tta flip --device cpu > "$out/predict-tta.log" 2>&1
-"$bin/predict" --model "$model" "$out/flat" --out "$out/flat.csv" --device cpu > "$out/predict-flat.log" 2>&1
-"$repo/.cache/python/bin/python" - "$out" "$b" "$p" <<'PY'
+# Peak RSS in KiB (GNU time's %M) of a predict run.
+peak() { /usr/bin/time -f %M "$bin/predict" --model "$model" --device cpu -q "$@" 2>&1 >/dev/null | tail -1; }
+all=$(peak "$out/flat" --out "$out/flat.csv")
+find "$out/flat" -type f | sort | awk 'NR % 10 == 1' > "$out/tenth.txt"
+tenth=$(peak --list "$out/tenth.txt" --out "$out/tenth.csv")
+"$repo/.cache/python/bin/python" - "$out" "$b" "$p" "$tenth" "$all" <<'PY'
 import csv, json, os, sys
 out, b, p = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+tenth, whole = int(sys.argv[4]), int(sys.argv[5])
 labelled = {os.path.basename(os.path.dirname(r["file"])) + "__" + os.path.basename(r["file"]): r["predicted"]
             for r in csv.DictReader(open(f"{out}/labelled/predictions.csv"))}
 flat = {os.path.basename(r["file"]): r["predicted"] for r in csv.DictReader(open(f"{out}/flat.csv"))}
@@ -45,5 +52,7 @@ acc = lambda d: json.load(open(f"{out}/{d}/metrics.json"))["accuracy"]
 print(f"| predict vs bottleneck, images/s | {p:.2f} vs {b:.2f} = {p / b:.3f}x |")
 print(f"| flat folder == labelled set | {same}/{len(labelled)} same predictions ({len(flat)} rows) |")
 print(f"| accuracy, --tta none / flip | {acc('labelled'):.4f} / {acc('tta'):.4f} |")
+rows = lambda f: sum(1 for _ in open(f)) - 1
+print(f"| predict peak RSS, {rows(f'{out}/tenth.csv')} vs {len(flat)} images | {tenth / 1024:.0f} vs {whole / 1024:.0f} MiB ({whole / tenth - 1:+.1%}) |")
 sys.exit(0 if same == len(labelled) == len(flat) else 1)
 PY
