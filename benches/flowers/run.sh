@@ -7,8 +7,8 @@
 #
 # Steps (each skipped when its output exists): prepare-model with an int8 conv base calibrated on
 # the flowers' training photos at 224; int8 bottleneck features of train, validation and 3
-# augmented rounds (augment --preset finetune); `heads`: train-head for each lever in LEVERS x
-# seeds 0 1 2; `finetune`: a --pool avg head per seed, then finetune --precision int8 at 224
+# augmented rounds (augment --preset finetune); `heads`: train-head for each lever listed below
+# x the seeds; `finetune`: a --pool avg head per seed, then finetune --precision int8 at 224
 # (FT_EPOCHS, default 10, on FT_ROUNDS = 2 cached rounds), then predict with and without --tta flip.
 # Environment: DATA (default ../shared/data/flowers), SEEDS (default "0 1 2").
 set -euo pipefail
@@ -32,7 +32,8 @@ features "$data/validation" "$out/features/validation"
     --preset finetune --size 224 --seed 0 -q
 features "$out/augmented" "$out/features/augmented"
 
-accuracy() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["evaluation"]["accuracy"])' "$1"; }
+# The accuracy in a metrics.json: the trainers' (under "evaluation") or predict's (top level).
+accuracy() { python3 -c 'import json, sys; m = json.load(open(sys.argv[1])); print(m.get("evaluation", m)["accuracy"])' "$1"; }
 # lever NAME TRAIN-HEAD-OPTIONS...: one line, NAME: the 3 seeds' final accuracies and their mean.
 lever() {
     local name=$1 accs=()
@@ -70,8 +71,7 @@ if [[ $what != heads ]]; then
             $bin/predict --model "$ft/classifier.onnx" --data "$data/validation" --out "$ft-predict-$tta" --tta $tta -q
         done
         echo "finetune seed $seed: head $(accuracy "$ft-head/metrics.json") -> $(accuracy "$ft/metrics.json");" \
-            "predict $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$ft-predict-none/metrics.json")," \
-            "--tta flip $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["accuracy"])' "$ft-predict-flip/metrics.json")" |
+            "predict $(accuracy "$ft-predict-none/metrics.json"), --tta flip $(accuracy "$ft-predict-flip/metrics.json")" |
             tee -a "$out/finetune.txt"
     done
 fi

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use ndarray::{Array4, ArrayView2};
+use ndarray::{Array4, ArrayView2, CowArray, Ix2};
 use sd_data::loader::{Batch, Loader, LoaderConfig};
 use sd_data::npy::NpyWriter;
 use sd_data::{ModelInput, Sample};
@@ -116,9 +116,15 @@ impl FeatureFile {
 }
 
 /// Flattens a batch of NHWC maps to `[n, h·w·C]` in C order (Keras' Flatten on channels-last).
-pub fn flatten(x: &Array4<f32>) -> ArrayView2<'_, f32> {
+fn flatten(x: &Array4<f32>) -> ArrayView2<'_, f32> {
     let n = x.shape()[0];
     x.view().into_shape_with_order((n, x.len() / n.max(1))).expect("standard layout")
+}
+
+/// What the head's first layer reads from a batch of block 5's NHWC maps: the maps flattened, or
+/// pooled (`train-head --pool`).
+pub fn head_input(pool: sd_head::Pool, x: &Array4<f32>) -> CowArray<'_, f32, Ix2> {
+    pool.forward(flatten(x), &x.shape()[1..])
 }
 
 #[cfg(test)]

@@ -38,7 +38,7 @@ use sd_train::{
 use serde::{Deserialize, Serialize};
 
 use crate::block5::{Block5, Block5Weights};
-use crate::features::{FeatureFile, Frozen, flatten};
+use crate::features::{FeatureFile, Frozen, head_input};
 
 /// Everything that determines a run (recorded in `metrics.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,15 +224,14 @@ impl Trainer {
     pub fn gradients(&mut self, x: Array4<f32>, labels: &[u32], dropout: bool) -> Result<Gradients> {
         let (features, trace) = self.block5.forward_train(x, &self.weights)?;
         let rng = dropout.then_some(&mut self.dropout_rng as &mut dyn rand::RngCore);
-        let pool = self.head.pool;
-        let map = &features.shape()[1..];
-        let (z, head_trace) = self.head.forward_train(pool.forward(flatten(&features), map).view(), rng);
+        let (z, head_trace) = self.head.forward_train(head_input(self.head.pool, &features).view(), rng);
         let (loss, dz) = self.objective.forward(z.as_slice().expect("fresh array"), labels);
         let dz = Array2::from_shape_vec(z.dim(), dz).expect("one gradient per logit");
         let (upper, dy) = self.head.backward_upper(&head_trace, dz);
         // The first dense layer's input gradient is what flows into block 5.
         let (first, d_features) = self.head.layers[0].backward(head_trace.input(), dy.view(), true);
-        let d_features = pool.backward(d_features.expect("asked for dx"), map).as_standard_layout().into_owned();
+        let d_features = self.head.pool.backward(d_features.expect("asked for dx"), &features.shape()[1..]);
+        let d_features = d_features.as_standard_layout().into_owned();
         let d_features = d_features.into_shape_with_order(features.raw_dim()).expect("NHWC");
         let block5 = self.block5.backward(&trace, &self.weights, d_features.view())?;
         Ok(Gradients {
@@ -260,8 +259,7 @@ impl Trainer {
     /// dropout).
     pub fn logits(&mut self, x: &Array4<f32>) -> Result<Vec<f32>> {
         let features = self.block5.forward(x.view(), &self.weights)?;
-        let head_input = self.head.pool.forward(flatten(&features), &features.shape()[1..]);
-        Ok(self.head.logits(head_input.view()).into_raw_vec_and_offset().0)
+        Ok(self.head.logits(head_input(self.head.pool, &features).view()).into_raw_vec_and_offset().0)
     }
 
     /// Loss and accuracy over a feature file with `labels`.

@@ -1,6 +1,6 @@
 //! The head: Flatten or average pooling -> [Dense(h, ReLU) -> Dropout(p)]* -> Dense(outputs),
-//! with hand-derived backward passes; the logits go through `sd_train::Loss` (sigmoid for two classes, softmax for
-//! more).
+//! with hand-derived backward passes; the logits go through `sd_train::Loss` (sigmoid for two
+//! classes, softmax for more).
 //!
 //! Generic over the float type: training runs in `f32` (as Keras does); the gradient checks run
 //! the same code in `f64`, where finite differences are accurate enough to be a real test.

@@ -35,6 +35,11 @@ impl Pool {
         }
     }
 
+    /// Positions in a map of per-sample `shape` (`[h, w, C]`: h·w).
+    fn positions(shape: &[usize]) -> usize {
+        shape[..shape.len().saturating_sub(1)].iter().product()
+    }
+
     /// Why maps of per-sample `shape` cannot be pooled this way, if they cannot.
     pub fn check(self, shape: &[usize]) -> Result<(), String> {
         match self {
@@ -50,8 +55,7 @@ impl Pool {
         match self {
             Pool::Flatten => maps.into(),
             Pool::Avg => {
-                let (n, c) = (maps.nrows(), self.width(shape));
-                let positions = maps.ncols() / c.max(1);
+                let (n, c, positions) = (maps.nrows(), self.width(shape), Pool::positions(shape));
                 let cells = maps.into_shape_with_order((n, positions, c)).expect("rows of [h·w, C] maps");
                 let scale = T::of(1.0 / positions as f64);
                 (cells.sum_axis(Axis(1)) * scale).into()
@@ -64,7 +68,7 @@ impl Pool {
         match self {
             Pool::Flatten => d_input,
             Pool::Avg => {
-                let positions: usize = shape[..shape.len() - 1].iter().product();
+                let positions = Pool::positions(shape);
                 let scale = T::of(1.0 / positions as f64);
                 let (n, c) = d_input.dim();
                 let spread = (d_input * scale).insert_axis(Axis(1));

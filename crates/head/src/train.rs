@@ -124,7 +124,10 @@ impl TrainConfig {
         rate("label smoothing", self.label_smoothing)?;
         rate("EMA momentum", self.ema)?;
         if self.flip && !self.pool.is_flatten() {
-            return bad("--flip mirrors feature maps, which the average of --pool avg does not see: use one or the other".into());
+            return bad(
+                "--flip mirrors feature maps, which the average of --pool avg does not see: use one or the other"
+                    .into(),
+            );
         }
         if self.hidden.contains(&0) {
             return bad(format!("hidden widths {:?}: every width must be at least 1", self.hidden));
