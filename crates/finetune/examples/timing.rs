@@ -1,5 +1,5 @@
 //! Where a fine-tuning step's time goes, on random 150x150 batches through the real model:
-//! `cargo run --release -p sd-finetune --example timing -- artifacts/model [batch] [reps] [threads]`.
+//! `cargo run --release -p sd-finetune --example timing -- artifacts/model [batch] [reps] [threads] [fp32|int8]`.
 
 use std::time::Instant;
 
@@ -15,8 +15,12 @@ fn main() -> anyhow::Result<()> {
     let batch: usize = args.get(2).map_or(Ok(16), |s| s.parse())?;
     let reps: usize = args.get(3).map_or(Ok(5), |s| s.parse())?;
     let threads = args.get(4).map(|s| s.parse()).transpose()?;
+    let precision = match args.get(5).map(String::as_str) {
+        Some("int8") => sd_data::layout::model::Precision::Int8,
+        _ => sd_data::layout::model::Precision::Fp32,
+    };
     let session = SessionConfig { device: Device::Auto, threads };
-    let model = PreparedModel::load(&dir, Default::default())?;
+    let model = PreparedModel::load(&dir, precision)?;
     let size = sd_data::image::ImageSize::square(150);
     let shape = model.block5_shape(size);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

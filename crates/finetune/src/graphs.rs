@@ -8,7 +8,7 @@
 //!
 //! The backward pass, derived by hand (`z = conv(x)`, `a = relu(z)`, `p = maxpool(a3)`):
 //! * max pool: the gradient of each 2x2 window goes to the position(s) equal to the window's max
-//!   (an equality mask against the pooled value broadcast back over the window; rows/columns the
+//!   (an equality mask against the pooled value broadcast back over the window, multiplied in; rows/columns the
 //!   pool floors away get zero). Ties are measure-zero except at 0, and a 0 max means every
 //!   input was 0 after ReLU, where the ReLU mask zeroes the gradient anyway.
 //! * ReLU: `dz = da · [a > 0]`.
@@ -21,7 +21,7 @@
 //!   Not computed for the first convolution: block 4 is frozen.
 //!
 //! Every operator used has CPU and CUDA kernels in ONNX Runtime (Transpose, Conv, ConvTranspose,
-//! Relu, MaxPool, Slice, Pad, Reshape, Concat, Equal, Greater, Where, Gemm, ReduceSum).
+//! Relu, MaxPool, Slice, Pad, Reshape, Concat, Equal, Greater, Cast, Mul, Gemm, ReduceSum).
 
 use ndarray::ArrayD;
 use sd_onnx::{AttributeProto, Dim, GraphProto, ModelProto, TensorProto, attr_int, attr_ints, dtype, node, value_info};
@@ -135,11 +135,18 @@ impl Builder {
         self.op("Conv", &inputs, conv_attributes(), out)
     }
 
+    /// `mask · x` for a boolean `mask`: a Cast and a Mul, several times faster in ONNX Runtime's
+    /// CPU kernels than `Where(mask, x, 0)` with its broadcast scalar.
+    fn masked(&mut self, mask: &str, x: &str) -> String {
+        let mask = self.op("Cast", &[mask], vec![attr_int("to", dtype::FLOAT as i64)], None);
+        self.op("Mul", &[&mask, x], vec![], None)
+    }
+
     /// `dz = da · [a > 0]` (ReLU backward from its output `a`).
     fn relu_backward(&mut self, a: &str, da: &str) -> String {
         let zero = self.zero();
         let positive = self.op("Greater", &[a, &zero], vec![], None);
-        self.op("Where", &[&positive, da, &zero], vec![], None)
+        self.masked(&positive, da)
     }
 
     /// Kernel gradient of a 3x3 "same" convolution from its input `x_nhwc` (`[N, H, W, Cin]`)
@@ -175,8 +182,7 @@ impl Builder {
         let pooled = self.reshape(&pooled, &[-1, c, ph, 1, pw, 1]);
         let dp = self.reshape(dp, &[-1, c, ph, 1, pw, 1]);
         let is_max = self.op("Equal", &[&windows, &pooled], vec![], None);
-        let zero = self.zero();
-        let routed = self.op("Where", &[&is_max, &dp, &zero], vec![], None);
+        let routed = self.masked(&is_max, &dp);
         let da = self.reshape(&routed, &[-1, c, 2 * ph, 2 * pw]);
         if (2 * ph, 2 * pw) == (h, w) { da } else { self.pad(&da, &[0, 0, 0, 0, 0, 0, h - 2 * ph, w - 2 * pw]) }
     }

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Where a fine-tuning step's time goes: ONNX Runtime's profiler over the frozen part and block 5's
+training graphs, in one process, on random batches:
+
+    .cache/python/bin/python benches/finetune/profile.py [--model artifacts/bench-int8/model] [--batch 16]
+                                                          [--reps 10] [--size 150] [--threads 2]
+
+Block 5's graphs are the ones `finetune` builds (written by `cargo run --release -p sd-finetune
+--example dump_graphs`); the frozen part is MODEL/frozen_base.onnx (fp32). FLOPs are counted from
+the shapes the profiler records (2 per multiply-add of every Conv, ConvTranspose and Gemm), time is
+the wall clock of whole runs. Prints, per graph, GFLOP/s and the time per operator type, then block
+5's rate (forward for training + backward) as a fraction of the frozen part's.
+"""
+import argparse
+import collections
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def shapes(event, key):
+    return [next(iter(d.values())) for d in event["args"].get(key, [])]
+
+
+def flops(event):
+    op, ins, outs = event["args"]["op_name"], shapes(event, "input_type_shape"), shapes(event, "output_type_shape")
+    if op in ("Conv", "FusedConv"):  # output [N, Cout, H, W], kernel [Cout, Cin/groups, kh, kw]
+        return 2 * np.prod(outs[0], dtype=np.int64) * np.prod(ins[1][1:], dtype=np.int64)
+    if op == "ConvTranspose":  # input [N, Cin, H, W], kernel [Cin, Cout, kh, kw]
+        return 2 * np.prod(ins[0], dtype=np.int64) * np.prod(ins[1][1:], dtype=np.int64)
+    if op == "Gemm":
+        a, b = ins[0], ins[1]
+        return 2 * a[0] * a[1] * (b[1] if b[0] in a else b[0])
+    return 0
+
+
+def profile(path, feeds, reps, threads, prefix):
+    """Seconds per run (wall clock), FLOPs per run, and kernel time per operator type (s per run)."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.enable_profiling = True
+    so.profile_file_prefix = prefix
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess.run(None, feeds)  # warm-up
+    start = time.perf_counter()
+    for _ in range(reps):
+        sess.run(None, feeds)
+    seconds = (time.perf_counter() - start) / reps
+    events = [e for e in json.load(open(sess.end_profiling()))
+              if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    runs = reps + 1
+    per_op = collections.Counter()
+    for e in events:
+        per_op[e["args"]["op_name"]] += e["dur"] / 1e6 / runs
+    return seconds, sum(flops(e) for e in events) / runs, per_op
+
+
+def random_feeds(path, batch, rng):
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {}
+    for i in sess.get_inputs():
+        shape = [batch if isinstance(d, str) or d is None else d for d in i.shape]
+        a = rng.standard_normal(shape).astype(np.float32)
+        if "relu" in i.name:
+            a = np.maximum(a, 0)  # activations after ReLU
+        if "kernel" in i.name:
+            a *= 0.01
+        feeds[i.name] = a
+    return feeds
+
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--model", default=str(ROOT / "artifacts/bench-int8/model"))
+ap.add_argument("--batch", type=int, default=16)
+ap.add_argument("--reps", type=int, default=10)
+ap.add_argument("--size", type=int, default=150)
+ap.add_argument("--threads", type=int, default=2)
+args = ap.parse_args()
+rng = np.random.default_rng(0)
+
+with tempfile.TemporaryDirectory() as tmp:
+    tmp = Path(tmp)
+    subprocess.run(["cargo", "run", "--release", "-q", "-p", "sd-finetune", "--example", "dump_graphs", "--", tmp,
+                    str(args.size)], check=True, cwd=ROOT)
+    frozen = Path(args.model) / "frozen_base.onnx"
+    images = {"input": (rng.standard_normal((args.batch, args.size, args.size, 3)) * 50).astype(np.float32)}
+    result = {"batch": args.batch, "size": args.size, "threads": args.threads}
+    rows = {}
+    for name, path, feeds in [("frozen part (blocks 1-4)", frozen, images),
+                              ("block 5 forward (training)", tmp / "forward_train.onnx", None),
+                              ("block 5 backward", tmp / "backward.onnx", None)]:
+        feeds = feeds or random_feeds(path, args.batch, rng)
+        rows[name] = profile(path, feeds, args.reps, args.threads, str(tmp / "profile"))
+
+for name, (seconds, work, per_op) in rows.items():
+    print(f"{name}: {seconds * 1e3 / args.batch:.2f} ms/image, {work / args.batch / 1e9:.3f} GFLOP/image, "
+          f"{work / seconds / 1e9:.1f} GFLOP/s")
+    for op, s in per_op.most_common(8):
+        print(f"    {op:16} {s * 1e3:8.2f} ms/batch  {100 * s / seconds:5.1f}%")
+frozen_rate = rows["frozen part (blocks 1-4)"][1] / rows["frozen part (blocks 1-4)"][0]
+b5 = [rows["block 5 forward (training)"], rows["block 5 backward"]]
+b5_rate = sum(r[1] for r in b5) / sum(r[0] for r in b5)
+result.update(frozen_gflops=round(frozen_rate / 1e9, 1), block5_train_gflops=round(b5_rate / 1e9, 1),
+              block5_vs_frozen=round(b5_rate / frozen_rate, 3))
+print(json.dumps(result))
