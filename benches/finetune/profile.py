@@ -4,15 +4,18 @@ training graphs, in one process, on random batches:
 
     .cache/python/bin/python benches/finetune/profile.py [--model artifacts/bench-int8/model] [--batch 16]
                                                           [--reps 10] [--size 150] [--threads 2]
+                                                          [--layout auto|onnx]
 
 Block 5's graphs are the ones `finetune` builds (written by `cargo run --release -p sd-finetune
---example dump_graphs`); the frozen part is MODEL/frozen_base.onnx (fp32). FLOPs are counted from
+--example dump_graphs`, in the convolution layout finetune picks here, or plain ONNX Conv with
+--layout onnx); the frozen part is MODEL/frozen_base.onnx (fp32). FLOPs are counted from
 the shapes the profiler records (2 per multiply-add of every Conv, ConvTranspose and Gemm), time is
 the wall clock of whole runs. Prints, per graph, GFLOP/s and the time per operator type, then block
 5's rate (forward for training + backward) as a fraction of the frozen part's.
 """
 import argparse
 import collections
+import gc
 import json
 import subprocess
 import tempfile
@@ -55,6 +58,8 @@ def profile(path, feeds, reps, threads, prefix):
     seconds = (time.perf_counter() - start) / reps
     events = [e for e in json.load(open(sess.end_profiling()))
               if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    del sess  # its threads spin a while after a run: gone before the next graph is timed
+    gc.collect()
     runs = reps + 1
     per_op = collections.Counter()
     for e in events:
@@ -82,16 +87,18 @@ ap.add_argument("--batch", type=int, default=16)
 ap.add_argument("--reps", type=int, default=10)
 ap.add_argument("--size", type=int, default=150)
 ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--layout", choices=["auto", "onnx"], default="auto")
 args = ap.parse_args()
 rng = np.random.default_rng(0)
 
+result = {"batch": args.batch, "size": args.size, "threads": args.threads}
 with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
-    subprocess.run(["cargo", "run", "--release", "-q", "-p", "sd-finetune", "--example", "dump_graphs", "--", tmp,
-                    str(args.size)], check=True, cwd=ROOT)
+    layout = subprocess.run(["cargo", "run", "--release", "-q", "-p", "sd-finetune", "--example", "dump_graphs", "--",
+                             tmp, str(args.size), args.layout], check=True, cwd=ROOT, capture_output=True, text=True)
+    result["layout"] = layout.stdout.strip()
     frozen = Path(args.model) / "frozen_base.onnx"
     images = {"input": (rng.standard_normal((args.batch, args.size, args.size, 3)) * 50).astype(np.float32)}
-    result = {"batch": args.batch, "size": args.size, "threads": args.threads}
     rows = {}
     for name, path, feeds in [("frozen part (blocks 1-4)", frozen, images),
                               ("block 5 forward (training)", tmp / "forward_train.onnx", None),

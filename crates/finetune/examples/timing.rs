@@ -47,6 +47,14 @@ fn main() -> anyhow::Result<()> {
     let (out, trace) = b5.forward_train(x.clone(), &w)?;
     let d = out.mapv(|v| v * 1e-3);
     let b = time("block 5 backward", &mut || Ok(b5.backward(&trace, &w, d.view()).map(drop)?))?;
+    let layout = b5.layout();
+    time(&format!("kernels to {layout:?}"), &mut || {
+        for c in &w.convs {
+            drop(layout.kernel(c.kernel.view()));
+            drop(layout.adjoint_kernel(c.kernel.view()));
+        }
+        Ok(())
+    })?;
     println!(
         "exact-mode step ~ {:.2} ms/image; cached-round step ~ {:.2} ms/image; validation ~ {i:.2} ms/image",
         f + t + b,

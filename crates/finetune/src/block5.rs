@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array1, Array4, ArrayD, ArrayView4, ArrayViewD, Ix1, Ix4};
+use ndarray::{Array1, Array4, ArrayD, ArrayView4, ArrayViewD, CowArray, Ix1, Ix4, IxDyn};
 use sd_data::layout::model::WeightFiles;
 use sd_runtime::{Session, SessionConfig};
 use sd_train::optim::Param;
 
+use crate::conv_layout::ConvLayout;
 use crate::graphs::{self, Block5Shape};
 
 /// One 3x3 convolution's parameters.
@@ -167,24 +168,40 @@ pub struct Trace {
     activations: Vec<ArrayD<f32>>,
 }
 
+/// A graph input: borrowed, or made for the call (a kernel in the convolution layout).
+type Input<'a> = CowArray<'a, f32, IxDyn>;
+
 /// Block 5's forward (inference and training) and backward passes on ONNX Runtime.
 pub struct Block5 {
     shape: Block5Shape,
+    layout: ConvLayout,
     forward: Session,
     train: Session,
     backward: Session,
 }
 
 impl Block5 {
-    /// Builds the graphs for `shape` and their sessions.
+    /// Builds the graphs for `shape` and their sessions, in the fastest convolution layout that
+    /// `config`'s device runs correctly ([`ConvLayout::detect`]).
     pub fn new(shape: Block5Shape, config: &SessionConfig) -> Result<Block5, sd_runtime::RuntimeError> {
+        let layout = Some(ConvLayout::detect(config)).filter(|l| l.fits(&shape.channels)).unwrap_or(ConvLayout::Onnx);
+        Block5::with_layout(shape, config, layout)
+    }
+
+    /// Builds the graphs for `shape` in `layout`.
+    pub fn with_layout(
+        shape: Block5Shape,
+        config: &SessionConfig,
+        layout: ConvLayout,
+    ) -> Result<Block5, sd_runtime::RuntimeError> {
         use prost::Message;
         let session = |name: &str, m: sd_onnx::ModelProto| Session::from_bytes(name, &m.encode_to_vec(), config);
         Ok(Block5 {
             shape,
-            forward: session("block5 forward graph", graphs::forward(&shape, false))?,
-            train: session("block5 training forward graph", graphs::forward(&shape, true))?,
-            backward: session("block5 backward graph", graphs::backward(&shape))?,
+            layout,
+            forward: session("block5 forward graph", graphs::forward(&shape, false, layout))?,
+            train: session("block5 training forward graph", graphs::forward(&shape, true, layout))?,
+            backward: session("block5 backward graph", graphs::backward(&shape, layout))?,
         })
     }
 
@@ -192,29 +209,41 @@ impl Block5 {
         &self.shape
     }
 
+    pub fn layout(&self) -> ConvLayout {
+        self.layout
+    }
+
     /// Where the sessions run.
     pub fn device(&self) -> sd_runtime::Device {
         self.forward.device
     }
 
-    fn inputs<'a>(x: ArrayViewD<'a, f32>, w: &'a Block5Weights) -> Vec<(String, ArrayViewD<'a, f32>)> {
-        std::iter::once((graphs::INPUT.to_string(), x)).chain(w.named()).collect()
+    /// The forward graphs' inputs: `x`, then each layer's kernel (in the layout) and bias.
+    fn forward_inputs<'a>(&self, x: ArrayViewD<'a, f32>, w: &'a Block5Weights) -> Vec<(String, Input<'a>)> {
+        let mut inputs = vec![(graphs::INPUT.to_string(), x.into())];
+        for (i, c) in w.convs.iter().enumerate() {
+            inputs.push((graphs::weight_name(i, false), self.layout.kernel(c.kernel.view()).into_dyn()));
+            inputs.push((graphs::weight_name(i, true), c.bias.view().into_dyn().into()));
+        }
+        inputs
     }
 
-    fn run(session: &mut Session, inputs: &[(String, ArrayViewD<'_, f32>)]) -> sd_runtime::Result<Vec<ArrayD<f32>>> {
+    fn run(session: &mut Session, inputs: &[(String, Input<'_>)]) -> sd_runtime::Result<Vec<ArrayD<f32>>> {
         let refs: Vec<(&str, ArrayViewD<'_, f32>)> = inputs.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
         session.run(&refs)
     }
 
     /// `block5_pool` (NHWC) of a batch of `block4_pool` maps (NHWC).
     pub fn forward(&mut self, x: ArrayView4<f32>, w: &Block5Weights) -> sd_runtime::Result<Array4<f32>> {
-        let mut out = Self::run(&mut self.forward, &Self::inputs(x.into_dyn(), w))?;
+        let inputs = self.forward_inputs(x.into_dyn(), w);
+        let mut out = Self::run(&mut self.forward, &inputs)?;
         Ok(into4(out.swap_remove(0)))
     }
 
     /// The forward pass keeping what [`Block5::backward`] needs.
     pub fn forward_train(&mut self, x: Array4<f32>, w: &Block5Weights) -> sd_runtime::Result<(Array4<f32>, Trace)> {
-        let mut out = Self::run(&mut self.train, &Self::inputs(x.view().into_dyn(), w))?;
+        let inputs = self.forward_inputs(x.view().into_dyn(), w);
+        let mut out = Self::run(&mut self.train, &inputs)?;
         let activations = out.split_off(1);
         Ok((into4(out.swap_remove(0)), Trace { input: x, activations }))
     }
@@ -226,13 +255,13 @@ impl Block5 {
         w: &Block5Weights,
         d_output: ArrayView4<f32>,
     ) -> sd_runtime::Result<Block5Weights> {
-        let mut inputs: Vec<(String, ArrayViewD<'_, f32>)> =
-            vec![(graphs::INPUT.into(), trace.input.view().into_dyn())];
-        inputs.extend(trace.activations.iter().enumerate().map(|(i, a)| (graphs::activation_name(i), a.view())));
-        inputs.extend(
-            w.convs.iter().enumerate().map(|(i, c)| (graphs::weight_name(i, false), c.kernel.view().into_dyn())),
-        );
-        inputs.push((graphs::OUTPUT_GRAD.into(), d_output.into_dyn()));
+        let mut inputs: Vec<(String, Input<'_>)> = vec![(graphs::INPUT.into(), trace.input.view().into_dyn().into())];
+        inputs.extend(trace.activations.iter().enumerate().map(|(i, a)| (graphs::activation_name(i), a.view().into())));
+        for (i, c) in w.convs.iter().enumerate().skip(1) {
+            let kernel = self.layout.adjoint_kernel(c.kernel.view());
+            inputs.push((graphs::adjoint_name(i), kernel.into_dyn().into()));
+        }
+        inputs.push((graphs::OUTPUT_GRAD.into(), d_output.into_dyn().into()));
         let out = Self::run(&mut self.backward, &inputs)?;
         let mut out = out.into_iter();
         let mut conv = || Conv {

@@ -24,6 +24,7 @@ use sd_onnx::{
 };
 
 use crate::block5::Block5Weights;
+use crate::conv_layout::ConvLayout;
 use crate::graphs::{self, Block5Shape};
 
 pub const CLASSIFIER: &str = "classifier.onnx";
@@ -126,7 +127,7 @@ pub fn classifier(
     let (frozen_in, frozen_out) =
         (frozen_in.name.clone().unwrap_or_default(), frozen_out.name.clone().unwrap_or_default());
 
-    let mut block5 = graphs::forward(shape, false).graph.expect("built with a graph");
+    let mut block5 = graphs::forward(shape, false, ConvLayout::Onnx).graph.expect("built with a graph");
     graphs::bind(&mut block5, weights.initializers());
     prefix_names(&mut block5, "finetune/block5/", &[graphs::INPUT, graphs::OUTPUT]);
     rewire(&mut block5, graphs::INPUT, &frozen_out);

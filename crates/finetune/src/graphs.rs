@@ -17,14 +17,21 @@
 //!   `dzᵀ · cols` over an im2col of the padded NHWC input (9 shifted slices concatenated on the
 //!   channel axis, `[N·H·W, 9·Cin]`), reshaped `[Cout, 3, 3, Cin]` and transposed to OIHW. One big
 //!   GEMM is what ONNX Runtime runs fastest on CPU and cuBLAS on GPU.
-//! * input: `dx = ConvTranspose(dz, W)` with the forward pads (the adjoint of the convolution).
-//!   Not computed for the first convolution: block 4 is frozen.
+//! * input: `dx = conv(dz, W*)` with the forward pads, where `W*` is the adjoint kernel (input and
+//!   output channels swapped, rotated by 180 degrees; [`adjoint_name`], made by the caller): the
+//!   same convolution as `ConvTranspose(dz, W)`, run by the fast convolution kernels. Not
+//!   computed for the first convolution: block 4 is frozen.
 //!
-//! Every operator used has CPU and CUDA kernels in ONNX Runtime (Transpose, Conv, ConvTranspose,
-//! Relu, MaxPool, Slice, Pad, Reshape, Concat, Equal, Greater, Cast, Mul, Gemm, ReduceSum).
+//! The convolutions follow a [`ConvLayout`]: ONNX `Conv` (every execution provider; the
+//! operators used have CPU and CUDA kernels: Transpose, Conv, Relu, MaxPool, Slice, Pad, Reshape,
+//! Concat, Equal, Greater, Cast, Mul, Gemm, ReduceSum), or ONNX Runtime's CPU NCHWc convolutions.
 
 use ndarray::ArrayD;
-use sd_onnx::{AttributeProto, Dim, GraphProto, ModelProto, TensorProto, attr_int, attr_ints, dtype, node, value_info};
+use sd_onnx::{
+    AttributeProto, Dim, GraphProto, ModelProto, TensorProto, attr_int, attr_ints, attr_string, dtype, node, value_info,
+};
+
+use crate::conv_layout::{ConvLayout, NCHWC_DOMAIN};
 
 /// The opset of the graphs built here.
 pub const OPSET: i64 = 13;
@@ -40,6 +47,12 @@ pub use sd_data::layout::model::BLOCK5_LAYERS as LAYERS;
 /// Name of layer `i`'s kernel (`bias = false`) or bias, as a graph input or initializer.
 pub fn weight_name(i: usize, bias: bool) -> String {
     format!("{}/{}", LAYERS[i], if bias { "bias" } else { "kernel" })
+}
+
+/// Name of layer `i`'s adjoint kernel (a backward input): `W*[c, o, kh, kw] = W[o, c, 2 - kh,
+/// 2 - kw]`, in the graph's [`ConvLayout`].
+pub fn adjoint_name(i: usize) -> String {
+    format!("{}/kernel_adjoint", LAYERS[i])
 }
 
 /// Name of the gradient of [`weight_name`].
@@ -130,9 +143,45 @@ impl Builder {
         self.op("Pad", &[x, &p], vec![], None)
     }
 
-    fn conv(&mut self, x: &str, w: &str, b: Option<&str>, out: Option<&str>) -> String {
+    /// A 3x3 "same" convolution of NCHW `x` (`cout` output channels) with kernel `w` in `layout`,
+    /// optional bias and ReLU; NCHW output `out` or a generated name.
+    fn conv(
+        &mut self,
+        layout: ConvLayout,
+        x: &str,
+        w: &str,
+        b: Option<&str>,
+        relu: bool,
+        cout: usize,
+        out: Option<&str>,
+    ) -> String {
         let inputs: Vec<&str> = [x, w].into_iter().chain(b).collect();
-        self.op("Conv", &inputs, conv_attributes(), out)
+        match layout {
+            ConvLayout::Onnx if relu => {
+                let z = self.op("Conv", &inputs, conv_attributes(), None);
+                self.op("Relu", &[&z], vec![], out)
+            }
+            ConvLayout::Onnx => self.op("Conv", &inputs, conv_attributes(), out),
+            ConvLayout::Nchwc { .. } => {
+                let blocked = self.nchwc("ReorderInput", &[x], vec![attr_int("channels_last", 0)], None);
+                let mut attributes = conv_attributes();
+                attributes.push(attr_int("group", 1));
+                if relu {
+                    attributes.push(attr_string("activation", "Relu"));
+                }
+                let inputs: Vec<&str> = [blocked.as_str(), w].into_iter().chain(b).collect();
+                let z = self.nchwc("Conv", &inputs, attributes, None);
+                let back = vec![attr_int("channels", cout as i64), attr_int("channels_last", 0)];
+                self.nchwc("ReorderOutput", &[&z], back, out)
+            }
+        }
+    }
+
+    /// A node of ONNX Runtime's NCHWc domain.
+    fn nchwc(&mut self, op: &str, inputs: &[&str], attributes: Vec<AttributeProto>, out: Option<&str>) -> String {
+        let output = self.op(op, inputs, attributes, out);
+        self.nodes.last_mut().expect("just added").domain = Some(NCHWC_DOMAIN.into());
+        output
     }
 
     /// `mask · x` for a boolean `mask`: a Cast and a Mul, several times faster in ONNX Runtime's
@@ -232,40 +281,38 @@ fn activation_info(shape: &Block5Shape, i: usize) -> sd_onnx::ValueInfoProto {
     batched(&activation_name(i), &[shape.channels[i + 1], shape.height, shape.width])
 }
 
-fn weight_infos(shape: &Block5Shape, biases: bool) -> Vec<sd_onnx::ValueInfoProto> {
+fn weight_infos(shape: &Block5Shape) -> Vec<sd_onnx::ValueInfoProto> {
     (0..3)
         .flat_map(|i| {
-            let kernel = float(&weight_name(i, false), &shape.kernel(i));
-            let bias = biases.then(|| float(&weight_name(i, true), &[shape.channels[i + 1]]));
-            std::iter::once(kernel).chain(bias)
+            [float(&weight_name(i, false), &shape.kernel(i)), float(&weight_name(i, true), &[shape.channels[i + 1]])]
         })
         .collect()
 }
 
-/// The forward pass: inputs [`INPUT`] and the six weights; output [`OUTPUT`], plus, with
-/// `activations`, the three ReLU outputs that [`backward`] needs.
-pub fn forward(shape: &Block5Shape, activations: bool) -> ModelProto {
+/// The forward pass: inputs [`INPUT`] and the six weights (kernels in `layout`); output
+/// [`OUTPUT`], plus, with `activations`, the three ReLU outputs that [`backward`] needs.
+pub fn forward(shape: &Block5Shape, activations: bool, layout: ConvLayout) -> ModelProto {
     let mut b = Builder::new();
     let mut x = b.transpose(INPUT, &[0, 3, 1, 2]);
     for i in 0..3 {
-        let z = b.conv(&x, &weight_name(i, false), Some(&weight_name(i, true)), None);
-        x = b.op("Relu", &[&z], vec![], Some(&activation_name(i)));
+        let (w, bias) = (weight_name(i, false), weight_name(i, true));
+        x = b.conv(layout, &x, &w, Some(&bias), true, shape.channels[i + 1], Some(&activation_name(i)));
     }
     let pooled = b.op("MaxPool", &[&x], pool_attributes(), None);
     b.op("Transpose", &[&pooled], vec![attr_ints("perm", &[0, 2, 3, 1])], Some(OUTPUT));
     let mut inputs = vec![input_info(shape)];
-    inputs.extend(weight_infos(shape, true));
+    inputs.extend(weight_infos(shape));
     let mut outputs = vec![batched(OUTPUT, &shape.output())];
     if activations {
         outputs.extend((0..3).map(|i| activation_info(shape, i)));
     }
-    sd_onnx::model(b.graph("block5_forward", inputs, outputs), OPSET, "smalldata finetune")
+    layout.model(b.graph("block5_forward", inputs, outputs))
 }
 
-/// The backward pass: inputs [`INPUT`], the three activations from [`forward`], the three
-/// kernels and [`OUTPUT_GRAD`] (NHWC); outputs the six weight gradients, kernel then bias for
-/// each layer (names from [`grad_name`]).
-pub fn backward(shape: &Block5Shape) -> ModelProto {
+/// The backward pass: inputs [`INPUT`], the three activations from [`forward`], the adjoint
+/// kernels of layers 2 and 3 (in `layout`) and [`OUTPUT_GRAD`] (NHWC); outputs the six weight
+/// gradients (OIHW kernels), kernel then bias for each layer (names from [`grad_name`]).
+pub fn backward(shape: &Block5Shape, layout: ConvLayout) -> ModelProto {
     let mut b = Builder::new();
     let dp = b.transpose(OUTPUT_GRAD, &[0, 3, 1, 2]);
     let mut da = b.maxpool_backward(&activation_name(2), &dp, shape);
@@ -276,19 +323,32 @@ pub fn backward(shape: &Block5Shape) -> ModelProto {
         let axes = b.ints(&[0, 2, 3]);
         b.op("ReduceSum", &[&dz, &axes], vec![attr_int("keepdims", 0)], Some(&grad_name(i, true)));
         if i > 0 {
-            da = b.op("ConvTranspose", &[&dz, &weight_name(i, false)], conv_attributes(), None);
+            da = b.conv(layout, &dz, &adjoint_name(i), None, false, shape.channels[i], None);
         }
     }
     let mut inputs = vec![input_info(shape)];
     inputs.extend((0..3).map(|i| activation_info(shape, i)));
-    inputs.extend(weight_infos(shape, false));
+    inputs.extend((1..3).map(|i| {
+        let [cout, cin, kh, kw] = shape.kernel(i);
+        float(&adjoint_name(i), &[cin, cout, kh, kw])
+    }));
     inputs.push(batched(OUTPUT_GRAD, &shape.output()));
     let outputs = (0..3)
         .flat_map(|i| {
             [float(&grad_name(i, false), &shape.kernel(i)), float(&grad_name(i, true), &[shape.channels[i + 1]])]
         })
         .collect();
-    sd_onnx::model(b.graph("block5_backward", inputs, outputs), OPSET, "smalldata finetune")
+    layout.model(b.graph("block5_backward", inputs, outputs))
+}
+
+/// One 3x3 "same" convolution without bias, input `x` NCHW `[1, channels, side, side]` and
+/// kernel `w` in `layout`, output `y`: what [`ConvLayout::detect`] compares layouts on.
+pub fn single_conv(channels: usize, side: usize, layout: ConvLayout) -> ModelProto {
+    let mut b = Builder::new();
+    b.conv(layout, "x", "w", None, false, channels, Some("y"));
+    let dims = [1, channels, side, side];
+    let inputs = vec![float("x", &dims), float("w", &[channels, channels, 3, 3])];
+    layout.model(b.graph("single_conv", inputs, vec![float("y", &dims)]))
 }
 
 /// Turns graph inputs into initializers (e.g. the trained weights, for the exported classifier).

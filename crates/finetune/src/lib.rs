@@ -4,6 +4,7 @@
 //! * [`graphs`]: block 5's forward and hand-derived backward passes as ONNX graphs (weights as
 //!   inputs), built at start-up.
 //! * [`block5`]: block 5's weights, its sessions, and its parameters for `sd-train`'s optimisers.
+//! * [`conv_layout`]: ONNX `Conv` or ONNX Runtime's faster CPU NCHWc convolutions for block 5.
 //! * [`features`]: the frozen part (`frozen_base.onnx`) per batch, and cached feature files.
 //! * [`inputs`]: the model folder and the trained head, checked against each other.
 //! * [`train`]: the training loop, exact (fresh augmentation every epoch) or on cached rounds.
@@ -12,6 +13,7 @@
 
 pub mod block5;
 pub mod cli;
+pub mod conv_layout;
 pub mod export;
 pub mod features;
 pub mod graphs;

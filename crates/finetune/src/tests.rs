@@ -10,6 +10,7 @@ use sd_train::metrics::Tally;
 use sd_train::{Loss, Optimizer, OptimizerState};
 
 use crate::block5::{Block5, Block5Weights, Conv};
+use crate::conv_layout::ConvLayout;
 use crate::graphs::Block5Shape;
 use crate::reference::{self, RefWeights};
 use crate::train::Trainer;
@@ -146,6 +147,43 @@ fn backward_graph_matches_finite_differences() {
         let (x64, probe64) = (f64_of(&x), f64_of(&probe));
         let numeric = numeric_gradients(&RefWeights::of(&w), |w| (reference::block5(&x64, w) * &probe64).sum());
         assert_close(&tensors(&grads), &numeric, 2e-4, &format!("{shape:?}"));
+    }
+}
+
+#[test]
+fn nchwc_graphs_give_what_the_onnx_graphs_give() {
+    let layout = ConvLayout::detect(&cpu());
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // MLAS has NCHWc kernels on every AVX2 CPU: finding none means the probe broke.
+        assert!(matches!(layout, ConvLayout::Nchwc { .. }), "{layout:?}");
+    }
+    if layout == ConvLayout::Onnx {
+        eprintln!("SKIPPED: ONNX Runtime offers no NCHWc convolutions on this CPU");
+        return;
+    }
+    let mut r = rng(5);
+    let shape = Block5Shape { channels: [16, 32, 16, 16], height: 5, width: 7 };
+    let w = random_weights(shape.channels, &mut r);
+    let x = random_input(3, &shape, &mut r);
+    let [ph, pw, c] = shape.output();
+    let probe = Array4::from_shape_simple_fn((3, ph, pw, c), || r.random_range(-1.0..1.0));
+    let run = |layout| {
+        let mut b5 = Block5::with_layout(shape, &cpu(), layout).unwrap();
+        let (out, trace) = b5.forward_train(x.clone(), &w).unwrap();
+        assert_eq!(b5.forward(x.view(), &w).unwrap(), out);
+        (out, tensors(&b5.backward(&trace, &w, probe.view()).unwrap()))
+    };
+    let (out, grads) = run(layout);
+    let (want_out, want_grads) = run(ConvLayout::Onnx);
+    for (a, b) in out.iter().zip(&want_out) {
+        assert!((a - b).abs() < 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+    }
+    for (g, want) in grads.iter().zip(&want_grads) {
+        let scale = want.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        for (a, b) in g.iter().zip(want) {
+            assert!((a - b).abs() < 1e-4 * scale, "{a} vs {b} (scale {scale})");
+        }
     }
 }
 

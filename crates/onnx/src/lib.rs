@@ -201,6 +201,13 @@ pub fn attr_float(name: &str, value: f32) -> AttributeProto {
     AttributeProto { f: Some(value), ..attribute(name, proto::attribute_proto::AttributeType::Float) }
 }
 
+pub fn attr_string(name: &str, value: &str) -> AttributeProto {
+    AttributeProto {
+        s: Some(value.as_bytes().to_vec()),
+        ..attribute(name, proto::attribute_proto::AttributeType::String)
+    }
+}
+
 pub fn attr_ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto { ints: values.to_vec(), ..attribute(name, proto::attribute_proto::AttributeType::Ints) }
 }

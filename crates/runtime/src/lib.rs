@@ -102,11 +102,8 @@ fn init(device: Device, threads: Option<usize>) -> Result<&'static Runtime> {
     if let Some(n) = threads {
         pool = pool.with_intra_threads(n).map_err(|e| load_err(e.to_string()))?;
     }
-    let environment = builder
-        .with_name("smalldata")
-        .with_global_thread_pool(pool)
-        .build()
-        .map_err(|e| load_err(e.to_string()))?;
+    let environment =
+        builder.with_name("smalldata").with_global_thread_pool(pool).build().map_err(|e| load_err(e.to_string()))?;
     tracing::info!(library = %library.display(), ?kind, "ONNX Runtime loaded");
     Ok(RUNTIME.get_or_init(|| Runtime { library, kind, environment }))
 }
