@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""The int8 conv base against the float one, in one sitting on the same photos:
+"""The int8 conv base against the float one, and fine-tuning against Keras, in one sitting on the
+same photos:
 
     .cache/python/bin/python benches/int8/run.py [--data ../shared/data/dogs-vs-cats] [--images 256]
                                                  [--calibrate-images 64] [--accuracy] [--seeds 1]
+                                                 [--no-finetune]
 
 (it builds the release binaries first and prepares artifacts/bench-int8/model with
 `prepare-model --quantize int8 --calibrate DATA/train`)
@@ -13,6 +15,13 @@
   inside ONNX Runtime from its log);
 * the models alone on in-memory batches (benches/bottleneck/ort_python.py);
 * the cosine similarity of each photo's int8 features with its fp32 features;
+* fine-tuning (unless --no-finetune): `finetune` with the fp32 and the int8 frozen part, in
+  exact mode (--cache-rounds 0: decode, augment and the frozen part every epoch, as Keras does)
+  and on one cached round, 3 epochs on the same photos (validation: 32 photos of DATA/validation),
+  images/s of the median of epochs 2 and 3 (an epoch's time includes its validation); Keras 3's
+  step rate on the same photos from benches/finetune/keras_step.py (in .cache/keras, made by
+  `scripts/setup.sh --keras`; skipped with a note when missing); and block 5's FLOP rate against
+  the frozen part's (benches/finetune/profile.py);
 * with --accuracy: bottleneck on all of DATA/train and DATA/validation in both precisions, then
   train-head (recommended preset) per seed on each, validation accuracy.
 """
@@ -79,6 +88,35 @@ def cosines(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
+def finetune_rates(tmp, data, n):
+    """Fine-tuning images/s: ours in both modes and precisions, Keras', and block 5's FLOP rate."""
+    val = sorted(f for c in classes for f in sorted((data / "validation" / c).iterdir())[:16])
+    link(val, tmp / "val")
+    sh([BIN / "train-head", "--train", tmp / "fp32", "--validation", tmp / "fp32", "--out", tmp / "head", "--epochs", 5,
+        "-q"])
+    rates = {}
+    for precision in ("fp32", "int8"):
+        for mode, rounds in (("exact", 0), ("cached", 1)):
+            out = tmp / f"finetune-{precision}-{mode}"
+            sh([BIN / "finetune", "--train", tmp / "photos", "--validation", tmp / "val", "--model", MODEL,
+                "--head", tmp / "head", "--out", out, "--epochs", 3, "--cache-rounds", rounds, "--precision", precision,
+                "--device", "cpu", "-q"])
+            seconds = [float(row.split(",")[-1]) for row in (out / "history.csv").read_text().splitlines()[2:]]
+            rates[f"{mode}_{precision}"] = round(n / float(np.median(seconds)), 2)
+    keras = ROOT / ".cache/keras/bin/python"
+    if keras.exists():
+        out = sh([keras, ROOT / "benches/finetune/keras_step.py", tmp / "photos"], capture_output=True, text=True)
+        rates["keras"] = json.loads(out.stdout.splitlines()[-1])["images_per_second"]
+        for k in [k for k in rates if k != "keras"]:
+            rates[f"ratio_{k}_vs_keras"] = round(rates[k] / rates["keras"], 2)
+    else:
+        print("no .cache/keras (scripts/setup.sh --keras): Keras' step rate skipped", file=sys.stderr)
+    out = sh([ROOT / ".cache/python/bin/python", ROOT / "benches/finetune/profile.py", "--model", MODEL],
+             capture_output=True, text=True)
+    rates["profile"] = json.loads(out.stdout.splitlines()[-1])
+    return rates
+
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--data", default=str(ROOT.parent / "shared/data/dogs-vs-cats"))
 ap.add_argument("--images", type=int, default=256, help="photos of DATA/train for the speed runs (half per class)")
@@ -86,10 +124,12 @@ ap.add_argument("--calibrate-images", type=int, default=64)
 ap.add_argument("--batches", type=int, default=8, help="batches of 16 for the model-alone runs")
 ap.add_argument("--accuracy", action="store_true")
 ap.add_argument("--seeds", type=int, default=1)
+ap.add_argument("--no-finetune", action="store_true")
 args = ap.parse_args()
 data = Path(args.data)
 
-sh(["cargo", "build", "--release", "-q", "--bin", "bottleneck", "--bin", "prepare-model", "--bin", "train-head"])
+sh(["cargo", "build", "--release", "-q", "--bin", "bottleneck", "--bin", "prepare-model", "--bin", "train-head",
+    "--bin", "finetune"])
 info = MODEL / "model.json"
 if not info.exists() or json.loads(info.read_text()).get("int8", {}).get("calibration", {}).get("images") != args.calibrate_images:
     t = time.perf_counter()
@@ -113,6 +153,8 @@ with tempfile.TemporaryDirectory() as tmp:
     r["rust_fp32_inference"], r["rust_int8_inference"] = round(fp32["inference"], 2), round(int8["inference"], 2)
     cos = cosines(np.load(tmp / "fp32/features.npy"), np.load(tmp / "int8/features.npy"))
     r["cosine_int8_vs_fp32_min"], r["cosine_int8_vs_fp32_mean"] = round(float(cos.min()), 5), round(float(cos.mean()), 5)
+    if not args.no_finetune:
+        r["finetune"] = finetune_rates(tmp, data, len(files))
 r["model_alone_fp32"] = model_alone(MODEL / "conv_base.onnx", args.batches)
 r["model_alone_int8"] = model_alone(MODEL / "conv_base.int8.onnx", args.batches)
 r["ratio_rust_int8_vs_python_fp32"] = round(r["rust_int8"] / r["python_fp32"], 2)

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sd_augment::cli::TransformArgs;
 use sd_cli::args::{InputArgs, LossArgs, Optim, OptimArgs, PrecisionArgs, ResumeArgs, count};
+use sd_data::layout::model::{DEFAULT_CALIBRATION_IMAGES, Precision};
 use sd_data::scratch::ScratchDir;
 use sd_data::{Dataset, ModelInput, Sample};
 use sd_runtime::{Model, SessionConfig};
@@ -14,7 +15,7 @@ use sd_train::report::Source;
 use sd_train::{Optimizer, Schedule};
 
 use crate::block5::Block5;
-use crate::export::ClassifierInput;
+use crate::export::{ClassifierInput, Int8Calibration};
 use crate::features::Frozen;
 use crate::inputs::{PreparedModel, check_head_fits, load_head};
 use crate::report::{self, Metrics};
@@ -249,7 +250,14 @@ pub fn run(args: &Args) -> Result<()> {
         &args.head,
         &classes,
     );
-    report::write(&args.out, &finetuned, &metrics, &model_dir.frozen_base, &shape)?;
+    let int8 = match model_dir.precision {
+        Precision::Int8 => Some(Int8Calibration {
+            maps: frozen.maps(calibration_samples(&train), config.input.loader(config.batch_size))?,
+            session: session.clone(),
+        }),
+        Precision::Fp32 => None,
+    };
+    report::write(&args.out, &finetuned, &metrics, &model_dir.frozen_base, &shape, int8.as_ref())?;
     resumable.finish()?;
     for line in sd_train::report::evaluation_lines(&metrics.evaluation) {
         tracing::info!("{line}");
@@ -273,6 +281,13 @@ pub fn run(args: &Args) -> Result<()> {
         ),
     );
     Ok(())
+}
+
+/// Images block 5's int8 quantisation calibrates on: as many as prepare-model's default
+/// (`--calibrate-images`), spread evenly over the training set so that every class is seen.
+fn calibration_samples(train: &Dataset) -> Arc<[Sample]> {
+    let n = DEFAULT_CALIBRATION_IMAGES.min(train.len());
+    (0..n).map(|i| train.samples[i * train.len() / n].clone()).collect()
 }
 
 /// The folder for cached features: the user's, or a temporary one next to the output (same

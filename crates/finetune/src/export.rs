@@ -7,17 +7,22 @@
 //! `probabilities` `[N, classes]` (softmax) for more. It is
 //! `frozen_base.onnx` unchanged, then block 5 (the forward graph of [`crate::graphs`] with the
 //! trained weights as initializers), then the head (`sd-head`'s export). Its metadata records
-//! the size, resize filter, preprocessing and classes for `predict`.
+//! the size, resize filter, preprocessing and classes for `predict`. With an int8 frozen part,
+//! block 5 is quantised the same way ([`Int8Calibration`]), so that the whole conv stack runs on
+//! int8 kernels.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use ndarray::{Array4, Axis};
+use prost::Message;
 use sd_data::Preprocess;
 use sd_data::layout::classifier::ClassifierMeta;
 use sd_data::preprocess::CAFFE_MEAN_BGR;
 use sd_head::Head;
 use sd_head::export::output_name;
+use sd_onnx::quantize::Range;
 use sd_onnx::{
     Dim, GraphProto, ModelProto, NodeProto, TensorProto, attr_int, dtype, node, tensor_from_array, tensor_from_i64,
     value_info,
@@ -110,7 +115,36 @@ fn rewire(graph: &mut GraphProto, from: &str, to: &str) {
     }
 }
 
-/// Builds the classifier from the frozen part, block 5's weights and the head.
+/// `block4_pool` maps (NHWC) of a few training images through the int8 frozen part, and the
+/// session settings to run block 5 on them: what quantising block 5 calibrates on.
+pub struct Int8Calibration {
+    pub maps: Array4<f32>,
+    pub session: sd_runtime::SessionConfig,
+}
+
+/// `block5` (weights bound) statically quantised as `prepare-model --quantize int8` quantises the
+/// frozen part (`sd_onnx::quantize`), the activation ranges observed (min-max) on the maps.
+fn quantize_block5(block5: &ModelProto, calibration: &Int8Calibration) -> Result<ModelProto> {
+    let (observed, names) = sd_onnx::quantize::calibration_model(block5)?;
+    let mut session = sd_runtime::Session::from_bytes(
+        "block 5's calibration graph",
+        &observed.encode_to_vec(),
+        &calibration.session,
+    )?;
+    let outputs: Vec<String> = session.outputs().iter().map(|p| p.name.clone()).collect();
+    let mut ranges: BTreeMap<String, Range> = names.iter().map(|n| (n.clone(), Range::EMPTY)).collect();
+    for chunk in calibration.maps.axis_chunks_iter(Axis(0), 8) {
+        for (name, values) in outputs.iter().zip(session.run(&[(graphs::INPUT, chunk.into_dyn())])?) {
+            if let Some(r) = ranges.get_mut(name) {
+                r.observe(values.iter());
+            }
+        }
+    }
+    Ok(sd_onnx::quantize::quantize(block5, &ranges)?)
+}
+
+/// Builds the classifier from the frozen part, block 5's weights (quantised with `int8`) and
+/// the head.
 pub fn classifier(
     frozen_base: &Path,
     weights: &Block5Weights,
@@ -118,6 +152,7 @@ pub fn classifier(
     head: &Head<f32>,
     meta: &ClassifierMeta,
     input: ClassifierInput,
+    int8: Option<&Int8Calibration>,
 ) -> Result<ModelProto> {
     let mut model = sd_onnx::load(frozen_base)?;
     let graph = model.graph.as_mut().context("frozen_base.onnx has no graph")?;
@@ -127,8 +162,12 @@ pub fn classifier(
     let (frozen_in, frozen_out) =
         (frozen_in.name.clone().unwrap_or_default(), frozen_out.name.clone().unwrap_or_default());
 
-    let mut block5 = graphs::forward(shape, false, ConvLayout::Onnx).graph.expect("built with a graph");
-    graphs::bind(&mut block5, weights.initializers());
+    let mut block5 = graphs::forward(shape, false, ConvLayout::Onnx);
+    graphs::bind(block5.graph.as_mut().expect("built with a graph"), weights.initializers());
+    if let Some(calibration) = int8 {
+        block5 = quantize_block5(&block5, calibration).context("quantising block 5 for the int8 classifier")?;
+    }
+    let mut block5 = block5.graph.expect("built with a graph");
     prefix_names(&mut block5, "finetune/block5/", &[graphs::INPUT, graphs::OUTPUT]);
     rewire(&mut block5, graphs::INPUT, &frozen_out);
 

@@ -38,6 +38,16 @@ impl Frozen {
         Ok(out.into_dimensionality().expect("checked shape"))
     }
 
+    /// `block4_pool` of a few samples, in memory (for calibration).
+    pub fn maps(&mut self, samples: Arc<[Sample]>, config: LoaderConfig) -> Result<Array4<f32>> {
+        let mut parts = Vec::new();
+        for batch in Loader::in_order(samples, config) {
+            parts.push(self.run(&batch?)?);
+        }
+        let views: Vec<_> = parts.iter().map(|p| p.view()).collect();
+        Ok(ndarray::concatenate(ndarray::Axis(0), &views)?)
+    }
+
     /// Streams `block4_pool` of every sample, in stored order, into `path` (float32
     /// `[n, h, w, C]`). `config.transform` augments (e.g. one cached round).
     pub fn write_all(

@@ -89,14 +89,15 @@ impl Block5Shape {
 
 /// A graph under construction: nodes with generated names, plus constants.
 struct Builder {
+    layout: ConvLayout,
     nodes: Vec<sd_onnx::NodeProto>,
     constants: Vec<TensorProto>,
     count: usize,
 }
 
 impl Builder {
-    fn new() -> Builder {
-        Builder { nodes: Vec::new(), constants: Vec::new(), count: 0 }
+    fn new(layout: ConvLayout) -> Builder {
+        Builder { layout, nodes: Vec::new(), constants: Vec::new(), count: 0 }
     }
 
     /// Adds a node; returns its (first) output's name, `out` or a generated one.
@@ -143,20 +144,11 @@ impl Builder {
         self.op("Pad", &[x, &p], vec![], None)
     }
 
-    /// A 3x3 "same" convolution of NCHW `x` (`cout` output channels) with kernel `w` in `layout`,
+    /// A 3x3 "same" convolution of NCHW `x` (`cout` output channels) with kernel `w` in the layout,
     /// optional bias and ReLU; NCHW output `out` or a generated name.
-    fn conv(
-        &mut self,
-        layout: ConvLayout,
-        x: &str,
-        w: &str,
-        b: Option<&str>,
-        relu: bool,
-        cout: usize,
-        out: Option<&str>,
-    ) -> String {
+    fn conv(&mut self, x: &str, w: &str, b: Option<&str>, relu: bool, cout: usize, out: Option<&str>) -> String {
         let inputs: Vec<&str> = [x, w].into_iter().chain(b).collect();
-        match layout {
+        match self.layout {
             ConvLayout::Onnx if relu => {
                 let z = self.op("Conv", &inputs, conv_attributes(), None);
                 self.op("Relu", &[&z], vec![], out)
@@ -292,11 +284,11 @@ fn weight_infos(shape: &Block5Shape) -> Vec<sd_onnx::ValueInfoProto> {
 /// The forward pass: inputs [`INPUT`] and the six weights (kernels in `layout`); output
 /// [`OUTPUT`], plus, with `activations`, the three ReLU outputs that [`backward`] needs.
 pub fn forward(shape: &Block5Shape, activations: bool, layout: ConvLayout) -> ModelProto {
-    let mut b = Builder::new();
+    let mut b = Builder::new(layout);
     let mut x = b.transpose(INPUT, &[0, 3, 1, 2]);
     for i in 0..3 {
         let (w, bias) = (weight_name(i, false), weight_name(i, true));
-        x = b.conv(layout, &x, &w, Some(&bias), true, shape.channels[i + 1], Some(&activation_name(i)));
+        x = b.conv(&x, &w, Some(&bias), true, shape.channels[i + 1], Some(&activation_name(i)));
     }
     let pooled = b.op("MaxPool", &[&x], pool_attributes(), None);
     b.op("Transpose", &[&pooled], vec![attr_ints("perm", &[0, 2, 3, 1])], Some(OUTPUT));
@@ -313,7 +305,7 @@ pub fn forward(shape: &Block5Shape, activations: bool, layout: ConvLayout) -> Mo
 /// kernels of layers 2 and 3 (in `layout`) and [`OUTPUT_GRAD`] (NHWC); outputs the six weight
 /// gradients (OIHW kernels), kernel then bias for each layer (names from [`grad_name`]).
 pub fn backward(shape: &Block5Shape, layout: ConvLayout) -> ModelProto {
-    let mut b = Builder::new();
+    let mut b = Builder::new(layout);
     let dp = b.transpose(OUTPUT_GRAD, &[0, 3, 1, 2]);
     let mut da = b.maxpool_backward(&activation_name(2), &dp, shape);
     for i in (0..3).rev() {
@@ -323,7 +315,7 @@ pub fn backward(shape: &Block5Shape, layout: ConvLayout) -> ModelProto {
         let axes = b.ints(&[0, 2, 3]);
         b.op("ReduceSum", &[&dz, &axes], vec![attr_int("keepdims", 0)], Some(&grad_name(i, true)));
         if i > 0 {
-            da = b.conv(layout, &dz, &adjoint_name(i), None, false, shape.channels[i], None);
+            da = b.conv(&dz, &adjoint_name(i), None, false, shape.channels[i], None);
         }
     }
     let mut inputs = vec![input_info(shape)];
@@ -344,8 +336,8 @@ pub fn backward(shape: &Block5Shape, layout: ConvLayout) -> ModelProto {
 /// One 3x3 "same" convolution without bias, input `x` NCHW `[1, channels, side, side]` and
 /// kernel `w` in `layout`, output `y`: what [`ConvLayout::detect`] compares layouts on.
 pub fn single_conv(channels: usize, side: usize, layout: ConvLayout) -> ModelProto {
-    let mut b = Builder::new();
-    b.conv(layout, "x", "w", None, false, channels, Some("y"));
+    let mut b = Builder::new(layout);
+    b.conv("x", "w", None, false, channels, Some("y"));
     let dims = [1, channels, side, side];
     let inputs = vec![float("x", &dims), float("w", &[channels, channels, 3, 3])];
     layout.model(b.graph("single_conv", inputs, vec![float("y", &dims)]))

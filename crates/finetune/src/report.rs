@@ -71,7 +71,14 @@ impl Metrics {
 }
 
 /// Writes every output into `out` (replaced as a whole once complete).
-pub fn write(out: &Path, t: &Finetuned, metrics: &Metrics, frozen_base: &Path, shape: &Block5Shape) -> Result<()> {
+pub fn write(
+    out: &Path,
+    t: &Finetuned,
+    metrics: &Metrics,
+    frozen_base: &Path,
+    shape: &Block5Shape,
+    int8: Option<&crate::export::Int8Calibration>,
+) -> Result<()> {
     let staging = StagingDir::create(out)?;
     let dir = staging.path();
     let input = metrics.config.input;
@@ -83,7 +90,7 @@ pub fn write(out: &Path, t: &Finetuned, metrics: &Metrics, frozen_base: &Path, s
     };
     let (weights, head) = &t.fit.weights;
     let classifier =
-        crate::export::classifier(frozen_base, weights, shape, head, &meta, metrics.config.classifier_input)?;
+        crate::export::classifier(frozen_base, weights, shape, head, &meta, metrics.config.classifier_input, int8)?;
     sd_onnx::save(&classifier, dir.join(crate::export::CLASSIFIER))?;
     weights.save(dir)?;
     sd_head::export::save(head, &shape.output(), &metrics.classes, &dir.join(HEAD_DIR))?;

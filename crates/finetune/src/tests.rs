@@ -338,7 +338,8 @@ fn on_a_prepared_model_block5_gives_the_conv_base_features_and_the_classifier_th
     let head = small_head(shape.output().iter().product(), 1, 0.5, &mut r);
     let meta = sd_data::layout::classifier::ClassifierMeta { size: Some(size), ..Default::default() };
     let float = crate::export::ClassifierInput::Float;
-    let classifier = crate::export::classifier(&model.frozen_base, &weights, &shape, &head, &meta, float).unwrap();
+    let classifier =
+        crate::export::classifier(&model.frozen_base, &weights, &shape, &head, &meta, float, None).unwrap();
     let path = dir.path().join("classifier.onnx");
     sd_onnx::save(&classifier, &path).unwrap();
     let mut c = sd_runtime::Model::load(&path, &cpu()).unwrap();
@@ -360,14 +361,16 @@ fn on_a_prepared_model_block5_gives_the_conv_base_features_and_the_classifier_th
     for preprocess in [sd_data::Preprocess::Caffe, sd_data::Preprocess::Rescale] {
         let meta = sd_data::layout::classifier::ClassifierMeta { preprocess: Some(preprocess), ..meta.clone() };
         let uint8 = crate::export::ClassifierInput::Uint8;
-        let m = crate::export::classifier(&model.frozen_base, &trainer.weights, &shape, &head, &meta, uint8).unwrap();
+        let m =
+            crate::export::classifier(&model.frozen_base, &trainer.weights, &shape, &head, &meta, uint8, None).unwrap();
         sd_onnx::save(&m, &path).unwrap();
         let mut c = sd_runtime::Model::load(&path, &cpu()).unwrap();
         assert_eq!((c.input_element, c.input_shape.as_slice()), (sd_runtime::Element::U8, &[-1, 48, 64, 3][..]));
         let got = c.run_u8(pixels.view().into_dyn()).unwrap();
         let mut x = Array4::<f32>::zeros(pixels.dim());
         preprocess.write_hwc_bytes(pixels.as_slice().unwrap(), x.as_slice_mut().unwrap());
-        let m = crate::export::classifier(&model.frozen_base, &trainer.weights, &shape, &head, &meta, float).unwrap();
+        let m =
+            crate::export::classifier(&model.frozen_base, &trainer.weights, &shape, &head, &meta, float, None).unwrap();
         sd_onnx::save(&m, &path).unwrap();
         let want = sd_runtime::Model::load(&path, &cpu()).unwrap().run(x.view().into_dyn()).unwrap();
         assert_eq!(got, want, "{preprocess}");
@@ -376,7 +379,8 @@ fn on_a_prepared_model_block5_gives_the_conv_base_features_and_the_classifier_th
     // A head over three classes that averages the maps (`train-head --pool avg`): the exported
     // graph pools as the trainer does.
     let pooled = small_head(Pool::Avg.width(&shape.output()), 3, 0.5, &mut r).with_pool(Pool::Avg);
-    let m = crate::export::classifier(&model.frozen_base, &trainer.weights, &shape, &pooled, &meta, float).unwrap();
+    let m =
+        crate::export::classifier(&model.frozen_base, &trainer.weights, &shape, &pooled, &meta, float, None).unwrap();
     sd_onnx::save(&m, &path).unwrap();
     let p: ArrayD<f32> = sd_runtime::Model::load(&path, &cpu()).unwrap().run(images.view().into_dyn()).unwrap();
     let b5 = Block5::new(shape, &cpu()).unwrap();
@@ -386,4 +390,26 @@ fn on_a_prepared_model_block5_gives_the_conv_base_features_and_the_classifier_th
     for (a, b) in p.iter().zip(&want) {
         assert!((a - b).abs() < 1e-6, "{a} vs {b}");
     }
+
+    // With an int8 frozen part, block 5 is quantised too, calibrated on block 4's maps: each of
+    // its convolutions reads dequantised int8 weights and inputs, and the probabilities stay
+    // close to the float block's.
+    let calibration = crate::export::Int8Calibration { maps: b4.clone(), session: cpu() };
+    let (weights, head) = (&trainer.weights, &head);
+    let m =
+        crate::export::classifier(&model.frozen_base, weights, &shape, head, &meta, float, Some(&calibration)).unwrap();
+    let graph = m.graph.as_ref().unwrap();
+    let in_block5 =
+        |op: &str| graph.node.iter().filter(|n| n.op_type() == op && n.name().starts_with("finetune/block5/")).count();
+    assert_eq!(in_block5("Conv"), 3);
+    assert!(in_block5("DequantizeLinear") >= 6, "{} DequantizeLinear in block 5", in_block5("DequantizeLinear"));
+    sd_onnx::save(&m, &path).unwrap();
+    let q: ArrayD<f32> = sd_runtime::Model::load(&path, &cpu()).unwrap().run(images.view().into_dyn()).unwrap();
+    let m = crate::export::classifier(&model.frozen_base, weights, &shape, head, &meta, float, None).unwrap();
+    sd_onnx::save(&m, &path).unwrap();
+    let f: ArrayD<f32> = sd_runtime::Model::load(&path, &cpu()).unwrap().run(images.view().into_dyn()).unwrap();
+    for (a, b) in q.iter().zip(&f) {
+        assert!((a - b).abs() < 0.02, "int8 block 5 {a} vs float {b}");
+    }
+    assert_ne!(q, f, "the int8 block 5 computes in int8");
 }

@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR", requires = "quantize")]
     pub calibrate: Option<PathBuf>,
     /// How many of --calibrate's images (spread evenly over them).
-    #[arg(long, default_value_t = 64, value_parser = sd_cli::args::count)]
+    #[arg(long, default_value_t = sd_data::layout::model::DEFAULT_CALIBRATION_IMAGES, value_parser = sd_cli::args::count)]
     pub calibrate_images: usize,
     /// How calibration images become model input: use the stages' settings (default: 150x150,
     /// bilinear, caffe).

@@ -108,6 +108,10 @@ pub struct Int8Info {
     pub calibration: Calibration,
 }
 
+/// How many images int8 quantisation calibrates on unless told otherwise (`prepare-model
+/// --calibrate-images`; finetune's int8 block 5).
+pub const DEFAULT_CALIBRATION_IMAGES: usize = 64;
+
 /// The images the activation ranges were observed on, and the ranges.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Calibration {
