@@ -142,7 +142,7 @@ fn int8_flags_say_what_is_missing() {
 }
 
 #[test]
-fn finetune_trains_on_the_int8_frozen_part_and_its_classifier_embeds_it() {
+fn finetune_trains_on_the_int8_frozen_part_and_its_classifier_embeds_it_with_an_int8_block5() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     tiny_recipe(d);
@@ -154,9 +154,16 @@ fn finetune_trains_on_the_int8_frozen_part_and_its_classifier_embeds_it() {
     let m: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("ft/metrics.json")).unwrap()).unwrap();
     assert_eq!(m["precision"], "int8");
 
-    // classifier.onnx carries the int8 frozen part, and predict gets finetune's own evaluation.
+    // classifier.onnx carries the int8 frozen part and quantises block 5 too (each of its three
+    // convolutions reads a dequantised input and kernel); on these far-apart images the int8
+    // block 5 does not change a decision, so predict gets finetune's own evaluation.
     let g = sd_onnx::load(d.join("ft/classifier.onnx")).unwrap().graph.unwrap();
     assert!(g.node.iter().any(|n| n.op_type.as_deref() == Some("QuantizeLinear")));
+    let block5_dq = g.node.iter().filter(|n| {
+        n.op_type.as_deref() == Some("DequantizeLinear")
+            && n.name.as_deref().is_some_and(|s| s.starts_with("finetune/block5/"))
+    });
+    assert!(block5_dq.count() >= 6);
     ok(run("predict", &["--model", "ft/classifier.onnx", "--data", "validation", "--out", "p", "--device", "cpu"], d));
     let p: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("p/metrics.json")).unwrap()).unwrap();
     assert_eq!(p["accuracy"], m["evaluation"]["accuracy"], "{p}");
