@@ -163,35 +163,31 @@ if [ "$browser" = 1 ]; then
   fi
 fi
 
+# A venv of its own at DIR with exactly REQUIREMENTS (space-separated pip specs), made once and
+# remade when they change.
+own_venv() { # DIR REQUIREMENTS SIZE
+  if [ -x "$1/bin/python" ] && [ "$(cat "$1/REQUIREMENTS" 2>/dev/null)" = "$2" ]; then
+    say "$2 already in place"
+    return
+  fi
+  say "installing $2 into $1 (about $3)"
+  rm -rf "$1"
+  "$python" -m venv "$1" || die "could not create a venv at $1 (Debian: apt-get install python3-venv)."
+  # shellcheck disable=SC2086 # one word per requirement
+  "$1/bin/python" -m pip install --quiet --disable-pip-version-check $2 ||
+    die "pip could not install $2. Check the network and free disk space (about $3), then run again."
+  echo "$2" > "$1/REQUIREMENTS"
+}
+
 # --- Keras, for the fine-tuning speed benchmark's reference (optional) ----------------------------
 if [ "$keras" = 1 ]; then
-  kvenv="$cache/keras"
-  if [ -x "$kvenv/bin/python" ] && [ "$(cat "$kvenv/REQUIREMENTS" 2>/dev/null)" = "$KERAS_REQUIREMENTS" ]; then
-    say "keras venv already in place"
-  else
-    say "installing $KERAS_REQUIREMENTS into $kvenv (about 600 MB)"
-    rm -rf "$kvenv"
-    "$python" -m venv "$kvenv" || die "could not create a venv at $kvenv (Debian: apt-get install python3-venv)."
-    "$kvenv/bin/python" -m pip install --quiet --disable-pip-version-check $KERAS_REQUIREMENTS ||
-      die "pip could not install $KERAS_REQUIREMENTS. Check the network and free disk space, then run again."
-    echo "$KERAS_REQUIREMENTS" > "$kvenv/REQUIREMENTS"
-  fi
+  own_venv "$cache/keras" "$KERAS_REQUIREMENTS" "600 MB"
 fi
 
 # --- ONNX Runtime, CUDA (optional) -------------------------------------------------------------
 if [ "$gpu" = 1 ]; then
   gvenv="$cache/python-gpu"
-  gwant="onnxruntime-gpu[cuda,cudnn]==$ORT_GPU_VERSION"
-  if [ -x "$gvenv/bin/python" ] && [ "$(cat "$gvenv/REQUIREMENTS" 2>/dev/null)" = "$gwant" ]; then
-    say "onnxruntime-gpu $ORT_GPU_VERSION already in place"
-  else
-    say "installing $gwant (CUDA 13 + cuDNN 9 wheels, about 2 GB)"
-    rm -rf "$gvenv"
-    "$python" -m venv "$gvenv" || die "could not create a venv at $gvenv (Debian: apt-get install python3-venv)."
-    "$gvenv/bin/python" -m pip install --quiet --disable-pip-version-check "$gwant" ||
-      die "pip could not install $gwant. Check the network and free disk space (about 4 GB), then run again."
-    echo "$gwant" > "$gvenv/REQUIREMENTS"
-  fi
+  own_venv "$gvenv" "onnxruntime-gpu[cuda,cudnn]==$ORT_GPU_VERSION" "4 GB"
   capi=$(ls -d "$gvenv"/lib/python3*/site-packages/onnxruntime/capi | head -n1)
   site=$(dirname "$(dirname "$capi")")
   mkdir -p "$cache/onnxruntime/cuda"
