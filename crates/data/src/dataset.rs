@@ -114,6 +114,13 @@ impl Dataset {
         counts
     }
 
+    /// `n` samples (all when there are fewer) spread evenly over the sorted list, so that every
+    /// class is seen: what calibration runs on.
+    pub fn spread(&self, n: usize) -> Vec<Sample> {
+        let n = n.min(self.len());
+        (0..n).map(|i| self.samples[i * self.len() / n].clone()).collect()
+    }
+
     /// Sample paths relative to the root (for file lists written next to features).
     pub fn relative_paths(&self) -> Vec<String> {
         self.samples

@@ -252,7 +252,9 @@ pub fn run(args: &Args) -> Result<()> {
     );
     let int8 = match model_dir.precision {
         Precision::Int8 => Some(Int8Calibration {
-            maps: frozen.maps(calibration_samples(&train), config.input.loader(config.batch_size))?,
+            // As many training images as prepare-model calibrates on by default.
+            maps: frozen
+                .maps(train.spread(DEFAULT_CALIBRATION_IMAGES).into(), config.input.loader(config.batch_size))?,
             session: session.clone(),
         }),
         Precision::Fp32 => None,
@@ -281,13 +283,6 @@ pub fn run(args: &Args) -> Result<()> {
         ),
     );
     Ok(())
-}
-
-/// Images block 5's int8 quantisation calibrates on: as many as prepare-model's default
-/// (`--calibrate-images`), spread evenly over the training set so that every class is seen.
-fn calibration_samples(train: &Dataset) -> Arc<[Sample]> {
-    let n = DEFAULT_CALIBRATION_IMAGES.min(train.len());
-    (0..n).map(|i| train.samples[i * train.len() / n].clone()).collect()
 }
 
 /// The folder for cached features: the user's, or a temporary one next to the output (same

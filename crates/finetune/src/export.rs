@@ -11,18 +11,16 @@
 //! block 5 is quantised the same way ([`Int8Calibration`]), so that the whole conv stack runs on
 //! int8 kernels.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use ndarray::{Array4, Axis};
-use prost::Message;
 use sd_data::Preprocess;
 use sd_data::layout::classifier::ClassifierMeta;
 use sd_data::preprocess::CAFFE_MEAN_BGR;
 use sd_head::Head;
 use sd_head::export::output_name;
-use sd_onnx::quantize::Range;
 use sd_onnx::{
     Dim, GraphProto, ModelProto, NodeProto, TensorProto, attr_int, dtype, node, tensor_from_array, tensor_from_i64,
     value_info,
@@ -125,21 +123,8 @@ pub struct Int8Calibration {
 /// `block5` (weights bound) statically quantised as `prepare-model --quantize int8` quantises the
 /// frozen part (`sd_onnx::quantize`), the activation ranges observed (min-max) on the maps.
 fn quantize_block5(block5: &ModelProto, calibration: &Int8Calibration) -> Result<ModelProto> {
-    let (observed, names) = sd_onnx::quantize::calibration_model(block5)?;
-    let mut session = sd_runtime::Session::from_bytes(
-        "block 5's calibration graph",
-        &observed.encode_to_vec(),
-        &calibration.session,
-    )?;
-    let outputs: Vec<String> = session.outputs().iter().map(|p| p.name.clone()).collect();
-    let mut ranges: BTreeMap<String, Range> = names.iter().map(|n| (n.clone(), Range::EMPTY)).collect();
-    for chunk in calibration.maps.axis_chunks_iter(Axis(0), 8) {
-        for (name, values) in outputs.iter().zip(session.run(&[(graphs::INPUT, chunk.into_dyn())])?) {
-            if let Some(r) = ranges.get_mut(name) {
-                r.observe(values.iter());
-            }
-        }
-    }
+    let batches = calibration.maps.axis_chunks_iter(Axis(0), 8).map(|maps| Ok(maps.to_owned().into_dyn()));
+    let ranges = sd_model::quantize::observe_ranges(block5, "block 5", graphs::INPUT, &calibration.session, batches)?;
     Ok(sd_onnx::quantize::quantize(block5, &ranges)?)
 }
 

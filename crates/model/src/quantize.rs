@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use ndarray::ArrayD;
 use prost::Message;
 use sd_data::layout::model::{CONV_BASE_INT8, Calibration, FROZEN_BASE_INT8, INPUT, Int8Info};
 use sd_data::loader::Loader;
@@ -38,23 +39,11 @@ pub fn calibrate(conv_base: &ModelProto, config: &CalibrationConfig) -> Result<C
     if dataset.is_empty() {
         bail!("--calibrate {} has no images; pass a class folder of training images", config.folder.display());
     }
-    let n = config.images.min(dataset.len());
-    // Evenly spread, so that every class (sorted sub-folders) is seen.
-    let samples: Arc<[_]> = (0..n).map(|i| dataset.samples[i * dataset.len() / n].clone()).collect();
-    let (model, names) = calibration_model(conv_base)?;
-    let mut session =
-        Session::from_bytes("the calibration graph of the conv base", &model.encode_to_vec(), &config.session)?;
-    let outputs: Vec<String> = session.outputs().iter().map(|p| p.name.clone()).collect();
-    let mut ranges: BTreeMap<String, Range> = names.iter().map(|n| (n.clone(), Range::EMPTY)).collect();
-    for batch in Loader::in_order(samples, config.input.loader(BATCH)) {
-        let batch = batch?;
-        let input = config.input.tensor(&batch);
-        for (name, values) in outputs.iter().zip(session.run(&[(INPUT, input.view().into_dyn())])?) {
-            if let Some(r) = ranges.get_mut(name) {
-                r.observe(values.iter());
-            }
-        }
-    }
+    let samples: Arc<[_]> = dataset.spread(config.images).into();
+    let n = samples.len();
+    let batches = Loader::in_order(samples, config.input.loader(BATCH))
+        .map(|batch| -> Result<ArrayD<f32>> { Ok(config.input.tensor(&batch?).into_dyn()) });
+    let ranges = observe_ranges(conv_base, "the conv base", INPUT, &config.session, batches)?;
     tracing::info!(images = n, tensors = ranges.len(), "calibrated activation ranges");
     Ok(Calibration {
         folder: config.folder.display().to_string(),
@@ -65,6 +54,30 @@ pub fn calibrate(conv_base: &ModelProto, config: &CalibrationConfig) -> Result<C
         preprocess: config.input.preprocess,
         ranges: ranges.into_iter().map(|(k, r)| (k, [r.min, r.max])).collect(),
     })
+}
+
+/// The min-max range of every tensor [`quantize`] needs, observed by running `model` (`what`, for
+/// errors) with those tensors as extra outputs on `batches` fed to its input `input`.
+pub fn observe_ranges(
+    model: &ModelProto,
+    what: &str,
+    input: &str,
+    session: &SessionConfig,
+    batches: impl IntoIterator<Item = Result<ArrayD<f32>>>,
+) -> Result<BTreeMap<String, Range>> {
+    let (observed, names) = calibration_model(model)?;
+    let mut session =
+        Session::from_bytes(&format!("the calibration graph of {what}"), &observed.encode_to_vec(), session)?;
+    let outputs: Vec<String> = session.outputs().iter().map(|p| p.name.clone()).collect();
+    let mut ranges: BTreeMap<String, Range> = names.iter().map(|n| (n.clone(), Range::EMPTY)).collect();
+    for batch in batches {
+        for (name, values) in outputs.iter().zip(session.run(&[(input, batch?.view())])?) {
+            if let Some(r) = ranges.get_mut(name) {
+                r.observe(values.iter());
+            }
+        }
+    }
+    Ok(ranges)
 }
 
 /// Calibrates on `config`'s images and writes the int8 conv base and frozen part into `dir`.
