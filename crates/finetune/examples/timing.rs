@@ -12,13 +12,11 @@ use sd_runtime::{Device, Model, SessionConfig};
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let dir = std::path::PathBuf::from(args.get(1).map_or("artifacts/model", String::as_str));
-    let batch: usize = args.get(2).map_or(Ok(16), |s| s.parse())?;
-    let reps: usize = args.get(3).map_or(Ok(5), |s| s.parse())?;
+    let batch: usize = args.get(2).map_or(Ok(16), |s| s.parse()).map_err(anyhow::Error::msg)?;
+    let reps: usize = args.get(3).map_or(Ok(5), |s| s.parse()).map_err(anyhow::Error::msg)?;
     let threads = args.get(4).map(|s| s.parse()).transpose()?;
-    let precision = match args.get(5).map(String::as_str) {
-        Some("int8") => sd_data::layout::model::Precision::Int8,
-        _ => sd_data::layout::model::Precision::Fp32,
-    };
+    let precision: sd_data::layout::model::Precision =
+        args.get(5).map_or(Ok(Default::default()), |s| s.parse()).map_err(anyhow::Error::msg)?;
     let session = SessionConfig { device: Device::Auto, threads };
     let model = PreparedModel::load(&dir, precision)?;
     let size = sd_data::image::ImageSize::square(150);

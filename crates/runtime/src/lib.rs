@@ -116,7 +116,8 @@ pub struct SessionConfig {
     /// Where ONNX Runtime runs: auto (CUDA if available, else CPU), cpu, cuda or cuda:N.
     #[cfg_attr(feature = "clap", arg(long, default_value_t = Device::Auto))]
     pub device: Device,
-    /// ONNX Runtime intra-op threads (default: all physical cores).
+    /// ONNX Runtime intra-op threads (default: all physical cores), in the one pool every session
+    /// of the process shares (set by its first session).
     #[cfg_attr(feature = "clap", arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)))]
     pub threads: Option<usize>,
 }
