@@ -38,9 +38,8 @@ def flops(event):
         return 2 * np.prod(outs[0], dtype=np.int64) * np.prod(ins[1][1:], dtype=np.int64)
     if op == "ConvTranspose":  # input [N, Cin, H, W], kernel [Cin, Cout, kh, kw]
         return 2 * np.prod(ins[0], dtype=np.int64) * np.prod(ins[1][1:], dtype=np.int64)
-    if op == "Gemm":
-        a, b = ins[0], ins[1]
-        return 2 * a[0] * a[1] * (b[1] if b[0] in a else b[0])
+    if op == "Gemm":  # output [M, N]; A holds M·K values whichever way it is transposed
+        return 2 * outs[0][1] * np.prod(ins[0], dtype=np.int64)
     return 0
 
 
