@@ -88,8 +88,9 @@ def cosines(a, b):
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def finetune_rates(tmp, data, n):
-    """Fine-tuning images/s: ours in both modes and precisions, Keras', and block 5's FLOP rate."""
+def finetune_rates(tmp, data, classes, n):
+    """Fine-tuning images/s on the n photos in tmp/photos: ours in both modes and precisions,
+    Keras', and block 5's FLOP rate."""
     val = sorted(f for c in classes for f in sorted((data / "validation" / c).iterdir())[:16])
     link(val, tmp / "val")
     sh([BIN / "train-head", "--train", tmp / "fp32", "--validation", tmp / "fp32", "--out", tmp / "head", "--epochs", 5,
@@ -154,7 +155,7 @@ with tempfile.TemporaryDirectory() as tmp:
     cos = cosines(np.load(tmp / "fp32/features.npy"), np.load(tmp / "int8/features.npy"))
     r["cosine_int8_vs_fp32_min"], r["cosine_int8_vs_fp32_mean"] = round(float(cos.min()), 5), round(float(cos.mean()), 5)
     if not args.no_finetune:
-        r["finetune"] = finetune_rates(tmp, data, len(files))
+        r["finetune"] = finetune_rates(tmp, data, classes, len(files))
 r["model_alone_fp32"] = model_alone(MODEL / "conv_base.onnx", args.batches)
 r["model_alone_int8"] = model_alone(MODEL / "conv_base.int8.onnx", args.batches)
 r["ratio_rust_int8_vs_python_fp32"] = round(r["rust_int8"] / r["python_fp32"], 2)
