@@ -218,8 +218,10 @@ mod tests {
         orphan.kill().unwrap();
         orphan.wait().unwrap();
 
-        // Gone: the lock is taken and names this process; dropping it empties the file.
-        let lock = RunLock::acquire(&p, false, true).unwrap();
+        // Gone: the lock is taken and names this process; dropping it empties the file. (`wait`:
+        // a process another test forks while the first attempt's file was open shares its lock
+        // until that child execs.)
+        let lock = RunLock::acquire(&p, true, true).unwrap();
         stage_started("b", 42);
         let now = read(&path(&p));
         assert_eq!((now.pid, now.stages), (std::process::id(), BTreeMap::from([("b".into(), 42)])));
