@@ -264,11 +264,18 @@ impl Block5 {
         inputs.push((graphs::OUTPUT_GRAD.into(), d_output.into_dyn().into()));
         let out = Self::run(&mut self.backward, &inputs)?;
         let mut out = out.into_iter();
-        let mut conv = || Conv {
-            kernel: out.next().expect("kernel gradient").into_dimensionality().expect("4-d kernel gradient"),
+        let mut conv = |i: usize| Conv {
+            // `[Cout, Cin, 9]` in standard layout: the reshape to OIHW moves nothing.
+            kernel: out
+                .next()
+                .expect("kernel gradient")
+                .into_shape_with_order(self.shape.kernel(i))
+                .expect("OIHW kernel gradient")
+                .into_dimensionality()
+                .expect("4-d"),
             bias: out.next().expect("bias gradient").into_dimensionality().expect("1-d bias gradient"),
         };
-        Ok(Block5Weights { convs: [conv(), conv(), conv()] })
+        Ok(Block5Weights { convs: [conv(0), conv(1), conv(2)] })
     }
 }
 
