@@ -3,7 +3,7 @@
 training graphs, in one process, on random batches:
 
     .cache/python/bin/python benches/finetune/profile.py [--model artifacts/bench-int8/model] [--batch 16]
-                                                          [--reps 10] [--size 150] [--threads 2]
+                                                          [--reps 10] [--rounds 3] [--size 150] [--threads 2]
                                                           [--layout auto|onnx]
 
 Block 5's graphs are the ones `finetune` builds (written by `cargo run --release -p sd-finetune
@@ -11,7 +11,8 @@ Block 5's graphs are the ones `finetune` builds (written by `cargo run --release
 --layout onnx); the frozen part is MODEL/frozen_base.onnx (fp32). FLOPs are counted from
 the shapes the profiler records (2 per multiply-add of every Conv, ConvTranspose and Gemm), time is
 the wall clock of whole runs. Prints, per graph, GFLOP/s and the time per operator type, then block
-5's rate (forward for training + backward) as a fraction of the frozen part's, counting block 5's
+5's rate (forward for training + backward) as a fraction of the frozen part's (the median of
+ROUNDS rounds, each timing the three graphs back to back: the machine drifts), counting block 5's
 work as a training step's is conventionally counted: each kernel gradient as many FLOPs as its
 layer's forward convolution (padding included, as every Conv is counted), whatever the graph runs
 (its per-tap GEMMs skip the padding: 14% fewer FLOPs at 9x9, so the "executed" rate is lower).
@@ -90,6 +91,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--model", default=str(ROOT / "artifacts/bench-int8/model"))
 ap.add_argument("--batch", type=int, default=16)
 ap.add_argument("--reps", type=int, default=10)
+ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--size", type=int, default=150)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--layout", choices=["auto", "onnx"], default="auto")
@@ -104,25 +106,39 @@ with tempfile.TemporaryDirectory() as tmp:
     result["layout"] = layout.stdout.strip()
     frozen = Path(args.model) / "frozen_base.onnx"
     images = {"input": (rng.standard_normal((args.batch, args.size, args.size, 3)) * 50).astype(np.float32)}
-    rows = {}
-    for name, path, feeds in [("frozen part (blocks 1-4)", frozen, images),
-                              ("block 5 forward (training)", tmp / "forward_train.onnx", None),
-                              ("block 5 backward", tmp / "backward.onnx", None)]:
-        feeds = feeds or random_feeds(path, args.batch, rng)
-        rows[name] = profile(path, feeds, args.reps, args.threads, str(tmp / "profile"))
+    graphs = [("frozen part (blocks 1-4)", frozen, images),
+              ("block 5 forward (training)", tmp / "forward_train.onnx", None),
+              ("block 5 backward", tmp / "backward.onnx", None)]
+    graphs = [(name, path, feeds or random_feeds(path, args.batch, rng)) for name, path, feeds in graphs]
+    # The machine's speed drifts by more than the differences measured: each round times the three
+    # graphs back to back, and the ratio is taken within a round.
+    rounds = [{name: profile(path, feeds, args.reps, args.threads, str(tmp / "profile")) for name, path, feeds in graphs}
+              for _ in range(args.rounds)]
 
-for name, (seconds, work, per_op, _) in rows.items():
+
+def ratios(rows):
+    """Block 5's rate over the frozen part's: counted conventionally (each kernel gradient as its
+    forward convolution), and as executed."""
+    frozen_rate = rows["frozen part (blocks 1-4)"][1] / rows["frozen part (blocks 1-4)"][0]
+    b5 = [rows["block 5 forward (training)"], rows["block 5 backward"]]
+    b5_seconds = sum(r[0] for r in b5)
+    conv = lambda per_op_flops: per_op_flops["Conv"] + per_op_flops["FusedConv"]
+    # forward convolutions + kernel gradients (one per forward convolution) + input gradients
+    b5_work = 2 * conv(b5[0][3]) + conv(b5[1][3])
+    return (frozen_rate / 1e9, b5_work / b5_seconds / 1e9, b5_work / b5_seconds / frozen_rate,
+            sum(r[1] for r in b5) / b5_seconds / frozen_rate)
+
+
+per_round = [ratios(rows) for rows in rounds]
+median = sorted(range(len(per_round)), key=lambda i: per_round[i][2])[len(per_round) // 2]
+print(f"the median round of {len(rounds)} (by block 5's ratio):")
+for name, (seconds, work, per_op, _) in rounds[median].items():
     print(f"{name}: {seconds * 1e3 / args.batch:.2f} ms/image, {work / args.batch / 1e9:.3f} GFLOP/image, "
           f"{work / seconds / 1e9:.1f} GFLOP/s")
     for op, s in per_op.most_common(8):
         print(f"    {op:16} {s * 1e3:8.2f} ms/batch  {100 * s / seconds:5.1f}%")
-frozen_rate = rows["frozen part (blocks 1-4)"][1] / rows["frozen part (blocks 1-4)"][0]
-b5 = [rows["block 5 forward (training)"], rows["block 5 backward"]]
-b5_seconds = sum(r[0] for r in b5)
-conv = lambda per_op_flops: per_op_flops["Conv"] + per_op_flops["FusedConv"]
-# forward convolutions + kernel gradients (one per forward convolution) + input gradients
-b5_work = 2 * conv(b5[0][3]) + conv(b5[1][3])
-result.update(frozen_gflops=round(frozen_rate / 1e9, 1), block5_train_gflops=round(b5_work / b5_seconds / 1e9, 1),
-              block5_vs_frozen=round(b5_work / b5_seconds / frozen_rate, 3),
-              block5_executed_vs_frozen=round(sum(r[1] for r in b5) / b5_seconds / frozen_rate, 3))
+frozen_gflops, b5_gflops, ratio, executed = per_round[median]
+result.update(frozen_gflops=round(frozen_gflops, 1), block5_train_gflops=round(b5_gflops, 1),
+              block5_vs_frozen=round(ratio, 3), block5_executed_vs_frozen=round(executed, 3),
+              block5_vs_frozen_rounds=[round(r[2], 3) for r in per_round])
 print(json.dumps(result))

@@ -18,7 +18,7 @@
 //!   (`[Cout, n·h·w]` by `[Cin, n·h·w]`, transB, the fastest orientation in MLAS) on slices of `dz`
 //!   and of the input with its batch and channel axes swapped, so each is a plain reshape; the nine
 //!   `[Cout, Cin]` products are concatenated into OIHW order. Against one GEMM on a padded im2col
-//!   this multiplies no padding (14% fewer FLOPs at 9x9) and copies about half as much (measured
+//!   this multiplies no padding (14% fewer FLOPs at 9x9) and copies a quarter less (measured
 //!   on CPU, block 5 at 150x150: ~37 against ~43 ms per layer).
 //! * input: `dx = conv(dz, W*)` with the forward pads, where `W*` is the adjoint kernel (input and
 //!   output channels swapped, rotated by 180 degrees; [`adjoint_name`], made by the caller): the
