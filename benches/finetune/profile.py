@@ -15,7 +15,8 @@ the wall clock of whole runs. Prints, per graph, GFLOP/s and the time per operat
 ROUNDS rounds, each timing the three graphs back to back: the machine drifts), counting block 5's
 work as a training step's is conventionally counted: each kernel gradient as many FLOPs as its
 layer's forward convolution (padding included, as every Conv is counted), whatever the graph runs
-(its per-tap GEMMs skip the padding: 14% fewer FLOPs at 9x9, so the "executed" rate is lower).
+("executed": the FLOPs of the GEMMs it runs; equal for today's graphs, lower for one that skips
+the padding).
 """
 import argparse
 import collections
