@@ -14,13 +14,14 @@
 //! * ReLU: `dz = da · [a > 0]`.
 //! * bias: `db = Σ_{n,h,w} dz`.
 //! * kernel: `dW[o, i, kh, kw] = Σ_{n,h,w} dz[n, o, h, w] · x_pad[n, i, h + kh, w + kw]`: per tap
-//!   one GEMM `dz' · x_tᵀ` (`[Cout, N·H·W]` by `[Cin, N·H·W]`, transB, the fastest orientation in
-//!   MLAS), where `x_t` is a shifted slice of the padded input with its batch and channel axes
-//!   swapped, so `dz'` and every `x_t` are plain reshapes; the nine `[Cout, Cin]` products are
-//!   concatenated into OIHW order. Against one GEMM on an im2col this copies the input 9 times
-//!   instead of 18 (no im2col concat); measured on CPU (block 5 at 150x150) it is as fast as a
-//!   per-tap GEMM that skips the padding (14% fewer FLOPs, twice the slices) and a few ms per layer
-//!   faster than the im2col.
+//!   one GEMM `dz' · x_t` (`[Cout, N·H·W]` by `[N·H·W, Cin]`), where `x_t` is a shifted slice of
+//!   the padded NHWC input (runs of W·Cin floats: near-memcpy speed), so `dz'` and every `x_t`
+//!   are plain reshapes; the nine `[Cout, Cin]` products are concatenated into OIHW order. Against
+//!   one GEMM on an im2col this copies the input 9 times instead of 18 (no im2col concat).
+//!   Measured on CPU (block 5 at 150x150, `benches/finetune/profile.py`), ahead of: the same on
+//!   channel-major slices with a transB GEMM (MLAS' fastest orientation, but slices with runs of
+//!   W floats cost more than the GEMM gained), per-tap GEMMs that skip the padding (14% fewer
+//!   FLOPs, twice the slices), and the im2col.
 //! * input: `dx = conv(dz, W*)` with the forward pads, where `W*` is the adjoint kernel (input and
 //!   output channels swapped, rotated by 180 degrees; [`adjoint_name`], made by the caller): the
 //!   same convolution as `ConvTranspose(dz, W)`, run by the fast convolution kernels. Not
@@ -196,25 +197,25 @@ impl Builder {
     }
 
     /// Kernel gradient of a 3x3 "same" convolution, `[Cout, Cin, 9]` (OIHW with the taps
-    /// flattened), from its input with the batch and channel axes swapped, `x_cnhw` (`[Cin, N, H,
-    /// W]`), and its output gradient `dz` (NCHW `[N, Cout, H, W]`): one GEMM per tap.
-    fn kernel_grad(&mut self, x_cnhw: &str, dz: &str, shape: &Block5Shape, i: usize, out: &str) -> String {
+    /// flattened), from its NHWC input `x_nhwc` and its output gradient `dz` (NCHW `[N, Cout, H,
+    /// W]`): one GEMM per tap.
+    fn kernel_grad(&mut self, x_nhwc: &str, dz: &str, shape: &Block5Shape, i: usize, out: &str) -> String {
         let [cout, cin, _, _] = shape.kernel(i).map(|d| d as i64);
         let (h, w) = (shape.height as i64, shape.width as i64);
         let dz = self.transpose(dz, &[1, 0, 2, 3]);
         let dz = self.reshape(&dz, &[cout, -1]);
-        let padded = self.pad(x_cnhw, &[0, 0, 1, 1, 0, 0, 1, 1]);
+        let padded = self.pad(x_nhwc, &[0, 1, 1, 0, 0, 1, 1, 0]);
         let last = self.ints(&[2]);
         let taps: Vec<String> = (0..3)
             .flat_map(|kh| (0..3).map(move |kw| (kh, kw)))
             .map(|(kh, kw)| {
                 let x_tap = if (kh, kw) == (1, 1) {
-                    x_cnhw.to_string()
+                    x_nhwc.to_string()
                 } else {
-                    self.slice(&padded, &[kh, kw], &[kh + h, kw + w], &[2, 3])
+                    self.slice(&padded, &[kh, kw], &[kh + h, kw + w], &[1, 2])
                 };
-                let x_tap = self.reshape(&x_tap, &[cin, -1]);
-                let g = self.op("Gemm", &[&dz, &x_tap], vec![attr_int("transB", 1)], None);
+                let x_tap = self.reshape(&x_tap, &[-1, cin]);
+                let g = self.op("Gemm", &[&dz, &x_tap], vec![], None);
                 self.op("Unsqueeze", &[&g, &last], vec![], None)
             })
             .collect();
@@ -324,12 +325,8 @@ pub fn backward(shape: &Block5Shape, layout: ConvLayout) -> ModelProto {
     let mut da = b.maxpool_backward(&activation_name(2), &dp, shape);
     for i in (0..3).rev() {
         let dz = b.relu_backward(&activation_name(i), &da);
-        let x_cnhw = if i == 0 {
-            b.transpose(INPUT, &[3, 0, 1, 2])
-        } else {
-            b.transpose(&activation_name(i - 1), &[1, 0, 2, 3])
-        };
-        b.kernel_grad(&x_cnhw, &dz, shape, i, &grad_name(i, false));
+        let x_nhwc = if i == 0 { INPUT.to_string() } else { b.transpose(&activation_name(i - 1), &[0, 2, 3, 1]) };
+        b.kernel_grad(&x_nhwc, &dz, shape, i, &grad_name(i, false));
         let axes = b.ints(&[0, 2, 3]);
         b.op("ReduceSum", &[&dz, &axes], vec![attr_int("keepdims", 0)], Some(&grad_name(i, true)));
         if i > 0 {
