@@ -48,8 +48,11 @@ def flops(event):
     return 0
 
 
+Run = collections.namedtuple("Run", "seconds flops op_seconds op_flops")
+
+
 def profile(path, feeds, reps, threads, prefix):
-    """Seconds per run (wall clock), FLOPs per run, and per operator type kernel time (s per run)
+    """A graph's Run: seconds (wall clock) and FLOPs per run, and per operator type kernel seconds
     and FLOPs per run."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
@@ -71,7 +74,7 @@ def profile(path, feeds, reps, threads, prefix):
     for e in events:
         per_op[e["args"]["op_name"]] += e["dur"] / 1e6 / runs
         per_op_flops[e["args"]["op_name"]] += flops(e) / runs
-    return seconds, sum(per_op_flops.values()), per_op, per_op_flops
+    return Run(seconds, sum(per_op_flops.values()), per_op, per_op_flops)
 
 
 def random_feeds(path, batch, rng):
@@ -120,14 +123,15 @@ with tempfile.TemporaryDirectory() as tmp:
 def ratios(rows):
     """Block 5's rate over the frozen part's: counted conventionally (each kernel gradient as its
     forward convolution), and as executed."""
-    frozen_rate = rows["frozen part (blocks 1-4)"][1] / rows["frozen part (blocks 1-4)"][0]
-    b5 = [rows["block 5 forward (training)"], rows["block 5 backward"]]
-    b5_seconds = sum(r[0] for r in b5)
-    conv = lambda per_op_flops: per_op_flops["Conv"] + per_op_flops["FusedConv"]
+    frozen = rows["frozen part (blocks 1-4)"]
+    frozen_rate = frozen.flops / frozen.seconds
+    forward, backward = rows["block 5 forward (training)"], rows["block 5 backward"]
+    b5_seconds = forward.seconds + backward.seconds
+    conv = lambda run: run.op_flops["Conv"] + run.op_flops["FusedConv"]
     # forward convolutions + kernel gradients (one per forward convolution) + input gradients
-    b5_work = 2 * conv(b5[0][3]) + conv(b5[1][3])
+    b5_work = 2 * conv(forward) + conv(backward)
     return (frozen_rate / 1e9, b5_work / b5_seconds / 1e9, b5_work / b5_seconds / frozen_rate,
-            sum(r[1] for r in b5) / b5_seconds / frozen_rate)
+            (forward.flops + backward.flops) / b5_seconds / frozen_rate)
 
 
 per_round = [ratios(rows) for rows in rounds]

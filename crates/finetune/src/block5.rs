@@ -270,9 +270,7 @@ impl Block5 {
                 .next()
                 .expect("kernel gradient")
                 .into_shape_with_order(self.shape.kernel(i))
-                .expect("OIHW kernel gradient")
-                .into_dimensionality()
-                .expect("4-d"),
+                .expect("OIHW kernel gradient"),
             bias: out.next().expect("bias gradient").into_dimensionality().expect("1-d bias gradient"),
         };
         Ok(Block5Weights { convs: [conv(0), conv(1), conv(2)] })
