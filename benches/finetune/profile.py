@@ -20,7 +20,6 @@ the padding).
 """
 import argparse
 import collections
-import gc
 import json
 import subprocess
 import tempfile
@@ -51,15 +50,22 @@ def flops(event):
 Run = collections.namedtuple("Run", "seconds flops op_seconds op_flops")
 
 
-def profile(path, feeds, reps, threads, prefix):
+def session(path, profile_prefix=None):
+    """A CPU session on the process' one thread pool (as finetune's sessions share one: no pool
+    spins while another runs), flushing denormals as sd-runtime does."""
+    so = ort.SessionOptions()
+    so.use_per_session_threads = False
+    so.add_session_config_entry("session.set_denormal_as_zero", "1")
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def profile(path, feeds, reps, prefix):
     """A graph's Run: seconds (wall clock) and FLOPs per run, and per operator type kernel seconds
     and FLOPs per run."""
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.enable_profiling = True
-    so.add_session_config_entry("session.set_denormal_as_zero", "1")  # as finetune runs (sd-runtime)
-    so.profile_file_prefix = prefix
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = session(path, prefix)
     sess.run(None, feeds)  # warm-up
     start = time.perf_counter()
     for _ in range(reps):
@@ -67,8 +73,6 @@ def profile(path, feeds, reps, threads, prefix):
     seconds = (time.perf_counter() - start) / reps
     events = [e for e in json.load(open(sess.end_profiling()))
               if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-    del sess  # its threads spin a while after a run: gone before the next graph is timed
-    gc.collect()
     runs = reps + 1
     per_op, per_op_flops = collections.Counter(), collections.Counter()
     for e in events:
@@ -78,7 +82,7 @@ def profile(path, feeds, reps, threads, prefix):
 
 
 def random_feeds(path, batch, rng):
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    sess = session(path)
     feeds = {}
     for i in sess.get_inputs():
         shape = [batch if isinstance(d, str) or d is None else d for d in i.shape]
@@ -91,6 +95,23 @@ def random_feeds(path, batch, rng):
     return feeds
 
 
+def paired(graphs, pairs):
+    """Seconds of (frozen part, block 5 forward + backward) for `pairs` pairs run one right after
+    the other: the machine's speed drifts within seconds, so the ratio is taken per pair."""
+    sessions = [(session(path), feeds) for _, path, feeds in graphs]
+    for s, feeds in sessions:
+        s.run(None, feeds)  # warm-up
+    times = []
+    for _ in range(pairs):
+        t0 = time.perf_counter()
+        sessions[0][0].run(None, sessions[0][1])
+        t1 = time.perf_counter()
+        for s, feeds in sessions[1:]:
+            s.run(None, feeds)
+        times.append((t1 - t0, time.perf_counter() - t1))
+    return times
+
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default=str(ROOT / "artifacts/bench-int8/model"))
 ap.add_argument("--batch", type=int, default=16)
@@ -99,25 +120,42 @@ ap.add_argument("--rounds", type=int, default=3)
 ap.add_argument("--size", type=int, default=150)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--layout", choices=["auto", "onnx"], default="auto")
+ap.add_argument("--graphs", help="profile the graphs dump_graphs wrote here before (e.g. another revision's)")
+ap.add_argument("--pairs", type=int, default=30)
 args = ap.parse_args()
 rng = np.random.default_rng(0)
+# One thread pool for every session, as finetune has (sd-runtime); set before any session exists.
+ort.capi._pybind_state.set_global_thread_pool_sizes(args.threads, 1)
 
 result = {"batch": args.batch, "size": args.size, "threads": args.threads}
 with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
-    layout = subprocess.run(["cargo", "run", "--release", "-q", "-p", "sd-finetune", "--example", "dump_graphs", "--",
-                             tmp, str(args.size), args.layout], check=True, cwd=ROOT, capture_output=True, text=True)
-    result["layout"] = layout.stdout.strip()
+    if args.graphs:
+        graphs_dir, result["graphs"] = Path(args.graphs), args.graphs
+    else:
+        graphs_dir = tmp
+        layout = subprocess.run(["cargo", "run", "--release", "-q", "-p", "sd-finetune", "--example", "dump_graphs",
+                                 "--", tmp, str(args.size), args.layout], check=True, cwd=ROOT, capture_output=True,
+                                text=True)
+        result["layout"] = layout.stdout.strip()
     frozen = Path(args.model) / "frozen_base.onnx"
     images = {"input": (rng.standard_normal((args.batch, args.size, args.size, 3)) * 50).astype(np.float32)}
     graphs = [("frozen part (blocks 1-4)", frozen, images),
-              ("block 5 forward (training)", tmp / "forward_train.onnx", None),
-              ("block 5 backward", tmp / "backward.onnx", None)]
+              ("block 5 forward (training)", graphs_dir / "forward_train.onnx", None),
+              ("block 5 backward", graphs_dir / "backward.onnx", None)]
     graphs = [(name, path, feeds or random_feeds(path, args.batch, rng)) for name, path, feeds in graphs]
     # The machine's speed drifts by more than the differences measured: each round times the three
     # graphs back to back, and the ratio is taken within a round.
-    rounds = [{name: profile(path, feeds, args.reps, args.threads, str(tmp / "profile")) for name, path, feeds in graphs}
+    rounds = [{name: profile(path, feeds, args.reps, str(tmp / "profile")) for name, path, feeds in graphs}
               for _ in range(args.rounds)]
+    pair_seconds = paired(graphs, args.pairs)
+
+
+def block5_work(rows):
+    """Block 5's FLOPs per training step, counted conventionally: forward convolutions + kernel
+    gradients (one per forward convolution) + input gradients."""
+    conv = lambda run: run.op_flops["Conv"] + run.op_flops["FusedConv"]
+    return 2 * conv(rows["block 5 forward (training)"]) + conv(rows["block 5 backward"])
 
 
 def ratios(rows):
@@ -127,9 +165,7 @@ def ratios(rows):
     frozen_rate = frozen.flops / frozen.seconds
     forward, backward = rows["block 5 forward (training)"], rows["block 5 backward"]
     b5_seconds = forward.seconds + backward.seconds
-    conv = lambda run: run.op_flops["Conv"] + run.op_flops["FusedConv"]
-    # forward convolutions + kernel gradients (one per forward convolution) + input gradients
-    b5_work = 2 * conv(forward) + conv(backward)
+    b5_work = block5_work(rows)
     return (frozen_rate / 1e9, b5_work / b5_seconds / 1e9, b5_work / b5_seconds / frozen_rate,
             (forward.flops + backward.flops) / b5_seconds / frozen_rate)
 
@@ -142,8 +178,26 @@ for name, (seconds, work, per_op, _) in rounds[median].items():
           f"{work / seconds / 1e9:.1f} GFLOP/s")
     for op, s in per_op.most_common(8):
         print(f"    {op:16} {s * 1e3:8.2f} ms/batch  {100 * s / seconds:5.1f}%")
+def other_ms(rows):
+    """Block 5's time in operators other than convolutions and GEMMs (layout changes, slices, masks):
+    ms per batch. Steadier than the rates when the machine drifts, as it is memory-bound and
+    small."""
+    runs = [rows["block 5 forward (training)"], rows["block 5 backward"]]
+    return 1e3 * sum(s for run in runs for op, s in run.op_seconds.items() if op not in ("Conv", "FusedConv", "Gemm"))
+
+
 frozen_gflops, b5_gflops, ratio, executed = per_round[median]
 result.update(frozen_gflops=round(frozen_gflops, 1), block5_train_gflops=round(b5_gflops, 1),
               block5_vs_frozen=round(ratio, 3), block5_executed_vs_frozen=round(executed, 3),
-              block5_vs_frozen_rounds=[round(r[2], 3) for r in per_round])
+              block5_vs_frozen_rounds=[round(r[2], 3) for r in per_round],
+              block5_other_ms_rounds=[round(other_ms(rows), 1) for rows in rounds])
+# Per pair: block 5's rate over the frozen part's (FLOPs per run from the first round's profile).
+frozen_flops, b5_flops = rounds[0]["frozen part (blocks 1-4)"].flops, block5_work(rounds[0])
+pair_ratios = sorted((b5_flops / b5) / (frozen_flops / f) for f, b5 in pair_seconds)
+quartiles = [pair_ratios[int(q * (len(pair_ratios) - 1))] for q in (0.25, 0.5, 0.75)]
+print(f"paired runs ({len(pair_ratios)}): block 5's rate / the frozen part's, quartiles "
+      + ", ".join(f"{q:.3f}" for q in quartiles))
+result.update(block5_vs_frozen_paired=round(quartiles[1], 3), block5_vs_frozen_paired_quartiles=[round(q, 3) for q in quartiles],
+              frozen_ms_paired_median=round(1e3 * float(np.median([f for f, _ in pair_seconds])), 1),
+              block5_ms_paired_median=round(1e3 * float(np.median([b for _, b in pair_seconds])), 1))
 print(json.dumps(result))

@@ -15,10 +15,32 @@ use crate::graphs::{self, Block5Shape};
 /// One 3x3 convolution's parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conv {
-    /// OIHW `[Cout, Cin, 3, 3]`.
+    /// HWOI `[3, 3, Cout, Cin]`, taps outermost: the backward graph writes the kernel gradient
+    /// in this layout without an interleaving copy (one `[Cout, Cin]` GEMM result per tap), and
+    /// kernel and gradient meet the optimiser element for element. Files and ONNX graphs hold
+    /// OIHW ([`oihw`], [`hwoi`]).
     pub kernel: Array4<f32>,
     /// `[Cout]`.
     pub bias: Array1<f32>,
+}
+
+/// What [`Conv::kernel`]'s layout adds to a checkpoint's fingerprint: a checkpoint written with
+/// OIHW kernels is another run's, never read as HWOI.
+pub const KERNEL_LAYOUT: &str = "HWOI";
+
+/// An OIHW kernel in HWOI.
+pub fn hwoi(oihw: ArrayView4<'_, f32>) -> Array4<f32> {
+    swap_taps_and_channels(oihw)
+}
+
+/// An HWOI kernel in OIHW.
+pub fn oihw(hwoi: ArrayView4<'_, f32>) -> Array4<f32> {
+    swap_taps_and_channels(hwoi)
+}
+
+/// `[a, b, c, d] -> [c, d, a, b]`: HWOI to OIHW and back.
+fn swap_taps_and_channels(k: ArrayView4<'_, f32>) -> Array4<f32> {
+    k.permuted_axes([2, 3, 0, 1]).as_standard_layout().into_owned()
 }
 
 /// Block 5's three convolutions (also used for their gradients and optimiser slots).
@@ -85,7 +107,7 @@ impl Block5Weights {
                 .filter(|b| b.len() == cout)
                 .ok_or_else(|| bad(&bp, format!("expected a bias of shape [{cout}]")))?;
             cin = Some(cout);
-            convs.push(Conv { kernel, bias });
+            convs.push(Conv { kernel: hwoi(kernel.view()), bias });
         }
         Ok(Block5Weights { convs: convs.try_into().expect("three layers") })
     }
@@ -94,7 +116,7 @@ impl Block5Weights {
     pub fn save(&self, dir: &Path) -> Result<(), sd_data::npy::NpyError> {
         for (i, c) in self.convs.iter().enumerate() {
             let files = WeightFiles::block5(i);
-            sd_data::npy::write(dir.join(files.kernel), &c.kernel)?;
+            sd_data::npy::write(dir.join(files.kernel), &oihw(c.kernel.view()))?;
             sd_data::npy::write(dir.join(files.bias), &c.bias)?;
         }
         Ok(())
@@ -112,8 +134,8 @@ impl Block5Weights {
 
     /// Channels of the input and of each layer's output.
     pub fn channels(&self) -> [usize; 4] {
-        let k = |i: usize| self.convs[i].kernel.shape()[0];
-        [self.convs[0].kernel.shape()[1], k(0), k(1), k(2)]
+        let k = |i: usize| self.convs[i].kernel.shape()[2];
+        [self.convs[0].kernel.shape()[3], k(0), k(1), k(2)]
     }
 
     /// The block's shape for a `height` x `width` input.
@@ -121,22 +143,12 @@ impl Block5Weights {
         Block5Shape { channels: self.channels(), height, width }
     }
 
-    /// `(name, tensor)` for every weight, kernel then bias per layer, as the graphs name them.
-    pub fn named(&self) -> impl Iterator<Item = (String, ArrayViewD<'_, f32>)> {
-        self.convs.iter().enumerate().flat_map(|(i, c)| {
-            [
-                (graphs::weight_name(i, false), c.kernel.view().into_dyn()),
-                (graphs::weight_name(i, true), c.bias.view().into_dyn()),
-            ]
-        })
-    }
-
-    /// Sizes of every tensor, in [`Block5Weights::named`] order (the optimiser's).
+    /// Sizes of every tensor, kernel then bias per layer (the optimiser's order).
     pub fn sizes(&self) -> Vec<usize> {
         self.convs.iter().flat_map(|c| [c.kernel.len(), c.bias.len()]).collect()
     }
 
-    /// Every tensor with its gradient in `grads`, in [`Block5Weights::named`] order.
+    /// Every tensor with its gradient in `grads`, kernel then bias per layer.
     pub fn params<'a>(&'a mut self, grads: &'a Block5Weights) -> impl Iterator<Item = Param<'a, f32>> {
         self.convs.iter_mut().zip(&grads.convs).flat_map(|(c, g)| {
             [
@@ -154,9 +166,18 @@ impl Block5Weights {
         })
     }
 
-    /// The weights as ONNX initializers (for the exported classifier).
+    /// The weights as ONNX initializers, kernels OIHW (for the exported classifier).
     pub fn initializers(&self) -> Vec<sd_onnx::TensorProto> {
-        self.named().map(|(name, a)| sd_onnx::tensor_from_array(&name, &a.to_owned())).collect()
+        self.convs
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| {
+                [
+                    sd_onnx::tensor_from_array(&graphs::weight_name(i, false), &oihw(c.kernel.view()).into_dyn()),
+                    sd_onnx::tensor_from_array(&graphs::weight_name(i, true), &c.bias.clone().into_dyn()),
+                ]
+            })
+            .collect()
     }
 }
 
@@ -164,7 +185,7 @@ impl Block5Weights {
 pub struct Trace {
     /// `block4_pool`, NHWC.
     input: Array4<f32>,
-    /// The three ReLU outputs, NCHW.
+    /// The three ReLU outputs, NHWC.
     activations: Vec<ArrayD<f32>>,
 }
 
@@ -222,7 +243,7 @@ impl Block5 {
     fn forward_inputs<'a>(&self, x: ArrayViewD<'a, f32>, w: &'a Block5Weights) -> Vec<(String, Input<'a>)> {
         let mut inputs = vec![(graphs::INPUT.to_string(), x.into())];
         for (i, c) in w.convs.iter().enumerate() {
-            inputs.push((graphs::weight_name(i, false), self.layout.kernel(c.kernel.view()).into_dyn()));
+            inputs.push((graphs::weight_name(i, false), self.layout.kernel(c.kernel.view()).into_dyn().into()));
             inputs.push((graphs::weight_name(i, true), c.bias.view().into_dyn().into()));
         }
         inputs
@@ -265,16 +286,21 @@ impl Block5 {
         let out = Self::run(&mut self.backward, &inputs)?;
         let mut out = out.into_iter();
         let mut conv = |i: usize| Conv {
-            // `[Cout, Cin, 9]` in standard layout: the reshape to OIHW moves nothing.
+            // `[9, Cout, Cin]` in standard layout: the reshape to HWOI moves nothing.
             kernel: out
                 .next()
                 .expect("kernel gradient")
-                .into_shape_with_order(self.shape.kernel(i))
-                .expect("OIHW kernel gradient"),
+                .into_shape_with_order(hwoi_shape(self.shape.kernel(i)))
+                .expect("HWOI kernel gradient"),
             bias: out.next().expect("bias gradient").into_dimensionality().expect("1-d bias gradient"),
         };
         Ok(Block5Weights { convs: [conv(0), conv(1), conv(2)] })
     }
+}
+
+/// `[O, I, H, W]` -> `[H, W, O, I]`.
+fn hwoi_shape([o, i, h, w]: [usize; 4]) -> [usize; 4] {
+    [h, w, o, i]
 }
 
 fn into4(a: ArrayD<f32>) -> Array4<f32> {

@@ -206,7 +206,9 @@ pub fn run(args: &Args) -> Result<()> {
     bar.set_position(0);
     let as_samples = |d: &Dataset| -> Arc<[Sample]> { d.samples.clone().into() };
     let inputs = [&args.model, &args.head, &args.train, &args.validation].map(PathBuf::as_path);
-    let mut resumable = args.resume.resumable(&args.out, &config, &inputs, std::time::Duration::ZERO);
+    // The kernels' layout is part of what a checkpoint's tensors mean.
+    let fingerprinted = (&config, crate::block5::KERNEL_LAYOUT);
+    let mut resumable = args.resume.resumable(&args.out, &fingerprinted, &inputs, std::time::Duration::ZERO);
     let (train_samples, val_samples) = (as_samples(&train), as_samples(&validation));
     let finetuned = finetune(
         &config,

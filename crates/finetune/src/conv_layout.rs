@@ -10,7 +10,7 @@
 //! asks ONNX Runtime by running one small convolution both ways, and falls back to plain `Conv`
 //! (always right, every execution provider) when no NCHWc layout reproduces it.
 
-use ndarray::{Array4, ArrayView4, CowArray, Ix4};
+use ndarray::{Array4, ArrayView4};
 use rayon::prelude::*;
 use sd_onnx::ModelProto;
 use sd_runtime::{Session, SessionConfig};
@@ -57,8 +57,8 @@ impl ConvLayout {
             Ok::<_, sd_runtime::RuntimeError>(out.into_iter().next())
         };
         // Small integers: every product and sum is exact, so the layouts must agree exactly.
-        let x = Array4::from_shape_fn((1, CHANNELS, SIDE, SIDE), |(_, c, h, w)| ((c * 7 + h * 3 + w) % 5) as f32 - 2.0);
-        let w = Array4::from_shape_fn((CHANNELS, CHANNELS, 3, 3), |(o, i, h, w)| {
+        let x = Array4::from_shape_fn((1, SIDE, SIDE, CHANNELS), |(_, h, w, c)| ((c * 7 + h * 3 + w) % 5) as f32 - 2.0);
+        let w = Array4::from_shape_fn((3, 3, CHANNELS, CHANNELS), |(h, w, o, i)| {
             ((o * 5 + i * 3 + h * 2 + w) % 7) as f32 - 3.0
         });
         let Some(want) = run(ConvLayout::Onnx, &x, &w)? else { return Ok(ConvLayout::Onnx) };
@@ -81,17 +81,17 @@ impl ConvLayout {
         }
     }
 
-    /// An OIHW kernel as this layout's convolutions take it.
-    pub fn kernel(self, w: ArrayView4<'_, f32>) -> CowArray<'_, f32, Ix4> {
+    /// An HWOI kernel ([`crate::block5::Conv::kernel`]) as this layout's convolutions take it.
+    pub fn kernel(self, w: ArrayView4<'_, f32>) -> Array4<f32> {
         match self {
-            ConvLayout::Onnx => w.into(),
-            ConvLayout::Nchwc { block } => arrange(w, block, false).into(),
+            ConvLayout::Onnx => arrange(w, 1, false),
+            ConvLayout::Nchwc { block } => arrange(w, block, false),
         }
     }
 
-    /// The adjoint of an OIHW kernel, `W*[i, o, kh, kw] = W[o, i, 2 - kh, 2 - kw]` (the kernel
-    /// whose "same" convolution is the gradient of `W`'s with respect to its input), as this
-    /// layout's convolutions take it.
+    /// The adjoint of an HWOI kernel, in OIHW terms `W*[i, o, kh, kw] = W[o, i, 2 - kh, 2 - kw]`
+    /// (the kernel whose "same" convolution is the gradient of `W`'s with respect to its input),
+    /// as this layout's convolutions take it.
     pub fn adjoint_kernel(self, w: ArrayView4<'_, f32>) -> Array4<f32> {
         match self {
             ConvLayout::Onnx => arrange(w, 1, true),
@@ -111,13 +111,12 @@ impl ConvLayout {
     }
 }
 
-/// `W` (or its adjoint) in blocks of `block` channels: `out[ob, ib, kh, kw, bi, bo] = K[ob·block +
-/// bo, ib·block + bi, kh, kw]` where `K` is `W` or `W*`; `block` 1 is plain OIHW. On the host every
-/// step, so written for speed: each (ob, ib) tile reads `block` rows of `block · kh · kw`
-/// contiguous values, and the output blocks are filled in parallel.
+/// HWOI `W` (or its adjoint) in blocks of `block` channels: `out[ob, ib, kh, kw, bi, bo] =
+/// K[ob·block + bo, ib·block + bi, kh, kw]` where `K` is `W` or `W*` in OIHW; `block` 1 is plain
+/// OIHW. On the host every step, so the output blocks are filled in parallel.
 fn arrange(w: ArrayView4<'_, f32>, block: usize, adjoint: bool) -> Array4<f32> {
     let w = w.as_standard_layout();
-    let (o, i, kh, kw) = w.dim();
+    let (kh, kw, o, i) = w.dim();
     let src = w.as_slice().expect("standard layout");
     let (out_o, out_i) = if adjoint { (i, o) } else { (o, i) };
     assert!(out_o % block == 0 && out_i % block == 0, "channels are a multiple of the block");
@@ -132,7 +131,7 @@ fn arrange(w: ArrayView4<'_, f32>, block: usize, adjoint: bool) -> Array4<f32> {
                     for bo in 0..block {
                         let (ko, ki) = (ob * block + bo, ib * block + bi);
                         let (wo, wi) = if adjoint { (ki, ko) } else { (ko, ki) };
-                        tile[(tap * block + bi) * block + bo] = src[(wo * i + wi) * taps + from];
+                        tile[(tap * block + bi) * block + bo] = src[(from * o + wo) * i + wi];
                     }
                 }
             }
@@ -144,25 +143,32 @@ fn arrange(w: ArrayView4<'_, f32>, block: usize, adjoint: bool) -> Array4<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::block5::hwoi;
+
+    /// An OIHW kernel whose values spell their indices.
+    fn spelled(o: usize, i: usize) -> Array4<f32> {
+        Array4::from_shape_fn((o, i, 3, 3), |(o, i, h, w)| (o * 1000 + i * 100 + h * 10 + w) as f32)
+    }
 
     #[test]
     fn the_adjoint_swaps_channels_and_rotates_the_kernel() {
-        let w = Array4::from_shape_fn((2, 3, 3, 3), |(o, i, h, w)| (o * 1000 + i * 100 + h * 10 + w) as f32);
-        let a = ConvLayout::Onnx.adjoint_kernel(w.view());
+        let w = spelled(2, 3);
+        let a = ConvLayout::Onnx.adjoint_kernel(hwoi(w.view()).view());
         assert_eq!(a.dim(), (3, 2, 3, 3));
         assert_eq!(a[[2, 1, 0, 1]], w[[1, 2, 2, 1]]);
         assert_eq!(a[[0, 0, 2, 0]], w[[0, 0, 0, 2]]);
-        assert_eq!(ConvLayout::Onnx.adjoint_kernel(a.view()), w);
+        assert_eq!(ConvLayout::Onnx.adjoint_kernel(hwoi(a.view()).view()), w);
         // Blocked, the adjoint is the blocked layout of the plain adjoint.
-        let w = Array4::from_shape_fn((4, 6, 3, 3), |(o, i, h, w)| (o * 1000 + i * 100 + h * 10 + w) as f32);
+        let w = hwoi(spelled(4, 6).view());
         let nchwc = ConvLayout::Nchwc { block: 2 };
-        assert_eq!(nchwc.adjoint_kernel(w.view()), nchwc.kernel(ConvLayout::Onnx.adjoint_kernel(w.view()).view()));
+        let plain_adjoint = hwoi(ConvLayout::Onnx.adjoint_kernel(w.view()).view());
+        assert_eq!(nchwc.adjoint_kernel(w.view()), nchwc.kernel(plain_adjoint.view()));
     }
 
     #[test]
     fn nchwc_kernels_are_blocked_by_output_then_input_channels() {
-        let w = Array4::from_shape_fn((4, 4, 3, 3), |(o, i, h, w)| (o * 1000 + i * 100 + h * 10 + w) as f32);
-        let k = ConvLayout::Nchwc { block: 2 }.kernel(w.view());
+        let w = spelled(4, 4);
+        let k = ConvLayout::Nchwc { block: 2 }.kernel(hwoi(w.view()).view());
         let flat = k.as_slice().unwrap();
         // [O/2, I/2, kh, kw, i, o]: the first 4 values are (kh 0, kw 0) of i 0..2 x o 0..2.
         assert_eq!(&flat[..4], &[w[[0, 0, 0, 0]], w[[1, 0, 0, 0]], w[[0, 1, 0, 0]], w[[1, 1, 0, 0]]]);
@@ -170,7 +176,7 @@ mod tests {
         assert_eq!(flat[4], w[[0, 0, 0, 1]]);
         // The second input block comes after all 9 taps of the first.
         assert_eq!(flat[9 * 4], w[[0, 2, 0, 0]]);
-        assert_eq!(ConvLayout::Onnx.kernel(w.view()), w);
+        assert_eq!(ConvLayout::Onnx.kernel(hwoi(w.view()).view()), w);
         // An independent statement of the layout: a 6-d permutation of the kernel.
         let permuted = w.view().into_shape_with_order((2, 2, 2, 2, 3, 3)).unwrap().permuted_axes([0, 2, 4, 5, 3, 1]);
         assert_eq!(flat, permuted.iter().copied().collect::<Vec<_>>());

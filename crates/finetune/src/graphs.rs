@@ -2,22 +2,27 @@
 //! Runtime on the chosen device. The weights are graph *inputs*, so one session serves every
 //! step while the weights change.
 //!
-//! Layout: the input is `block4_pool` NHWC `[N, H, W, C0]` (what `frozen_base.onnx` gives); the
-//! convolutions run in NCHW (ONNX's `Conv`); the output `block5_pool` is NHWC `[N, H/2, W/2, C3]`
-//! so that the head's Flatten sees Keras' order. Kernels are OIHW `[Cout, Cin, 3, 3]`.
+//! Layout: every tensor between the graphs is NHWC: the input `block4_pool` `[N, H, W, C0]` (what
+//! `frozen_base.onnx` gives), the activations the backward pass reads, and the output
+//! `block5_pool` `[N, H/2, W/2, C3]` (so that the head's Flatten sees Keras' order). The
+//! convolutions run in their [`ConvLayout`] (NCHW or NCHWc blocks), entered and left once per
+//! convolution chain. Kernel inputs are OIHW `[Cout, Cin, 3, 3]` (arranged for the layout);
+//! kernel gradients are HWOI.
 //!
 //! The backward pass, derived by hand (`z = conv(x)`, `a = relu(z)`, `p = maxpool(a3)`):
 //! * max pool: the gradient of each 2x2 window goes to the position(s) equal to the window's max
-//!   (an equality mask against the pooled value broadcast back over the window, multiplied in; rows/columns the
-//!   pool floors away get zero). Ties are measure-zero except at 0, and a 0 max means every
-//!   input was 0 after ReLU, where the ReLU mask zeroes the gradient anyway.
+//!   (an equality mask against the window's max, recomputed with ReduceMax and broadcast back
+//!   over the window, multiplied in; rows/columns the pool floors away get zero). Ties are
+//!   measure-zero except at 0, and a 0 max means every input was 0 after ReLU, where the ReLU
+//!   mask zeroes the gradient anyway.
 //! * ReLU: `dz = da · [a > 0]`.
 //! * bias: `db = Σ_{n,h,w} dz`.
-//! * kernel: `dW[o, i, kh, kw] = Σ_{n,h,w} dz[n, o, h, w] · x_pad[n, i, h + kh, w + kw]`: per tap
-//!   one GEMM `dz' · x_t` (`[Cout, N·H·W]` by `[N·H·W, Cin]`), where `x_t` is a shifted slice of
-//!   the padded NHWC input (runs of W·Cin floats: near-memcpy speed), so `dz'` and every `x_t`
-//!   are plain reshapes; the nine `[Cout, Cin]` products are concatenated into OIHW order. Against
-//!   one GEMM on an im2col this copies the input 9 times instead of 18 (no im2col concat).
+//! * kernel: `dW[kh, kw, o, i] = Σ_{n,h,w} dz[n, h, w, o] · x_pad[n, h + kh, w + kw, i]`: per
+//!   tap one GEMM `dz' · x_t` (`[Cout, N·H·W]` by `[N·H·W, Cin]`), where `x_t` is a shifted slice
+//!   of the padded NHWC input (runs of W·Cin floats: near-memcpy speed) and `dz'` one transpose;
+//!   the nine `[Cout, Cin]` products are stacked in HWOI order (an OIHW gradient interleaves
+//!   them, a strided copy that took 5% of the backward pass). Against one GEMM on an im2col
+//!   this copies the input 9 times instead of 18 (no im2col concat).
 //!   Measured on CPU (block 5 at 150x150, `benches/finetune/profile.py`), ahead of: the same on
 //!   channel-major slices with a transB GEMM (MLAS' fastest orientation, but slices with runs of
 //!   W floats cost more than the GEMM gained), per-tap GEMMs that skip the padding (14% fewer
@@ -29,8 +34,8 @@
 //!
 //! The convolutions follow a [`ConvLayout`]: ONNX `Conv` (every execution provider; the
 //! operators used have CPU and CUDA kernels: Transpose, Conv, Relu, MaxPool, Slice, Pad, Reshape,
-//! Unsqueeze, Concat, Equal, Greater, Cast, Mul, Gemm, ReduceSum), or ONNX Runtime's CPU NCHWc
-//! convolutions.
+//! Unsqueeze, Concat, Equal, Greater, Cast, Mul, Gemm, ReduceSum, ReduceMax), or ONNX Runtime's CPU
+//! NCHWc operators (ReorderInput/ReorderOutput from and to NHWC, Conv, MaxPool).
 
 use ndarray::ArrayD;
 use sd_onnx::{
@@ -66,7 +71,7 @@ pub fn grad_name(i: usize, bias: bool) -> String {
     format!("{}_grad", weight_name(i, bias))
 }
 
-/// Name of layer `i`'s activation (ReLU output, NCHW), an output of the training forward pass.
+/// Name of layer `i`'s activation (ReLU output, NHWC), an output of the training forward pass.
 pub fn activation_name(i: usize) -> String {
     format!("{}/relu", LAYERS[i])
 }
@@ -150,28 +155,51 @@ impl Builder {
         self.op("Pad", &[x, &p], vec![], None)
     }
 
-    /// A 3x3 "same" convolution of NCHW `x` (`cout` output channels) with kernel `w` in the layout,
-    /// optional bias and ReLU; NCHW output `out` or a generated name.
-    fn conv(&mut self, x: &str, w: &str, b: Option<&str>, relu: bool, cout: usize, out: Option<&str>) -> String {
+    /// NHWC `x` in the layout the convolutions run in: NCHW, or NCHWc blocks.
+    fn enter(&mut self, x: &str) -> String {
+        match self.layout {
+            ConvLayout::Onnx => self.transpose(x, &[0, 3, 1, 2]),
+            ConvLayout::Nchwc { .. } => self.nchwc("ReorderInput", &[x], vec![attr_int("channels_last", 1)], None),
+        }
+    }
+
+    /// [`Builder::enter`]'s inverse for a tensor of `channels`: NHWC `out` or a generated name.
+    fn leave(&mut self, x: &str, channels: usize, out: Option<&str>) -> String {
+        match self.layout {
+            ConvLayout::Onnx => self.op("Transpose", &[x], vec![attr_ints("perm", &[0, 2, 3, 1])], out),
+            ConvLayout::Nchwc { .. } => {
+                let attributes = vec![attr_int("channels", channels as i64), attr_int("channels_last", 1)];
+                self.nchwc("ReorderOutput", &[x], attributes, out)
+            }
+        }
+    }
+
+    /// A 3x3 "same" convolution of `x` (in the layout, see [`Builder::enter`]) with kernel `w`,
+    /// optional bias and ReLU; output in the layout.
+    fn conv(&mut self, x: &str, w: &str, b: Option<&str>, relu: bool) -> String {
         let inputs: Vec<&str> = [x, w].into_iter().chain(b).collect();
         match self.layout {
             ConvLayout::Onnx if relu => {
                 let z = self.op("Conv", &inputs, conv_attributes(), None);
-                self.op("Relu", &[&z], vec![], out)
+                self.op("Relu", &[&z], vec![], None)
             }
-            ConvLayout::Onnx => self.op("Conv", &inputs, conv_attributes(), out),
+            ConvLayout::Onnx => self.op("Conv", &inputs, conv_attributes(), None),
             ConvLayout::Nchwc { .. } => {
-                let blocked = self.nchwc("ReorderInput", &[x], vec![attr_int("channels_last", 0)], None);
                 let mut attributes = conv_attributes();
                 attributes.push(attr_int("group", 1));
                 if relu {
                     attributes.push(attr_string("activation", "Relu"));
                 }
-                let inputs: Vec<&str> = [blocked.as_str(), w].into_iter().chain(b).collect();
-                let z = self.nchwc("Conv", &inputs, attributes, None);
-                let back = vec![attr_int("channels", cout as i64), attr_int("channels_last", 0)];
-                self.nchwc("ReorderOutput", &[&z], back, out)
+                self.nchwc("Conv", &inputs, attributes, None)
             }
+        }
+    }
+
+    /// 2x2/2 max pool of `x` in the layout.
+    fn max_pool(&mut self, x: &str) -> String {
+        match self.layout {
+            ConvLayout::Onnx => self.op("MaxPool", &[x], pool_attributes(), None),
+            ConvLayout::Nchwc { .. } => self.nchwc("MaxPool", &[x], pool_attributes(), None),
         }
     }
 
@@ -189,56 +217,57 @@ impl Builder {
         self.op("Mul", &[&mask, x], vec![], None)
     }
 
-    /// `dz = da · [a > 0]` (ReLU backward from its output `a`).
+    /// `dz = da · [a > 0]` (ReLU backward from its output `a`). (`da · sign(a)` is one pass fewer
+    /// but ONNX Runtime's `Sign` took 3x as long as `Greater` and `Cast` together.)
     fn relu_backward(&mut self, a: &str, da: &str) -> String {
         let zero = self.zero();
         let positive = self.op("Greater", &[a, &zero], vec![], None);
         self.masked(&positive, da)
     }
 
-    /// Kernel gradient of a 3x3 "same" convolution, `[Cout, Cin, 9]` (OIHW with the taps
-    /// flattened), from its NHWC input `x_nhwc` and its output gradient `dz` (NCHW `[N, Cout, H,
-    /// W]`): one GEMM per tap.
-    fn kernel_grad(&mut self, x_nhwc: &str, dz: &str, shape: &Block5Shape, i: usize, out: &str) -> String {
+    /// Kernel gradient of a 3x3 "same" convolution, HWOI with the taps flattened (`[9, Cout,
+    /// Cin]`), from its NHWC input `x` and its NHWC output gradient `dz`: one GEMM per tap, the
+    /// nine results stacked (whole blocks: no interleaving).
+    fn kernel_grad(&mut self, x: &str, dz: &str, shape: &Block5Shape, i: usize, out: &str) -> String {
         let [cout, cin, _, _] = shape.kernel(i).map(|d| d as i64);
         let (h, w) = (shape.height as i64, shape.width as i64);
-        let dz = self.transpose(dz, &[1, 0, 2, 3]);
+        // `[Cout, N·H·W]`, transposed in 4-d: ONNX Runtime fuses a 2-d Transpose into the Gemm as
+        // `transA`, which MLAS runs 20% slower.
+        let dz = self.transpose(dz, &[3, 0, 1, 2]);
         let dz = self.reshape(&dz, &[cout, -1]);
-        let padded = self.pad(x_nhwc, &[0, 1, 1, 0, 0, 1, 1, 0]);
-        let last = self.ints(&[2]);
+        let padded = self.pad(x, &[0, 1, 1, 0, 0, 1, 1, 0]);
+        let first = self.ints(&[0]);
         let taps: Vec<String> = (0..3)
             .flat_map(|kh| (0..3).map(move |kw| (kh, kw)))
             .map(|(kh, kw)| {
                 let x_tap = if (kh, kw) == (1, 1) {
-                    x_nhwc.to_string()
+                    x.to_string()
                 } else {
                     self.slice(&padded, &[kh, kw], &[kh + h, kw + w], &[1, 2])
                 };
                 let x_tap = self.reshape(&x_tap, &[-1, cin]);
                 let g = self.op("Gemm", &[&dz, &x_tap], vec![], None);
-                self.op("Unsqueeze", &[&g, &last], vec![], None)
+                self.op("Unsqueeze", &[&g, &first], vec![], None)
             })
             .collect();
         let refs: Vec<&str> = taps.iter().map(String::as_str).collect();
-        self.op("Concat", &refs, vec![attr_int("axis", 2)], Some(out))
+        self.op("Concat", &refs, vec![attr_int("axis", 0)], Some(out))
     }
 
-    /// Gradient of a 2x2/2 max pool of `a` (NCHW `[N, C, H, W]`) given the pooled output's
-    /// gradient `dp` (NCHW `[N, C, H/2, W/2]`).
+    /// Gradient of a 2x2/2 max pool of NHWC `a` given the pooled output's NHWC gradient `dp`.
     fn maxpool_backward(&mut self, a: &str, dp: &str, shape: &Block5Shape) -> String {
         let (h, w, c) = (shape.height as i64, shape.width as i64, shape.channels[3] as i64);
         let (ph, pw) = (h / 2, w / 2);
-        let pooled = self.op("MaxPool", &[a], pool_attributes(), None);
         // The part of `a` the pool covers (it floors odd sizes).
         let covered =
-            if (2 * ph, 2 * pw) == (h, w) { a.to_string() } else { self.slice(a, &[0, 0], &[2 * ph, 2 * pw], &[2, 3]) };
-        let windows = self.reshape(&covered, &[-1, c, ph, 2, pw, 2]);
-        let pooled = self.reshape(&pooled, &[-1, c, ph, 1, pw, 1]);
-        let dp = self.reshape(dp, &[-1, c, ph, 1, pw, 1]);
+            if (2 * ph, 2 * pw) == (h, w) { a.to_string() } else { self.slice(a, &[0, 0], &[2 * ph, 2 * pw], &[1, 2]) };
+        let windows = self.reshape(&covered, &[-1, ph, 2, pw, 2, c]);
+        let pooled = self.op("ReduceMax", &[&windows], vec![attr_ints("axes", &[2, 4]), attr_int("keepdims", 1)], None);
+        let dp = self.reshape(dp, &[-1, ph, 1, pw, 1, c]);
         let is_max = self.op("Equal", &[&windows, &pooled], vec![], None);
         let routed = self.masked(&is_max, &dp);
-        let da = self.reshape(&routed, &[-1, c, 2 * ph, 2 * pw]);
-        if (2 * ph, 2 * pw) == (h, w) { da } else { self.pad(&da, &[0, 0, 0, 0, 0, 0, h - 2 * ph, w - 2 * pw]) }
+        let da = self.reshape(&routed, &[-1, 2 * ph, 2 * pw, c]);
+        if (2 * ph, 2 * pw) == (h, w) { da } else { self.pad(&da, &[0, 0, 0, 0, 0, h - 2 * ph, w - 2 * pw, 0]) }
     }
 
     fn graph(
@@ -283,7 +312,7 @@ fn input_info(shape: &Block5Shape) -> sd_onnx::ValueInfoProto {
 }
 
 fn activation_info(shape: &Block5Shape, i: usize) -> sd_onnx::ValueInfoProto {
-    batched(&activation_name(i), &[shape.channels[i + 1], shape.height, shape.width])
+    batched(&activation_name(i), &[shape.height, shape.width, shape.channels[i + 1]])
 }
 
 fn weight_infos(shape: &Block5Shape) -> Vec<sd_onnx::ValueInfoProto> {
@@ -295,16 +324,19 @@ fn weight_infos(shape: &Block5Shape) -> Vec<sd_onnx::ValueInfoProto> {
 }
 
 /// The forward pass: inputs [`INPUT`] and the six weights (kernels in `layout`); output
-/// [`OUTPUT`], plus, with `activations`, the three ReLU outputs that [`backward`] needs.
+/// [`OUTPUT`], plus, with `activations`, the three ReLU outputs (NHWC) that [`backward`] needs.
 pub fn forward(shape: &Block5Shape, activations: bool, layout: ConvLayout) -> ModelProto {
     let mut b = Builder::new(layout);
-    let mut x = b.transpose(INPUT, &[0, 3, 1, 2]);
+    let mut x = b.enter(INPUT);
     for i in 0..3 {
         let (w, bias) = (weight_name(i, false), weight_name(i, true));
-        x = b.conv(&x, &w, Some(&bias), true, shape.channels[i + 1], Some(&activation_name(i)));
+        x = b.conv(&x, &w, Some(&bias), true);
+        if activations {
+            b.leave(&x, shape.channels[i + 1], Some(&activation_name(i)));
+        }
     }
-    let pooled = b.op("MaxPool", &[&x], pool_attributes(), None);
-    b.op("Transpose", &[&pooled], vec![attr_ints("perm", &[0, 2, 3, 1])], Some(OUTPUT));
+    let pooled = b.max_pool(&x);
+    b.leave(&pooled, shape.channels[3], Some(OUTPUT));
     let mut inputs = vec![input_info(shape)];
     inputs.extend(weight_infos(shape));
     let mut outputs = vec![batched(OUTPUT, &shape.output())];
@@ -317,20 +349,21 @@ pub fn forward(shape: &Block5Shape, activations: bool, layout: ConvLayout) -> Mo
 /// The backward pass: inputs [`INPUT`], the three activations from [`forward`], the adjoint
 /// kernels of layers 2 and 3 (in `layout`) and [`OUTPUT_GRAD`] (NHWC); outputs the six weight
 /// gradients, kernel then bias for each layer (names from [`grad_name`]). A kernel's gradient is
-/// `[Cout, Cin, 9]`, OIHW with the taps flattened (reshaped on the host for free: a Reshape to
-/// OIHW in the graph copies a graph output).
+/// `[9, Cout, Cin]`, HWOI with the taps flattened (reshaped on the host for free: a Reshape in
+/// the graph copies a graph output).
 pub fn backward(shape: &Block5Shape, layout: ConvLayout) -> ModelProto {
     let mut b = Builder::new(layout);
-    let dp = b.transpose(OUTPUT_GRAD, &[0, 3, 1, 2]);
-    let mut da = b.maxpool_backward(&activation_name(2), &dp, shape);
+    let mut da = b.maxpool_backward(&activation_name(2), OUTPUT_GRAD, shape);
     for i in (0..3).rev() {
         let dz = b.relu_backward(&activation_name(i), &da);
-        let x_nhwc = if i == 0 { INPUT.to_string() } else { b.transpose(&activation_name(i - 1), &[0, 2, 3, 1]) };
-        b.kernel_grad(&x_nhwc, &dz, shape, i, &grad_name(i, false));
-        let axes = b.ints(&[0, 2, 3]);
+        let x = if i == 0 { INPUT.to_string() } else { activation_name(i - 1) };
+        b.kernel_grad(&x, &dz, shape, i, &grad_name(i, false));
+        let axes = b.ints(&[0, 1, 2]);
         b.op("ReduceSum", &[&dz, &axes], vec![attr_int("keepdims", 0)], Some(&grad_name(i, true)));
         if i > 0 {
-            da = b.conv(&dz, &adjoint_name(i), None, false, shape.channels[i], None);
+            let dz = b.enter(&dz);
+            let dx = b.conv(&dz, &adjoint_name(i), None, false);
+            da = b.leave(&dx, shape.channels[i], None);
         }
     }
     let mut inputs = vec![input_info(shape)];
@@ -343,18 +376,20 @@ pub fn backward(shape: &Block5Shape, layout: ConvLayout) -> ModelProto {
     let outputs = (0..3)
         .flat_map(|i| {
             let [cout, cin, kh, kw] = shape.kernel(i);
-            [float(&grad_name(i, false), &[cout, cin, kh * kw]), float(&grad_name(i, true), &[cout])]
+            [float(&grad_name(i, false), &[kh * kw, cout, cin]), float(&grad_name(i, true), &[cout])]
         })
         .collect();
     layout.model(b.graph("block5_backward", inputs, outputs))
 }
 
-/// One 3x3 "same" convolution without bias, input `x` NCHW `[1, channels, side, side]` and
-/// kernel `w` in `layout`, output `y`: what [`ConvLayout::detect`] compares layouts on.
+/// One 3x3 "same" convolution without bias, input `x` NHWC `[1, side, side, channels]` and
+/// kernel `w` in `layout`, output `y` NHWC: what [`ConvLayout::detect`] compares layouts on.
 pub fn single_conv(channels: usize, side: usize, layout: ConvLayout) -> ModelProto {
     let mut b = Builder::new(layout);
-    b.conv("x", "w", None, false, channels, Some("y"));
-    let dims = [1, channels, side, side];
+    let x = b.enter("x");
+    let y = b.conv(&x, "w", None, false);
+    b.leave(&y, channels, Some("y"));
+    let dims = [1, side, side, channels];
     let inputs = vec![float("x", &dims), float("w", &[channels, channels, 3, 3])];
     layout.model(b.graph("single_conv", inputs, vec![float("y", &dims)]))
 }

@@ -6,7 +6,7 @@ use ndarray::{Array1, Array4};
 
 use crate::block5::Block5Weights;
 
-/// Block 5's weights in f64.
+/// Block 5's weights in f64, in `Block5Weights`' layouts.
 #[derive(Clone)]
 pub struct RefWeights {
     pub kernels: Vec<Array4<f64>>,
@@ -22,10 +22,10 @@ impl RefWeights {
     }
 }
 
-/// 3x3 convolution, stride 1, zero padding 1, NCHW input, OIHW kernel.
+/// 3x3 convolution, stride 1, zero padding 1, NCHW input, HWOI kernel (as `Block5Weights`').
 fn conv(x: &Array4<f64>, k: &Array4<f64>, b: &Array1<f64>) -> Array4<f64> {
     let (n, cin, h, w) = x.dim();
-    let cout = k.shape()[0];
+    let cout = k.shape()[2];
     Array4::from_shape_fn((n, cout, h, w), |(s, o, y, xx)| {
         let mut acc = b[o];
         for i in 0..cin {
@@ -33,7 +33,7 @@ fn conv(x: &Array4<f64>, k: &Array4<f64>, b: &Array1<f64>) -> Array4<f64> {
                 for kw in 0..3 {
                     let (yy, xw) = (y as isize + kh as isize - 1, xx as isize + kw as isize - 1);
                     if yy >= 0 && xw >= 0 && (yy as usize) < h && (xw as usize) < w {
-                        acc += k[[o, i, kh, kw]] * x[[s, i, yy as usize, xw as usize]];
+                        acc += k[[kh, kw, o, i]] * x[[s, i, yy as usize, xw as usize]];
                     }
                 }
             }

@@ -28,7 +28,7 @@ fn random_weights(channels: [usize; 4], rng: &mut ChaCha8Rng) -> Block5Weights {
     let conv = |cin: usize, cout: usize, rng: &mut ChaCha8Rng| {
         let s = (2.0 / (cin * 9) as f32).sqrt() * 1.7;
         Conv {
-            kernel: Array4::from_shape_simple_fn((cout, cin, 3, 3), || rng.random_range(-s..s)),
+            kernel: Array4::from_shape_simple_fn((3, 3, cout, cin), || rng.random_range(-s..s)),
             bias: Array1::from_shape_simple_fn(cout, || rng.random_range(-0.1..0.1)),
         }
     };
@@ -46,7 +46,7 @@ fn random_input(n: usize, shape: &Block5Shape, rng: &mut ChaCha8Rng) -> Array4<f
     Array4::from_shape_simple_fn((n, shape.height, shape.width, shape.channels[0]), || rng.random_range(0.0..1.0))
 }
 
-/// Element `i` (in C order) of tensor `t` (kernel, bias per layer, as `Block5Weights::named`).
+/// Element `i` (in C order) of tensor `t` (kernel, bias per layer, in the optimiser's order).
 fn param(w: &mut RefWeights, t: usize, i: usize) -> &mut f64 {
     let layer = t / 2;
     if t.is_multiple_of(2) {
@@ -278,7 +278,7 @@ fn one_sgd_step_moves_every_weight_by_minus_lr_times_its_gradient() {
 fn block5_optimizer_follows_keras_sgd_momentum() {
     let w = Block5Weights {
         convs: std::array::from_fn(|i| Conv {
-            kernel: Array4::from_elem((1, 1, 3, 3), i as f32),
+            kernel: Array4::from_elem((3, 3, 1, 1), i as f32),
             bias: Array1::from_elem(1, 1.0),
         }),
     };
