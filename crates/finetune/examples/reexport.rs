@@ -1,0 +1,34 @@
+//! Rebuilds a fine-tuned `classifier.onnx` around another frozen part, from a `finetune` output
+//! folder (its `block5/`, `head/`, `metrics.json` and the classifier's metadata), block 5 in
+//! float: the same trained weights through the fp32 and the int8 frozen part, the paired accuracy
+//! check of `benches/int8/finetune-accuracy.sh`.
+//! `cargo run --release -p sd-finetune --example reexport -- FINETUNE_OUT FROZEN_BASE OUT.onnx`
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use sd_data::layout::classifier::ClassifierMeta;
+use sd_finetune::Block5Weights;
+use sd_finetune::export::{CLASSIFIER, ClassifierInput};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    let [finetuned, frozen_base, out] = args.as_slice() else {
+        anyhow::bail!("usage: reexport FINETUNE_OUT FROZEN_BASE OUT.onnx");
+    };
+    let original = sd_onnx::load(finetuned.join(CLASSIFIER))?;
+    let props: BTreeMap<String, String> =
+        original.metadata_props.iter().map(|p| (p.key.clone().unwrap_or_default(), p.value.clone().unwrap_or_default())).collect();
+    let meta = ClassifierMeta::from_map(&props).map_err(anyhow::Error::msg)?;
+    let size = meta.size.context("the classifier records no image size")?;
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(finetuned.join("metrics.json"))?)?;
+    let input: ClassifierInput = serde_json::from_value(metrics["config"]["classifier_input"].clone())?;
+    let weights = Block5Weights::load(finetuned)?;
+    // block4_pool is 1/16 of the input (four 2x2 pools, floored).
+    let shape = weights.shape(size.height as usize / 16, size.width as usize / 16);
+    let (head, _) = sd_finetune::inputs::load_head(&finetuned.join(sd_finetune::report::HEAD_DIR))?;
+    let classifier = sd_finetune::export::classifier(frozen_base, &weights, &shape, &head, &meta, input, None)?;
+    sd_onnx::save(&classifier, out)?;
+    Ok(())
+}
