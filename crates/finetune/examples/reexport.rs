@@ -18,8 +18,11 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: reexport FINETUNE_OUT FROZEN_BASE OUT.onnx");
     };
     let original = sd_onnx::load(finetuned.join(CLASSIFIER))?;
-    let props: BTreeMap<String, String> =
-        original.metadata_props.iter().map(|p| (p.key.clone().unwrap_or_default(), p.value.clone().unwrap_or_default())).collect();
+    let props: BTreeMap<String, String> = original
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.clone().unwrap_or_default(), p.value.clone().unwrap_or_default()))
+        .collect();
     let meta = ClassifierMeta::from_map(&props).map_err(anyhow::Error::msg)?;
     let size = meta.size.context("the classifier records no image size")?;
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(finetuned.join("metrics.json"))?)?;
