@@ -306,3 +306,27 @@ fn hwoi_shape([o, i, h, w]: [usize; 4]) -> [usize; 4] {
 fn into4(a: ArrayD<f32>) -> Array4<f32> {
     a.into_dimensionality().expect("the graphs declare 4-d outputs")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_are_hwoi_in_memory_and_oihw_on_disk() {
+        let conv = |cin: usize, cout: usize| Conv {
+            kernel: Array4::from_shape_fn((3, 3, cout, cin), |(h, w, o, i)| (o * 1000 + i * 100 + h * 10 + w) as f32),
+            bias: Array1::from_shape_fn(cout, |o| o as f32),
+        };
+        let weights = Block5Weights { convs: [conv(2, 3), conv(3, 4), conv(4, 5)] };
+        assert_eq!(weights.channels(), [2, 3, 4, 5]);
+        let dir = tempfile::tempdir().unwrap();
+        weights.save(dir.path()).unwrap();
+        let file = sd_data::npy::read::<f32>(&dir.path().join(WeightFiles::block5(1).kernel)).unwrap();
+        assert_eq!(file.shape(), [4, 3, 3, 3]);
+        assert_eq!(file[[3, 2, 0, 1]], 3201.0); // OIHW: o 3, i 2, kh 0, kw 1
+        assert_eq!(Block5Weights::load(dir.path()).unwrap(), weights);
+        // The exported initializers are OIHW too.
+        let kernel = &weights.initializers()[2];
+        assert_eq!(kernel.dims, [4, 3, 3, 3]);
+    }
+}
