@@ -158,6 +158,9 @@ def block5_work(rows):
     return 2 * conv(rows["block 5 forward (training)"]) + conv(rows["block 5 backward"])
 
 
+Rates = collections.namedtuple("Rates", "frozen_gflops block5_gflops ratio executed_ratio")
+
+
 def ratios(rows):
     """Block 5's rate over the frozen part's: counted conventionally (each kernel gradient as its
     forward convolution), and as executed."""
@@ -166,12 +169,12 @@ def ratios(rows):
     forward, backward = rows["block 5 forward (training)"], rows["block 5 backward"]
     b5_seconds = forward.seconds + backward.seconds
     b5_work = block5_work(rows)
-    return (frozen_rate / 1e9, b5_work / b5_seconds / 1e9, b5_work / b5_seconds / frozen_rate,
-            (forward.flops + backward.flops) / b5_seconds / frozen_rate)
+    return Rates(frozen_rate / 1e9, b5_work / b5_seconds / 1e9, b5_work / b5_seconds / frozen_rate,
+                 (forward.flops + backward.flops) / b5_seconds / frozen_rate)
 
 
 per_round = [ratios(rows) for rows in rounds]
-median = sorted(range(len(per_round)), key=lambda i: per_round[i][2])[len(per_round) // 2]
+median = sorted(range(len(per_round)), key=lambda i: per_round[i].ratio)[len(per_round) // 2]
 print(f"the median round of {len(rounds)} (by block 5's ratio):")
 for name, (seconds, work, per_op, _) in rounds[median].items():
     print(f"{name}: {seconds * 1e3 / args.batch:.2f} ms/image, {work / args.batch / 1e9:.3f} GFLOP/image, "
@@ -189,7 +192,7 @@ def other_ms(rows):
 frozen_gflops, b5_gflops, ratio, executed = per_round[median]
 result.update(frozen_gflops=round(frozen_gflops, 1), block5_train_gflops=round(b5_gflops, 1),
               block5_vs_frozen=round(ratio, 3), block5_executed_vs_frozen=round(executed, 3),
-              block5_vs_frozen_rounds=[round(r[2], 3) for r in per_round],
+              block5_vs_frozen_rounds=[round(r.ratio, 3) for r in per_round],
               block5_other_ms_rounds=[round(other_ms(rows), 1) for rows in rounds])
 # Per pair: block 5's rate over the frozen part's (FLOPs per run from the first round's profile).
 frozen_flops, b5_flops = rounds[0]["frozen part (blocks 1-4)"].flops, block5_work(rounds[0])

@@ -63,7 +63,7 @@ PY
             file=frozen_base.onnx; [[ $frozen = int8 ]] && file=frozen_base.int8.onnx
             swapped=$out/paired-$trained-$seed-$frozen
             if [[ ! -d $swapped ]]; then
-                target/release/examples/reexport "$out/finetune-$trained-$seed" "$out/model/$file" "$swapped.onnx"
+                $bin/examples/reexport "$out/finetune-$trained-$seed" "$out/model/$file" "$swapped.onnx"
                 $bin/predict --model "$swapped.onnx" --data "$data/validation" --out "$swapped" -q
             fi
             line="$line $(accuracy "$swapped/metrics.json")"

@@ -4,13 +4,13 @@
 //! check of `benches/int8/finetune-accuracy.sh`.
 //! `cargo run --release -p sd-finetune --example reexport -- FINETUNE_OUT FROZEN_BASE OUT.onnx`
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use sd_data::layout::classifier::ClassifierMeta;
 use sd_finetune::Block5Weights;
 use sd_finetune::export::{CLASSIFIER, ClassifierInput};
+use sd_train::report::METRICS;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
@@ -18,18 +18,12 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: reexport FINETUNE_OUT FROZEN_BASE OUT.onnx");
     };
     let original = sd_onnx::load(finetuned.join(CLASSIFIER))?;
-    let props: BTreeMap<String, String> = original
-        .metadata_props
-        .iter()
-        .map(|p| (p.key.clone().unwrap_or_default(), p.value.clone().unwrap_or_default()))
-        .collect();
-    let meta = ClassifierMeta::from_map(&props).map_err(anyhow::Error::msg)?;
+    let meta = ClassifierMeta::from_map(&sd_onnx::metadata(&original)).map_err(anyhow::Error::msg)?;
     let size = meta.size.context("the classifier records no image size")?;
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(finetuned.join("metrics.json"))?)?;
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(finetuned.join(METRICS))?)?;
     let input: ClassifierInput = serde_json::from_value(metrics["config"]["classifier_input"].clone())?;
     let weights = Block5Weights::load(finetuned)?;
-    // block4_pool is 1/16 of the input (four 2x2 pools, floored).
-    let shape = weights.shape(size.height as usize / 16, size.width as usize / 16);
+    let shape = weights.shape_for(size);
     let (head, _) = sd_finetune::inputs::load_head(&finetuned.join(sd_finetune::report::HEAD_DIR))?;
     let classifier = sd_finetune::export::classifier(frozen_base, &weights, &shape, &head, &meta, input, None)?;
     sd_onnx::save(&classifier, out)?;

@@ -9,7 +9,7 @@ use sd_data::layout::model::WeightFiles;
 use sd_runtime::{Session, SessionConfig};
 use sd_train::optim::Param;
 
-use crate::conv_layout::ConvLayout;
+use crate::conv_layout::{ConvLayout, hwoi, oihw};
 use crate::graphs::{self, Block5Shape};
 
 /// One 3x3 convolution's parameters.
@@ -27,21 +27,6 @@ pub struct Conv {
 /// What [`Conv::kernel`]'s layout adds to a checkpoint's fingerprint: a checkpoint written with
 /// OIHW kernels is another run's, never read as HWOI.
 pub const KERNEL_LAYOUT: &str = "HWOI";
-
-/// An OIHW kernel in HWOI.
-pub fn hwoi(oihw: ArrayView4<'_, f32>) -> Array4<f32> {
-    swap_taps_and_channels(oihw)
-}
-
-/// An HWOI kernel in OIHW.
-pub fn oihw(hwoi: ArrayView4<'_, f32>) -> Array4<f32> {
-    swap_taps_and_channels(hwoi)
-}
-
-/// `[a, b, c, d] -> [c, d, a, b]`: HWOI to OIHW and back.
-fn swap_taps_and_channels(k: ArrayView4<'_, f32>) -> Array4<f32> {
-    k.permuted_axes([2, 3, 0, 1]).as_standard_layout().into_owned()
-}
 
 /// Block 5's three convolutions (also used for their gradients and optimiser slots).
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +126,12 @@ impl Block5Weights {
     /// The block's shape for a `height` x `width` input.
     pub fn shape(&self, height: usize, width: usize) -> Block5Shape {
         Block5Shape { channels: self.channels(), height, width }
+    }
+
+    /// The block's shape for VGG16 images of `size`: `block4_pool` is 1/16 of them (four 2x2
+    /// pools, floored).
+    pub fn shape_for(&self, size: sd_data::image::ImageSize) -> Block5Shape {
+        self.shape(size.height as usize / 16, size.width as usize / 16)
     }
 
     /// Sizes of every tensor, kernel then bias per layer (the optimiser's order).

@@ -84,7 +84,7 @@ impl ConvLayout {
     /// An HWOI kernel ([`crate::block5::Conv::kernel`]) as this layout's convolutions take it.
     pub fn kernel(self, w: ArrayView4<'_, f32>) -> Array4<f32> {
         match self {
-            ConvLayout::Onnx => arrange(w, 1, false),
+            ConvLayout::Onnx => oihw(w),
             ConvLayout::Nchwc { block } => arrange(w, block, false),
         }
     }
@@ -109,6 +109,21 @@ impl ConvLayout {
         }
         model
     }
+}
+
+/// An OIHW kernel in HWOI (`[3, 3, Cout, Cin]`, how block 5 keeps its kernels).
+pub fn hwoi(oihw: ArrayView4<'_, f32>) -> Array4<f32> {
+    swap_taps_and_channels(oihw)
+}
+
+/// An HWOI kernel in OIHW (files, ONNX `Conv`).
+pub fn oihw(hwoi: ArrayView4<'_, f32>) -> Array4<f32> {
+    swap_taps_and_channels(hwoi)
+}
+
+/// `[a, b, c, d] -> [c, d, a, b]`: HWOI to OIHW and back.
+fn swap_taps_and_channels(k: ArrayView4<'_, f32>) -> Array4<f32> {
+    k.permuted_axes([2, 3, 0, 1]).as_standard_layout().into_owned()
 }
 
 /// HWOI `W` (or its adjoint) in blocks of `block` channels: `out[ob, ib, kh, kw, bi, bo] =
@@ -143,7 +158,6 @@ fn arrange(w: ArrayView4<'_, f32>, block: usize, adjoint: bool) -> Array4<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::block5::hwoi;
 
     /// An OIHW kernel whose values spell their indices.
     fn spelled(o: usize, i: usize) -> Array4<f32> {

@@ -56,7 +56,7 @@ impl PreparedModel {
     /// Block 5's shape for images of `size`: `block4_pool` is 1/16 of the image (four 2x2
     /// pools, each flooring).
     pub fn block5_shape(&self, size: ImageSize) -> Block5Shape {
-        self.weights.shape(size.height as usize / 16, size.width as usize / 16)
+        self.weights.shape_for(size)
     }
 }
 

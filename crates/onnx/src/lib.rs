@@ -77,6 +77,15 @@ pub fn save(model: &ModelProto, path: impl AsRef<Path>) -> Result<()> {
         .map_err(|e| OnnxError::Write { path: path.into(), source: e.source })
 }
 
+/// A model's custom metadata (`metadata_props`) by key.
+pub fn metadata(model: &ModelProto) -> std::collections::BTreeMap<String, String> {
+    model
+        .metadata_props
+        .iter()
+        .map(|p| (p.key.clone().unwrap_or_default(), p.value.clone().unwrap_or_default()))
+        .collect()
+}
+
 /// Replaces a model's custom metadata (`metadata_props`) with `props`, in their order.
 pub fn set_metadata(model: &mut ModelProto, props: impl IntoIterator<Item = (String, String)>) {
     model.metadata_props =
