@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Flowers (5 classes, ../shared/data/flowers: 1500 train, 500 validation): the head's levers and
-# fine-tuning, 3 seeds, final epoch. Every number in crates/head/README.md's flowers table and the
-# README's flowers rows comes from this script.
+# fine-tuning, 3 seeds, final epoch. The flowers numbers at 224 in benches/RESULTS.md and docs/design.md
+# comes from this script.
 #
 #   benches/flowers/run.sh [OUT] [heads|finetune|all]      (default OUT: artifacts/bench-flowers, all)
 #
