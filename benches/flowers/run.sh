@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Flowers (5 classes, ../shared/data/flowers: 1500 train, 500 validation): the head's levers and
 # fine-tuning, 3 seeds, final epoch. The flowers numbers at 224 in benches/RESULTS.md and docs/design.md
-# comes from this script.
+# come from this script.
 #
 #   benches/flowers/run.sh [OUT] [heads|finetune|all]      (default OUT: artifacts/bench-flowers, all)
 #
