@@ -44,12 +44,11 @@ pub fn fraction(s: &str) -> Result<f64, String> {
 /// How images are resized.
 #[derive(Debug, Clone, Copy, Default, Args)]
 pub struct ResizeArgs {
-    /// Image size: N (square) or WxH, e.g. 150 or 224x160 [default: 150, or what the model
-    /// was trained at].
+    /// Image size: N (square) or WxH, e.g. 150 or 224x160 [default: 150].
     #[arg(long)]
     pub size: Option<ImageSize>,
     /// Resize filter: bilinear (anti-aliased, like PIL), nearest (Keras' default), bicubic,
-    /// lanczos3 [default: bilinear, or what the model was trained with].
+    /// lanczos3 [default: bilinear].
     #[arg(long)]
     pub resize_filter: Option<ResizeFilter>,
 }
@@ -60,8 +59,7 @@ pub struct InputArgs {
     #[command(flatten)]
     pub resize: ResizeArgs,
     /// Pixel preprocessing: caffe (BGR minus the ImageNet means: what the weights expect) or
-    /// rescale (RGB / 255, the original tutorial) [default: caffe, or what the model was
-    /// trained with].
+    /// rescale (RGB / 255, the original tutorial) [default: caffe].
     #[arg(long)]
     pub preprocess: Option<Preprocess>,
 }
@@ -174,16 +172,17 @@ pub struct OptimArgs {
     /// default learning rate (see the stage's help).
     #[arg(long, value_enum)]
     pub optimizer: Option<OptimizerName>,
-    /// Learning rate (peak rate with a schedule).
+    /// Learning rate (peak rate with a schedule) [default: the stage's, for its optimiser: see
+    /// --optimizer].
     #[arg(long, value_parser = positive)]
     pub lr: Option<f64>,
-    /// RMSprop decay of the squared-gradient average.
+    /// RMSprop decay of the squared-gradient average [default: 0.9].
     #[arg(long, value_parser = rate)]
     pub rho: Option<f64>,
-    /// RMSprop epsilon (inside the square root, as in Keras 3).
+    /// RMSprop epsilon (inside the square root, as in Keras 3) [default: 1e-7].
     #[arg(long, value_parser = positive)]
     pub epsilon: Option<f64>,
-    /// SGD momentum.
+    /// SGD momentum [default: 0.9].
     #[arg(long, value_parser = fraction)]
     pub momentum: Option<f64>,
     /// SGD Nesterov momentum.
@@ -230,6 +229,7 @@ impl OptimArgs {
             }
         }
         learning_rate = self.lr.unwrap_or(learning_rate);
+    /// The same rate throughout.
         schedule = match self.schedule {
             None => schedule,
             Some(ScheduleName::Constant) => Schedule::Constant,
@@ -259,6 +259,8 @@ mod tests {
 
     const BASE: Optim = Optim { optimizer: Optimizer::RMSPROP, learning_rate: 1e-3, schedule: Schedule::Constant };
 
+    /// Learning-rate schedule: constant, cosine (decay over all steps to lr · --lr-min-factor)
+    /// or step (times --step-factor every --step-every epochs) [default: the stage's].
     #[test]
     fn numeric_flags_out_of_range_are_usage_errors_naming_the_flag() {
         for (args, flag) in [

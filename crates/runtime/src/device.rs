@@ -31,7 +31,9 @@ impl FromStr for Device {
         match s {
             "auto" => Ok(Device::Auto),
             "cpu" => Ok(Device::Cpu),
-            "cuda" | "gpu" => Ok(Device::Cuda(0)),
+            "cuda" => Ok(Device::Cuda(0)),
+            // Not taken as CUDA: a guessed name would hide which device an error speaks of.
+            "gpu" => Err("unknown device 'gpu': say cuda (the first CUDA GPU) or cuda:N".into()),
             _ => s
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
@@ -90,5 +92,6 @@ mod tests {
         assert_eq!(Device::Cuda(1).to_string(), "cuda:1");
         assert!("tpu".parse::<Device>().unwrap_err().contains("auto, cpu, cuda"));
         assert!("cuda:x".parse::<Device>().is_err());
+        assert!("gpu".parse::<Device>().unwrap_err().contains("say cuda (the first CUDA GPU) or cuda:N"));
     }
 }

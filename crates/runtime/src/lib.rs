@@ -25,7 +25,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::{Outlet, TensorElementType, TensorRef, ValueType};
 
 pub use device::Device;
-pub use library::{LibraryKind, find_library};
+pub use library::{LibraryKind, find_in_cache, find_library};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -160,8 +160,11 @@ impl Session {
     /// Loads a model file.
     pub fn load(path: impl AsRef<Path>, config: &SessionConfig) -> Result<Session> {
         let path = path.as_ref().to_path_buf();
+        if path.is_dir() {
+            return Err(RuntimeError::Model { path, reason: "a folder, not an ONNX file".into() });
+        }
         if !path.is_file() {
-            return Err(RuntimeError::Model { path, reason: "no such file (run prepare-model first?)".into() });
+            return Err(RuntimeError::Model { path, reason: "no such file".into() });
         }
         Session::build(path.clone(), config, |b| b.commit_from_file(&path))
     }

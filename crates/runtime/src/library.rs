@@ -34,6 +34,13 @@ fn cache_dirs() -> Vec<PathBuf> {
     dirs
 }
 
+/// The first file `relative` (e.g. `models/vgg16-keras-imagenet.onnx`) in the set-up's `.cache`
+/// folders, searched where the ONNX Runtime library is: `$SMALLDATA_CACHE`, `.cache` beside the
+/// binaries or above them, above the current folder, then the checkout the binaries were built in.
+pub fn find_in_cache(relative: &Path) -> Option<PathBuf> {
+    cache_dirs().into_iter().map(|d| d.join(relative)).find(|p| p.is_file())
+}
+
 /// Finds the ONNX Runtime library for `device`.
 pub fn find_library(device: Device) -> Result<(PathBuf, LibraryKind)> {
     if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
@@ -111,6 +118,16 @@ fn libc_flags() -> std::os::raw::c_int {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_found_in_the_cache_folders() {
+        assert_eq!(find_in_cache(Path::new("no/such/file.onnx")), None);
+        let here = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache");
+        if here.join("onnxruntime/cpu").join(LIB).is_file() {
+            let found = find_in_cache(&Path::new("onnxruntime/cpu").join(LIB)).unwrap();
+            assert!(found.ends_with(Path::new(".cache/onnxruntime/cpu").join(LIB)), "{}", found.display());
+        }
+    }
 
     #[test]
     fn cache_dirs_include_the_build_workspace() {
