@@ -64,7 +64,7 @@ impl Metrics {
             precision,
             head: head.display().to_string(),
             classes: classes.clone(),
-            evaluation: t.validation.report(classes.names()),
+            evaluation: t.fit.validation.report(classes.names()),
             config: config.clone(),
         }
     }

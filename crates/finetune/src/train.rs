@@ -29,12 +29,11 @@ use sd_data::{ModelInput, Sample};
 use sd_head::Head;
 use sd_head::model::HeadGrad;
 use sd_head::optim::HeadOptimizer;
-use sd_train::checkpoint::{Diverged, Resumable, Snapshot, Tensors};
-use sd_train::history::{Fit, HistoryState};
+use sd_train::checkpoint::{Resumable, Snapshot, Tensors};
+use sd_train::fit::{Batches, Event, Model, Settings, fit};
+use sd_train::history::Fit;
 use sd_train::metrics::Tally;
-use sd_train::{
-    ClassWeight, EpochStats, History, Loss, Objective, Optimizer, OptimizerState, Regularization, Schedule,
-};
+use sd_train::{ClassWeight, EpochStats, Loss, Objective, Optimizer, OptimizerState, Regularization, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::block5::{Block5, Block5Weights};
@@ -134,25 +133,17 @@ pub struct Validation {
 pub struct Finetuned {
     /// Validation before fine-tuning.
     pub initial: Validation,
-    /// The exported block 5 and head, with the history.
+    /// The exported block 5 and head, with the history and their validation.
     pub fit: Fit<(Block5Weights, Head<f32>)>,
-    /// The exported weights on the validation set.
-    pub validation: Tally,
     /// Computing cached frozen features before the first epoch.
     pub setup_seconds: f64,
     pub device: String,
 }
 
-/// What a checkpoint holds besides the tensors (block 5, head, their optimisers, the best epoch).
+/// What a checkpoint holds besides the tensors (block 5, head and their optimisers).
 #[derive(Serialize, Deserialize)]
-struct State {
-    epochs_done: usize,
-    lr: f64,
+pub struct State {
     dropout_rng: ChaCha8Rng,
-    history: HistoryState,
-    /// The last epoch's validation, and the best one's with keep-best.
-    last_validation: Tally,
-    best_validation: Option<Tally>,
 }
 
 /// One batch's gradients, with its mean loss and logits.
@@ -278,6 +269,82 @@ fn labels_of(samples: &[Sample]) -> Vec<u32> {
     samples.iter().map(|s| s.label).collect()
 }
 
+/// One training batch: decoded (and augmented) images, or rows of a cached round.
+pub enum Batch {
+    Images(sd_data::loader::Batch),
+    Cached { round: usize, rows: Vec<usize> },
+}
+
+/// Block 5 + head under training, with where its batches come from: what [`sd_train::fit`]
+/// steps, evaluates and checkpoints.
+struct FinetuneModel<'a> {
+    config: &'a FinetuneConfig,
+    frozen: &'a mut Frozen,
+    trainer: Trainer,
+    /// Fresh augmentation every epoch (no cached rounds).
+    epochs: Epochs,
+    rounds: Vec<FeatureFile>,
+    train_labels: Vec<u32>,
+    validation: FeatureFile,
+    validation_labels: Vec<u32>,
+}
+
+impl Model for FinetuneModel<'_> {
+    type Batch = Batch;
+    type Weights = (Block5Weights, Head<f32>);
+    type State = State;
+    type Error = anyhow::Error;
+
+    fn loss(&self) -> Loss {
+        self.trainer.loss()
+    }
+
+    fn batches(&mut self, epoch: usize) -> Result<Batches<Batch, anyhow::Error>> {
+        if self.rounds.is_empty() {
+            return Ok(Box::new(self.epochs.epoch(epoch as u64).map(|b| Ok(Batch::Images(b?)))));
+        }
+        let round = epoch % self.rounds.len();
+        let order = epoch_order(self.train_labels.len(), self.config.seed, epoch as u64);
+        let batches: Vec<_> =
+            order.chunks(self.config.batch_size).map(|rows| Ok(Batch::Cached { round, rows: rows.to_vec() })).collect();
+        Ok(Box::new(batches.into_iter()))
+    }
+
+    fn step(&mut self, batch: Batch, lr: f64, tally: &mut Tally) -> Result<f64> {
+        match batch {
+            Batch::Images(batch) => self.trainer.step(self.frozen.run(&batch)?, &batch.labels, lr, tally),
+            Batch::Cached { round, rows } => {
+                let labels: Vec<u32> = rows.iter().map(|&i| self.train_labels[i]).collect();
+                self.trainer.step(self.rounds[round].read(&rows)?, &labels, lr, tally)
+            }
+        }
+    }
+
+    fn evaluate(&mut self) -> Result<Tally> {
+        self.trainer.evaluate(&self.validation, &self.validation_labels, self.config.batch_size)
+    }
+
+    fn weights(&self) -> (Block5Weights, Head<f32>) {
+        (self.trainer.weights.clone(), self.trainer.head.clone())
+    }
+
+    fn into_weights(self) -> (Block5Weights, Head<f32>) {
+        (self.trainer.weights, self.trainer.head)
+    }
+
+    fn state(&self) -> State {
+        State { dropout_rng: self.trainer.dropout_rng.clone() }
+    }
+
+    fn snapshot(&self) -> Snapshot<'_> {
+        self.trainer.snapshot()
+    }
+
+    fn restore(&mut self, state: State, tensors: &Tensors) -> Result<()> {
+        self.trainer.restore(tensors, state.dropout_rng)
+    }
+}
+
 /// Fine-tunes `trainer` (block 5 + head) on `train`, validating on `validation` after every
 /// epoch. Temporary feature files go to `work_dir`. With `resumable`, a checkpoint is saved
 /// after each epoch and a run continues from one when asked, ending with the same weights as
@@ -290,7 +357,7 @@ pub fn finetune(
     train: Arc<[Sample]>,
     validation: Arc<[Sample]>,
     work_dir: &Path,
-    mut resumable: Option<&mut Resumable>,
+    resumable: Option<&mut Resumable>,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Finetuned> {
     config.validate()?;
@@ -329,82 +396,31 @@ pub fn finetune(
     progress(Progress::Initial(&initial));
     let setup_seconds = setup.elapsed().as_secs_f64();
 
-    let start = Instant::now();
-    let n = train.len();
-    let train_labels = labels_of(&train);
-    let steps = n.div_ceil(config.batch_size);
-    let total_steps = steps * config.epochs;
     let epochs = Epochs::new(train.clone(), loader(config.batch_size), augmenter.as_deref().cloned(), config.seed);
-    let mut history = History::new(config.epochs, config.keep_best);
-    let mut lr = config.learning_rate;
-    let mut last_validation = before;
-    let mut first_epoch = 0;
-    if let Some((saved, tensors)) = resumable.as_deref().map(|r| r.load::<State>()).transpose()?.flatten() {
-        trainer.restore(&tensors, saved.dropout_rng)?;
-        let best = match saved.best_validation.filter(|_| config.keep_best) {
-            Some(val) => {
-                let (mut block5, mut head) = (trainer.weights.clone(), trainer.head.clone());
-                tensors.fill("best_block5", &mut block5)?;
-                tensors.fill("best_head", &mut head)?;
-                Some((block5, head, val))
-            }
-            None => None,
-        };
-        history = History::resume(saved.history, config.epochs, config.keep_best, best);
-        (first_epoch, lr, last_validation) = (saved.epochs_done, saved.lr, saved.last_validation);
-        tracing::info!("resuming after epoch {first_epoch} of {}", config.epochs);
-    }
-    for epoch in first_epoch..config.epochs {
-        let epoch_start = Instant::now();
-        let mut tally = Tally::new(trainer.loss());
-        let mut run_step = |step: usize, x: Array4<f32>, labels: &[u32]| -> Result<()> {
-            lr = config.schedule.lr(config.learning_rate, epoch * steps + step, total_steps, epoch);
-            let loss = trainer.step(x, labels, lr, &mut tally)?;
-            if !loss.is_finite() {
-                let checkpoint = resumable.as_deref().map(Resumable::checkpoint);
-                return Err(Diverged::new(loss, epoch, step, checkpoint).into());
-            }
-            progress(Progress::Step { epoch, step: step + 1, steps });
-            Ok(())
-        };
-        if round_stores.is_empty() {
-            for (step, batch) in epochs.epoch(epoch as u64).enumerate() {
-                let batch = batch?;
-                run_step(step, frozen.run(&batch)?, &batch.labels)?;
-            }
-        } else {
-            let store = &round_stores[epoch % round_stores.len()];
-            let order = epoch_order(n, config.seed, epoch as u64);
-            for (step, chunk) in order.chunks(config.batch_size).enumerate() {
-                let labels: Vec<u32> = chunk.iter().map(|&i| train_labels[i]).collect();
-                run_step(step, store.read(chunk)?, &labels)?;
-            }
-        }
-        let val = trainer.evaluate(&val_store, &val_labels, config.batch_size)?;
-        let stats = EpochStats::new(epoch, &tally, &val, lr, epoch_start.elapsed().as_secs_f64());
-        history.record(stats, || (trainer.weights.clone(), trainer.head.clone(), val.clone()));
-        last_validation = val;
-        if let Some(r) = resumable.as_deref_mut() {
-            let best = history.best_weights();
-            let saved = State {
-                epochs_done: epoch + 1,
-                lr,
-                dropout_rng: trainer.dropout_rng.clone(),
-                history: history.state(),
-                last_validation: last_validation.clone(),
-                best_validation: best.map(|(_, _, val)| val.clone()),
-            };
-            let mut snapshot = trainer.snapshot();
-            if let Some((block5, head, _)) = best {
-                snapshot = snapshot.with("best_block5", block5).with("best_head", head);
-            }
-            r.save(&saved, &snapshot)?;
-        }
-        progress(Progress::Epoch(&stats));
-    }
-    let device = trainer.block5.device().to_string();
-    let fit = history.finish(|| (trainer.weights, trainer.head, last_validation), start.elapsed().as_secs_f64());
-    let Fit { weights: (block5, head, validation), history, best, exported, seconds } = fit;
-    let fit = Fit { weights: (block5, head), history, best, exported, seconds };
-    Ok(Finetuned { initial, fit, validation, setup_seconds, device })
+    let model = FinetuneModel {
+        config,
+        frozen,
+        trainer,
+        epochs,
+        rounds: round_stores,
+        train_labels: labels_of(&train),
+        validation: val_store,
+        validation_labels: val_labels,
+    };
+    let device = model.trainer.block5.device().to_string();
+    let settings = Settings {
+        epochs: config.epochs,
+        steps_per_epoch: train.len().div_ceil(config.batch_size),
+        learning_rate: config.learning_rate,
+        schedule: config.schedule,
+        restore_best: config.keep_best,
+        patience: None,
+        evaluate_start: false,
+    };
+    let fit = fit(model, &settings, resumable, |event| match event {
+        Event::Step { epoch, step, steps } => progress(Progress::Step { epoch, step, steps }),
+        Event::Epoch(stats) => progress(Progress::Epoch(stats)),
+        Event::Start(_) | Event::Stopped { .. } => {}
+    })?;
+    Ok(Finetuned { initial, fit, setup_seconds, device })
 }

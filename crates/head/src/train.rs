@@ -6,18 +6,17 @@
 //! shuffling, dropout), every reduction runs in a fixed order, so the same seed, inputs and
 //! config give bit-identical weights.
 
-use std::time::Instant;
-
 use ndarray::{Array2, ArrayView2, Axis};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::Distribution;
-use sd_train::checkpoint::{Diverged, Resumable, Snapshot};
-use sd_train::history::{Fit, HistoryState};
+use sd_train::checkpoint::{Diverged, Resumable, Snapshot, Tensors};
+use sd_train::fit::{Batches, Event, Model, Settings, fit};
+use sd_train::history::Fit;
 use sd_train::metrics::Tally;
 use sd_train::real::with_simd;
-use sd_train::{ClassWeight, EpochStats, History, Loss, Objective, Optimizer, Regularization, Schedule};
+use sd_train::{ClassWeight, EpochStats, Loss, Objective, Optimizer, Regularization, Schedule};
 use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
@@ -160,17 +159,15 @@ pub enum TrainError {
     Diverged(#[from] Diverged),
 }
 
-/// What a checkpoint holds besides the tensors (head, optimiser, average, best epoch).
+/// What a checkpoint holds besides the tensors (head, optimiser, average).
 #[derive(Serialize, Deserialize)]
-struct State {
-    epochs_done: usize,
+pub struct State {
+    /// Steps taken (the moving average starts at the weights after the first).
     step: usize,
-    lr: f64,
     /// The shuffled order, shuffled again every epoch.
     order: Vec<usize>,
     /// Shuffle, dropout, flip and mixup streams.
     rngs: [ChaCha8Rng; 4],
-    history: HistoryState,
 }
 
 /// A finished run: the exported head (the last epoch's, or the best one's with keep-best).
@@ -214,6 +211,137 @@ fn moving_average(avg: &mut Head<f32>, head: &Head<f32>, m: f32) {
     )
 }
 
+/// The head under training on in-memory features: what [`sd_train::fit`] steps, evaluates and
+/// checkpoints.
+struct HeadModel<'a> {
+    config: &'a TrainConfig,
+    train: &'a Split,
+    validation: &'a Split,
+    objective: Objective,
+    head: Head<f32>,
+    opt: HeadOptimizer<f32>,
+    /// The moving average of the weights, when on: what is validated and exported.
+    ema: Option<Head<f32>>,
+    mixup: Option<rand_distr::Beta<f32>>,
+    /// `[H, W, C]` of the feature maps, when flipping.
+    flip_shape: Option<[usize; 3]>,
+    state: State,
+}
+
+impl HeadModel<'_> {
+    fn current(&self) -> &Head<f32> {
+        self.ema.as_ref().unwrap_or(&self.head)
+    }
+}
+
+impl Model for HeadModel<'_> {
+    type Batch = Vec<usize>;
+    type Weights = Head<f32>;
+    type State = State;
+    type Error = TrainError;
+
+    fn loss(&self) -> Loss {
+        self.objective.loss
+    }
+
+    fn batches(&mut self, _epoch: usize) -> Result<Batches<Vec<usize>, TrainError>, TrainError> {
+        let State { order, rngs: [shuffle_rng, ..], .. } = &mut self.state;
+        order.shuffle(shuffle_rng);
+        let batches: Vec<_> = order.chunks(self.config.batch_size).map(|b| Ok(b.to_vec())).collect();
+        Ok(Box::new(batches.into_iter()))
+    }
+
+    fn step(&mut self, batch: Vec<usize>, lr: f64, tally: &mut Tally) -> Result<f64, TrainError> {
+        let (config, train, outputs) = (self.config, self.train, self.objective.loss.outputs());
+        let [_, dropout_rng, flip_rng, mixup_rng] = &mut self.state.rngs;
+        let mut x = train.features.select(Axis(0), &batch);
+        if let Some([_, w, c]) = self.flip_shape {
+            for mut row in x.rows_mut() {
+                if flip_rng.random::<bool>() {
+                    for pixel_row in row.as_slice_mut().expect("fresh array").chunks_exact_mut(w * c) {
+                        mirror(pixel_row, c);
+                    }
+                }
+            }
+        }
+        if config.input_dropout > 0.0 {
+            x *= &dropout_mask::<f32>(x.dim(), config.input_dropout, dropout_rng);
+        }
+        let mut labels: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
+        let mut targets = self.objective.targets(&labels);
+        let mut weights = self.objective.sample_weights(&labels);
+        if let Some(beta) = &self.mixup {
+            let lambda: f32 = beta.sample(mixup_rng);
+            let mut partner: Vec<usize> = (0..batch.len()).collect();
+            partner.shuffle(mixup_rng);
+            x = &x * lambda + &x.select(Axis(0), &partner) * (1.0 - lambda);
+            targets = (0..targets.len())
+                .map(|e| lambda * targets[e] + (1.0 - lambda) * targets[partner[e / outputs] * outputs + e % outputs])
+                .collect();
+            weights = weights.map(|w| (0..w.len()).map(|i| lambda * w[i] + (1.0 - lambda) * w[partner[i]]).collect());
+            // Training accuracy counts the dominant sample's label.
+            if lambda < 0.5 {
+                labels = partner.iter().map(|&j| labels[j]).collect();
+            }
+        }
+        let head = &mut self.head;
+        let (z, trace) = head.forward_train(x.view(), Some(dropout_rng));
+        let (loss, dz) = self.objective.loss.forward(z.as_slice().expect("fresh array"), &targets, weights.as_deref());
+        if !loss.is_finite() {
+            return Ok(loss as f64);
+        }
+        tally.add_batch(loss as f64, z.as_slice().expect("fresh array"), &labels);
+        let dz = Array2::from_shape_vec(z.dim(), dz).expect("one gradient per logit");
+        let (upper, dy) = head.backward_upper(&trace, dz);
+        for (i, grad) in upper.iter().enumerate() {
+            self.opt.step_layer(i + 1, &mut head.layers[i + 1], grad, lr);
+        }
+        self.opt.step_fused(0, &mut head.layers[0], trace.input(), dy.view(), lr);
+        if let Some(avg) = &mut self.ema {
+            // Keras starts the average at the weights after the first step.
+            moving_average(avg, head, if self.state.step == 0 { 0.0 } else { config.ema as f32 });
+        }
+        self.state.step += 1;
+        Ok(loss as f64)
+    }
+
+    fn evaluate(&mut self) -> Result<Tally, TrainError> {
+        let v = self.validation;
+        Ok(evaluate(self.current(), v.features.view(), &v.labels, self.objective.loss))
+    }
+
+    fn weights(&self) -> Head<f32> {
+        self.current().clone()
+    }
+
+    fn into_weights(self) -> Head<f32> {
+        self.ema.unwrap_or(self.head)
+    }
+
+    fn state(&self) -> State {
+        let State { step, order, rngs } = &self.state;
+        State { step: *step, order: order.clone(), rngs: rngs.clone() }
+    }
+
+    fn snapshot(&self) -> Snapshot<'_> {
+        let snapshot = Snapshot::new().with("head", &self.head).with("optimizer", &self.opt);
+        match &self.ema {
+            Some(avg) => snapshot.with("ema", avg),
+            None => snapshot,
+        }
+    }
+
+    fn restore(&mut self, state: State, tensors: &Tensors) -> Result<(), TrainError> {
+        tensors.fill("head", &mut self.head)?;
+        tensors.fill("optimizer", &mut self.opt)?;
+        if let Some(avg) = &mut self.ema {
+            tensors.fill("ema", avg)?;
+        }
+        self.state = state;
+        Ok(())
+    }
+}
+
 /// Trains a head on `train`, evaluating on `validation` after every epoch; `on_epoch` sees
 /// each epoch's stats as soon as they exist (for logs and progress bars).
 pub fn train(
@@ -231,7 +359,7 @@ pub fn train_resumable(
     config: &TrainConfig,
     train: &Split,
     validation: &Split,
-    mut resumable: Option<&mut Resumable>,
+    resumable: Option<&mut Resumable>,
     mut on_epoch: impl FnMut(&EpochStats),
 ) -> Result<Trained, TrainError> {
     config.validate()?;
@@ -240,134 +368,53 @@ pub fn train_resumable(
         rng.set_stream(s);
         rng
     };
-    let (mut init_rng, mut shuffle_rng, mut dropout_rng, mut flip_rng) = (stream(0), stream(1), stream(2), stream(3));
-    let mut mixup_rng = stream(4);
+    let mut init_rng = stream(0);
     let mixup = (config.mixup > 0.0)
         .then(|| rand_distr::Beta::new(config.mixup as f32, config.mixup as f32))
         .transpose()
         .map_err(|e| ConfigError(format!("mixup alpha {}: {e}", config.mixup)))?;
-    let flip_shape = config.flip.then_some(train.feature_shape.as_slice());
-    if flip_shape.is_some_and(|s| s.len() != 3) {
-        return Err(ConfigError(format!(
-            "flipping needs feature maps [H, W, C], the features are {:?}",
-            train.feature_shape
-        ))
-        .into());
-    }
+    let flip_shape = match (config.flip, train.feature_shape.as_slice()) {
+        (false, _) => None,
+        (true, &[h, w, c]) => Some([h, w, c]),
+        (true, shape) => {
+            return Err(
+                ConfigError(format!("flipping needs feature maps [H, W, C], the features are {shape:?}")).into()
+            );
+        }
+    };
 
     let loss_fn = Loss::for_classes(train.classes.len());
     let objective = Objective::new(loss_fn, config.label_smoothing, config.class_weight, &train.class_counts());
-    let outputs = loss_fn.outputs();
-    let mut head = Head::<f32>::new(train.features.ncols(), &config.hidden, outputs, config.dropout, &mut init_rng)
-        .with_pool(config.pool);
-    let mut opt = HeadOptimizer::new(config.optimizer, config.regularization, &head);
-    let n = train.len();
-    let steps_per_epoch = n.div_ceil(config.batch_size);
-    let total_steps = steps_per_epoch * config.epochs;
-
-    let start = Instant::now();
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut history = History::new(config.epochs, config.keep_best);
-    let mut ema = (config.ema > 0.0).then(|| head.clone());
-    let mut step = 0;
-    let mut lr = config.learning_rate;
-    let mut first_epoch = 0;
-    if let Some((saved, tensors)) = resumable.as_deref().map(|r| r.load::<State>()).transpose()?.flatten() {
-        tensors.fill("head", &mut head)?;
-        tensors.fill("optimizer", &mut opt)?;
-        if let Some(avg) = &mut ema {
-            tensors.fill("ema", avg)?;
+    let head =
+        Head::<f32>::new(train.features.ncols(), &config.hidden, loss_fn.outputs(), config.dropout, &mut init_rng)
+            .with_pool(config.pool);
+    let opt = HeadOptimizer::new(config.optimizer, config.regularization, &head);
+    let model = HeadModel {
+        config,
+        train,
+        validation,
+        objective,
+        ema: (config.ema > 0.0).then(|| head.clone()),
+        head,
+        opt,
+        mixup,
+        flip_shape,
+        state: State { step: 0, order: (0..train.len()).collect(), rngs: [1, 2, 3, 4].map(stream) },
+    };
+    let settings = Settings {
+        epochs: config.epochs,
+        steps_per_epoch: train.len().div_ceil(config.batch_size),
+        learning_rate: config.learning_rate,
+        schedule: config.schedule,
+        restore_best: config.keep_best,
+        patience: None,
+        evaluate_start: false,
+    };
+    fit(model, &settings, resumable, |event| {
+        if let Event::Epoch(stats) = event {
+            on_epoch(stats)
         }
-        let best = if config.keep_best && !saved.history.epochs.is_empty() {
-            let mut best = head.clone();
-            tensors.fill("best", &mut best)?;
-            Some(best)
-        } else {
-            None
-        };
-        history = History::resume(saved.history, config.epochs, config.keep_best, best);
-        [shuffle_rng, dropout_rng, flip_rng, mixup_rng] = saved.rngs;
-        (first_epoch, step, lr, order) = (saved.epochs_done, saved.step, saved.lr, saved.order);
-        tracing::info!("resuming after epoch {first_epoch} of {}", config.epochs);
-    }
-    for epoch in first_epoch..config.epochs {
-        let epoch_start = Instant::now();
-        order.shuffle(&mut shuffle_rng);
-        let mut tally = Tally::new(loss_fn);
-        for (batch_index, batch) in order.chunks(config.batch_size).enumerate() {
-            let mut x = train.features.select(Axis(0), batch);
-            if let Some(&[_, w, c]) = flip_shape {
-                for mut row in x.rows_mut() {
-                    if flip_rng.random::<bool>() {
-                        for pixel_row in row.as_slice_mut().expect("fresh array").chunks_exact_mut(w * c) {
-                            mirror(pixel_row, c);
-                        }
-                    }
-                }
-            }
-            if config.input_dropout > 0.0 {
-                x *= &dropout_mask::<f32>(x.dim(), config.input_dropout, &mut dropout_rng);
-            }
-            let mut labels: Vec<u32> = batch.iter().map(|&i| train.labels[i]).collect();
-            let mut targets = objective.targets(&labels);
-            let mut weights = objective.sample_weights(&labels);
-            if let Some(beta) = &mixup {
-                let lambda: f32 = beta.sample(&mut mixup_rng);
-                let mut partner: Vec<usize> = (0..batch.len()).collect();
-                partner.shuffle(&mut mixup_rng);
-                x = &x * lambda + &x.select(Axis(0), &partner) * (1.0 - lambda);
-                targets = (0..targets.len())
-                    .map(|e| {
-                        lambda * targets[e] + (1.0 - lambda) * targets[partner[e / outputs] * outputs + e % outputs]
-                    })
-                    .collect();
-                weights =
-                    weights.map(|w| (0..w.len()).map(|i| lambda * w[i] + (1.0 - lambda) * w[partner[i]]).collect());
-                // Training accuracy counts the dominant sample's label.
-                if lambda < 0.5 {
-                    labels = partner.iter().map(|&j| labels[j]).collect();
-                }
-            }
-            let (z, trace) = head.forward_train(x.view(), Some(&mut dropout_rng));
-            let (loss, dz) = loss_fn.forward(z.as_slice().expect("fresh array"), &targets, weights.as_deref());
-            if !loss.is_finite() {
-                let checkpoint = resumable.as_deref().map(Resumable::checkpoint);
-                return Err(Diverged::new(loss as f64, epoch, batch_index, checkpoint).into());
-            }
-            tally.add_batch(loss as f64, z.as_slice().expect("fresh array"), &labels);
-            let dz = Array2::from_shape_vec(z.dim(), dz).expect("one gradient per logit");
-            let (upper, dy) = head.backward_upper(&trace, dz);
-            lr = config.schedule.lr(config.learning_rate, step, total_steps, epoch);
-            for (i, grad) in upper.iter().enumerate() {
-                opt.step_layer(i + 1, &mut head.layers[i + 1], grad, lr);
-            }
-            opt.step_fused(0, &mut head.layers[0], trace.input(), dy.view(), lr);
-            if let Some(avg) = &mut ema {
-                // Keras starts the average at the weights after the first step.
-                moving_average(avg, &head, if step == 0 { 0.0 } else { config.ema as f32 });
-            }
-            step += 1;
-        }
-        let current = ema.as_ref().unwrap_or(&head);
-        let val = evaluate(current, validation.features.view(), &validation.labels, loss_fn);
-        let stats = EpochStats::new(epoch, &tally, &val, lr, epoch_start.elapsed().as_secs_f64());
-        history.record(stats, || current.clone());
-        if let Some(r) = resumable.as_deref_mut().filter(|r| r.due()) {
-            let rngs = [&shuffle_rng, &dropout_rng, &flip_rng, &mixup_rng].map(Clone::clone);
-            let saved =
-                State { epochs_done: epoch + 1, step, lr, order: order.clone(), rngs, history: history.state() };
-            let mut snapshot = Snapshot::new().with("head", &head).with("optimizer", &opt);
-            if let Some(avg) = &ema {
-                snapshot = snapshot.with("ema", avg);
-            }
-            if let Some(best) = history.best_weights() {
-                snapshot = snapshot.with("best", best);
-            }
-            r.save(&saved, &snapshot)?;
-        }
-        on_epoch(&stats);
-    }
-    Ok(history.finish(|| ema.unwrap_or(head), start.elapsed().as_secs_f64()))
+    })
 }
 
 #[cfg(test)]
@@ -453,7 +500,7 @@ mod tests {
                 train_resumable(&cfg, &tr, &va, Some(&mut resumable(true)), |e| epochs.push(e.epoch)).unwrap();
             assert_eq!(epochs, ((crash + 1)..=cfg.epochs).collect::<Vec<_>>(), "continued after epoch {crash}");
             assert_eq!(resumed.weights, whole.weights, "crash after epoch {crash}");
-            assert_eq!((resumed.best, resumed.exported), (whole.best, whole.exported));
+            assert_eq!((resumed.best.epoch, resumed.exported.epoch), (whole.best.epoch, whole.exported.epoch));
             let no_time = |h: &[EpochStats]| h.iter().map(|e| EpochStats { seconds: 0.0, ..*e }).collect::<Vec<_>>();
             assert_eq!(no_time(&resumed.history), no_time(&whole.history));
         }
@@ -495,7 +542,7 @@ mod tests {
         let cfg = TrainConfig { keep_best: true, ..small(Preset::Keras) };
         let t = train(&cfg, &tr, &va, |_| {}).unwrap();
         assert_eq!(t.exported, t.best);
-        let best = t.history[t.best];
+        let best = t.best;
         assert!(t.history.iter().all(|h| h.val_acc <= best.val_acc));
         let acc = evaluate(&t.weights, va.features.view(), &va.labels, Loss::Binary).accuracy();
         assert_eq!(acc, best.val_acc);

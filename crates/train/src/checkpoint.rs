@@ -24,6 +24,20 @@ pub trait Parameters {
     fn tensors_mut(&mut self) -> Vec<&mut [f32]>;
 }
 
+/// Two parts as one (e.g. block 5 and the head): the first's tensors, then the second's.
+impl<A: Parameters, B: Parameters> Parameters for (A, B) {
+    fn tensors(&self) -> Vec<&[f32]> {
+        let mut t = self.0.tensors();
+        t.extend(self.1.tensors());
+        t
+    }
+    fn tensors_mut(&mut self) -> Vec<&mut [f32]> {
+        let mut t = self.0.tensors_mut();
+        t.extend(self.1.tensors_mut());
+        t
+    }
+}
+
 /// The tensors of one checkpoint, by part name.
 #[derive(Default)]
 pub struct Snapshot<'a> {

@@ -8,11 +8,15 @@
 //!   tensors, with L2 and decoupled weight decay.
 //! * [`schedule`]: the learning rate over training.
 //! * [`metrics`]: predictions, the confusion matrix, accuracy, precision, recall, F1.
+//! * [`fit`]: the one training loop (resume, epochs, schedule, divergence, keep-best, early
+//!   stopping) over a [`fit::Model`].
 //! * [`history`]: per-epoch stats and keeping the best epoch's weights.
+//! * [`checkpoint`]: resumable training.
 //! * [`report`]: `history.csv`, `curves.svg`, Keras-style epoch lines, and the epoch summary of
 //!   `metrics.json`.
 
 pub mod checkpoint;
+pub mod fit;
 pub mod history;
 pub mod loss;
 pub mod metrics;

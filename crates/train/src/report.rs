@@ -22,7 +22,8 @@ pub struct EpochSummary {
     pub last: EpochStats,
     /// The epoch with the best validation accuracy (ties: lower validation loss).
     pub best: EpochStats,
-    /// The epoch whose weights were written (`last`, or `best` with keep-best).
+    /// The epoch whose weights were written (`last`, or `best` with keep-best; epoch 0 is the
+    /// model before training).
     pub exported: EpochStats,
     pub epochs: usize,
     /// Training and validation, all epochs.
@@ -35,8 +36,8 @@ impl EpochSummary {
         let h = &fit.history;
         EpochSummary {
             last: *h.last().expect("at least one epoch"),
-            best: h[fit.best],
-            exported: h[fit.exported],
+            best: fit.best,
+            exported: fit.exported,
             epochs: h.len(),
             seconds: fit.seconds,
             seconds_per_epoch: fit.seconds / h.len() as f64,
