@@ -4,7 +4,7 @@
 //! flags: a value out of range is a usage error (exit 2) that names the flag, before any work.
 
 use clap::{Args, ValueEnum};
-use sd_data::image::{ImageSize, ResizeFilter};
+use sd_data::image::{ImageSize, ResizeFilter, ResizeMode};
 use sd_data::layout::model::Precision;
 use sd_data::{ModelInput, Preprocess};
 use sd_train::{ClassWeight, Optimizer, Schedule};
@@ -51,6 +51,11 @@ pub struct ResizeArgs {
     /// lanczos3 [default: bilinear].
     #[arg(long)]
     pub resize_filter: Option<ResizeFilter>,
+    /// squash (to the exact size, like Keras) or crop (keep the aspect ratio, cut out the
+    /// centre: shorter side to size / 0.875, as ImageNet models are evaluated) [default:
+    /// squash, or what the model expects].
+    #[arg(long)]
+    pub resize: Option<ResizeMode>,
 }
 
 /// How images become model input: resizing, then pixel preprocessing.
@@ -71,6 +76,7 @@ impl InputArgs {
             size: self.resize.size.unwrap_or(defaults.size),
             resize_filter: self.resize.resize_filter.unwrap_or(defaults.resize_filter),
             preprocess: self.preprocess.unwrap_or(defaults.preprocess),
+            resize: self.resize.resize.unwrap_or(defaults.resize),
         }
     }
 }
@@ -229,7 +235,7 @@ impl OptimArgs {
             }
         }
         learning_rate = self.lr.unwrap_or(learning_rate);
-    /// The same rate throughout.
+        /// The same rate throughout.
         schedule = match self.schedule {
             None => schedule,
             Some(ScheduleName::Constant) => Schedule::Constant,

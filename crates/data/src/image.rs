@@ -5,8 +5,8 @@
 //! alpha is dropped (not composited), 16-bit channels are scaled to 8 bits, CMYK JPEGs are
 //! converted by the decoder.
 //!
-//! Resizing squashes to the exact target size (no aspect-preserving crop), as Keras'
-//! `target_size` does. The default filter is [`ResizeFilter::Bilinear`]: a convolution with a
+//! Resizing squashes to the exact target size, as Keras' `target_size` does, unless told to
+//! crop ([`ResizeMode::Crop`]: keep the aspect ratio, cut out the centre). The default filter is [`ResizeFilter::Bilinear`]: a convolution with a
 //! triangle kernel whose support widens with the scale factor (PIL's `BILINEAR` on
 //! `Image.resize`), which anti-aliases when shrinking. Keras' own default is `nearest`, which
 //! aliases badly on 500-pixel photos shrunk to 150; it is available for exact tutorial parity.
@@ -186,13 +186,71 @@ fn jpeg_is_complete(b: &[u8]) -> Result<(), String> {
     }
 }
 
+/// How an image's shape becomes the target size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Squash to the exact size, the aspect ratio not kept (Keras' `target_size`; the recipe's).
+    #[default]
+    Squash,
+    /// Keep the aspect ratio: scale so that the target covers [`CROP_FRACTION`] of the shorter
+    /// side and cut out the centre (ImageNet evaluation: shorter side to 256, centre 224x224;
+    /// what EfficientNet-Lite was measured with).
+    Crop,
+}
+
+/// The share of the shorter side that [`ResizeMode::Crop`] keeps (224 of 256).
+pub const CROP_FRACTION: f64 = 0.875;
+
+impl ResizeMode {
+    pub const NAMES: &'static [&'static str] = &["squash", "crop"];
+}
+
+impl FromStr for ResizeMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "squash" => Ok(Self::Squash),
+            "crop" => Ok(Self::Crop),
+            _ => Err(format!("unknown resize mode '{s}' (expected squash or crop)")),
+        }
+    }
+}
+
+impl fmt::Display for ResizeMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::NAMES[*self as usize])
+    }
+}
+
 /// Resizes to exactly `width` x `height` (aspect ratio not kept). Returns the input unchanged
 /// when it already has that size.
 pub fn resize(img: RgbImage, width: u32, height: u32, filter: ResizeFilter) -> Result<RgbImage, ImageError> {
-    if img.dimensions() == (width, height) {
+    fit(img, width, height, filter, ResizeMode::Squash)
+}
+
+/// Resizes to exactly `width` x `height` the way `mode` says.
+pub fn fit(
+    img: RgbImage,
+    width: u32,
+    height: u32,
+    filter: ResizeFilter,
+    mode: ResizeMode,
+) -> Result<RgbImage, ImageError> {
+    if img.dimensions() == (width, height) && mode == ResizeMode::Squash {
         return Ok(img);
     }
     let (w, h) = img.dimensions();
+    let options = match mode {
+        ResizeMode::Squash => fr::ResizeOptions::new(),
+        ResizeMode::Crop => {
+            // The source region that scales onto the target: the target's aspect ratio,
+            // CROP_FRACTION of the side that limits it, centred.
+            let scale = (width as f64 / w as f64).max(height as f64 / h as f64) / CROP_FRACTION;
+            let (cw, ch) = ((width as f64 / scale).min(w as f64), (height as f64 / scale).min(h as f64));
+            fr::ResizeOptions::new().crop((w as f64 - cw) / 2.0, (h as f64 - ch) / 2.0, cw, ch)
+        }
+    };
     let src = fr::images::Image::from_vec_u8(w, h, img.into_raw(), fr::PixelType::U8x3)
         .map_err(|e| ImageError::Resize(e.to_string()))?;
     let mut dst = fr::images::Image::new(width, height, fr::PixelType::U8x3);
@@ -203,7 +261,7 @@ pub fn resize(img: RgbImage, width: u32, height: u32, filter: ResizeFilter) -> R
         ResizeFilter::Lanczos3 => fr::ResizeAlg::Convolution(fr::FilterType::Lanczos3),
     };
     fr::Resizer::new()
-        .resize(&src, &mut dst, &fr::ResizeOptions::new().resize_alg(alg))
+        .resize(&src, &mut dst, &options.resize_alg(alg))
         .map_err(|e| ImageError::Resize(e.to_string()))?;
     Ok(RgbImage::from_raw(width, height, dst.into_vec()).expect("resizer output has the requested size"))
 }
@@ -218,10 +276,40 @@ pub fn load_resized(
     resize(load_rgb(path)?, width, height, filter)
 }
 
+/// Decodes and [`fit`]s in one step.
+pub fn load_fitted(
+    path: impl AsRef<Path>,
+    width: u32,
+    height: u32,
+    filter: ResizeFilter,
+    mode: ResizeMode,
+) -> Result<RgbImage, ImageError> {
+    fit(load_rgb(path)?, width, height, filter, mode)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use image::{DynamicImage, ImageFormat, Luma, LumaA, Rgba};
+
+    #[test]
+    fn crop_keeps_the_aspect_ratio_and_the_centre() {
+        // 40x20: red | green (x 10..30) | blue; the 16x16 crop covers 0.875 of the height, centred.
+        let img = RgbImage::from_fn(40, 20, |x, _| match x {
+            0..10 => image::Rgb([255, 0, 0]),
+            10..30 => image::Rgb([0, 255, 0]),
+            _ => image::Rgb([0, 0, 255]),
+        });
+        let out = fit(img.clone(), 16, 16, ResizeFilter::Bilinear, ResizeMode::Crop).unwrap();
+        assert_eq!(out.dimensions(), (16, 16));
+        assert!(out.pixels().all(|p| p.0[1] > 200 && p.0[0] < 30 && p.0[2] < 30), "only the green centre");
+        let squashed = fit(img, 16, 16, ResizeFilter::Bilinear, ResizeMode::Squash).unwrap();
+        assert_eq!(squashed.get_pixel(0, 8).0, [255, 0, 0]);
+        assert_eq!(
+            ("crop".parse::<ResizeMode>(), ResizeMode::Squash.to_string()),
+            (Ok(ResizeMode::Crop), "squash".into())
+        );
+    }
 
     fn encode(img: DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut buf = std::io::Cursor::new(Vec::new());

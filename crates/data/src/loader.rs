@@ -14,7 +14,7 @@ use image::RgbImage;
 use rayon::prelude::*;
 
 use crate::dataset::Sample;
-use crate::image::{ImageError, ResizeFilter, load_resized};
+use crate::image::{ImageError, ResizeFilter, ResizeMode, load_fitted};
 
 /// Where a sample sits, handed to a [`Transform`] so that it can derive a per-sample random
 /// stream that does not depend on thread scheduling.
@@ -34,6 +34,8 @@ pub struct LoaderConfig {
     pub width: u32,
     pub height: u32,
     pub filter: ResizeFilter,
+    /// Squash (the default) or crop to the size.
+    pub mode: ResizeMode,
     pub batch_size: usize,
     /// Batches decoded ahead of the consumer.
     pub prefetch: usize,
@@ -49,6 +51,7 @@ impl LoaderConfig {
             width,
             height,
             filter: ResizeFilter::default(),
+            mode: ResizeMode::default(),
             batch_size,
             prefetch: 4,
             transform: None,
@@ -107,7 +110,8 @@ impl Loader {
                     .par_iter()
                     .enumerate()
                     .map(|(i, &s)| {
-                        let img = load_resized(&samples[s].path, config.width, config.height, config.filter)?;
+                        let img =
+                            load_fitted(&samples[s].path, config.width, config.height, config.filter, config.mode)?;
                         Ok(match &config.transform {
                             Some(t) => t(img, SampleRef { sample: s, position: first + i }),
                             None => img,

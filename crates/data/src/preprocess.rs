@@ -5,6 +5,8 @@
 //!   0..255 values; no scaling. Same as `keras.applications.vgg16.preprocess_input`.
 //! * [`Preprocess::Rescale`]: the original blog post's `rescale=1/255` on RGB. It works, worse,
 //!   because the weights never saw inputs in that range.
+//! * [`Preprocess::Tf`]: RGB scaled to [-1, 1], `(x - 127.5) / 127.5`: what TensorFlow's
+//!   EfficientNet-Lite (and Inception) weights expect; Keras' `preprocess_input` mode "tf".
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,7 +15,7 @@ use image::RgbImage;
 use ndarray::Array4;
 use serde::{Deserialize, Serialize};
 
-use crate::image::{ImageSize, ResizeFilter};
+use crate::image::{ImageSize, ResizeFilter, ResizeMode};
 use crate::loader::{Batch, LoaderConfig};
 
 /// ImageNet channel means in BGR order, on 0..255 pixel values.
@@ -25,10 +27,11 @@ pub enum Preprocess {
     #[default]
     Caffe,
     Rescale,
+    Tf,
 }
 
 impl Preprocess {
-    pub const NAMES: &'static [&'static str] = &["caffe", "rescale"];
+    pub const NAMES: &'static [&'static str] = &["caffe", "rescale", "tf"];
 
     /// Maps one RGB pixel (0..255) to the three model input channels.
     #[inline]
@@ -38,6 +41,7 @@ impl Preprocess {
                 [b as f32 - CAFFE_MEAN_BGR[0], g as f32 - CAFFE_MEAN_BGR[1], r as f32 - CAFFE_MEAN_BGR[2]]
             }
             Preprocess::Rescale => [r as f32 / 255.0, g as f32 / 255.0, b as f32 / 255.0],
+            Preprocess::Tf => [(r as f32 - 127.5) / 127.5, (g as f32 - 127.5) / 127.5, (b as f32 - 127.5) / 127.5],
         }
     }
 
@@ -58,13 +62,16 @@ impl Preprocess {
     }
 }
 
-/// How an image becomes a model input: squashed to `size` with `resize_filter`, then
-/// `preprocess`ed. Training and inference must agree on all three.
+/// How an image becomes a model input: resized to `size` with `resize_filter` (squashed, or
+/// cropped: `resize`), then `preprocess`ed. Training and inference must agree on all four.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelInput {
     pub size: ImageSize,
     pub resize_filter: ResizeFilter,
     pub preprocess: Preprocess,
+    /// Absent in older files: squash.
+    #[serde(default)]
+    pub resize: ResizeMode,
 }
 
 impl ModelInput {
@@ -73,12 +80,14 @@ impl ModelInput {
         size: ImageSize::square(150),
         resize_filter: ResizeFilter::Bilinear,
         preprocess: Preprocess::Caffe,
+        resize: ResizeMode::Squash,
     };
 
     /// A loader that decodes and resizes images to this input, `batch_size` at a time.
     pub fn loader(&self, batch_size: usize) -> LoaderConfig {
         let mut c = LoaderConfig::new(self.size.width, self.size.height, batch_size);
         c.filter = self.resize_filter;
+        c.mode = self.resize;
         c
     }
 
@@ -97,7 +106,8 @@ impl FromStr for Preprocess {
         match s {
             "caffe" => Ok(Self::Caffe),
             "rescale" => Ok(Self::Rescale),
-            _ => Err(format!("unknown preprocessing '{s}' (expected caffe or rescale)")),
+            "tf" => Ok(Self::Tf),
+            _ => Err(format!("unknown preprocessing '{s}' (expected caffe, rescale or tf)")),
         }
     }
 }
@@ -129,6 +139,15 @@ mod tests {
         let mut out = vec![0.0; 3];
         Preprocess::Rescale.write_hwc(&img, &mut out);
         assert_eq!(out, [1.0, 0.2, 0.0]);
+    }
+
+    #[test]
+    fn tf_keeps_rgb_and_scales_to_plus_minus_one() {
+        let img = RgbImage::from_raw(1, 1, vec![255, 0, 51]).unwrap();
+        let mut out = vec![0.0; 3];
+        Preprocess::Tf.write_hwc(&img, &mut out);
+        assert_eq!(out, [1.0, -1.0, (51.0 - 127.5) / 127.5]);
+        assert_eq!("tf".parse::<Preprocess>().unwrap().to_string(), "tf");
     }
 
     #[test]

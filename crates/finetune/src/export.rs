@@ -78,6 +78,22 @@ fn preprocessing_nodes(preprocess: Preprocess, output: &str) -> (Vec<NodeProto>,
             ];
             (nodes, vec![scale])
         }
+        Preprocess::Tf => {
+            // (x - 127.5) / 127.5, as on the CPU.
+            let half = tensor_from_array("preprocess/127.5", &ndarray::arr1(&[127.5f32]).into_dyn());
+            let nodes = vec![
+                cast,
+                node(
+                    "Sub",
+                    "preprocess/center",
+                    &["preprocess/float", "preprocess/127.5"],
+                    &["preprocess/centered"],
+                    vec![],
+                ),
+                node("Div", "preprocess/scale", &["preprocess/centered", "preprocess/127.5"], &[output], vec![]),
+            ];
+            (nodes, vec![half])
+        }
     }
 }
 

@@ -87,6 +87,8 @@ pub fn write(
         size: Some(input.size),
         resize_filter: Some(input.resize_filter),
         classes: Some(metrics.classes.clone()),
+        resize: Some(input.resize),
+        backbone: None,
     };
     let (weights, head) = &t.fit.weights;
     let classifier =

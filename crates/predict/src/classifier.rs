@@ -77,10 +77,11 @@ impl Classifier {
             (asked, t) => asked.or(t).unwrap_or_default(),
         };
         let resize_filter = flags.resize.resize_filter.or(meta.resize_filter).unwrap_or_default();
+        let resize = flags.resize.resize.or(meta.resize).unwrap_or_default();
         let classifier = Classifier {
             model,
             path: path.into(),
-            input: ModelInput { size, preprocess, resize_filter },
+            input: ModelInput { size, preprocess, resize_filter, resize },
             classes: meta.classes,
             width,
             tta,

@@ -5,12 +5,17 @@
 use std::collections::BTreeMap;
 
 use super::Classes;
+use super::model::Backbone;
 use crate::Preprocess;
-use crate::image::{ImageSize, ResizeFilter};
+use crate::image::{ImageSize, ResizeFilter, ResizeMode};
 
 pub const PREPROCESS: &str = "smalldata.preprocess";
 pub const SIZE: &str = "smalldata.size";
 pub const RESIZE_FILTER: &str = "smalldata.resize_filter";
+/// squash or crop (`sd_data::image::ResizeMode`).
+pub const RESIZE: &str = "smalldata.resize";
+/// The network under the head (`sd_data::layout::model::Backbone`).
+pub const BACKBONE: &str = "smalldata.backbone";
 /// JSON class-name -> label map, in label order.
 pub const CLASSES: &str = "smalldata.classes";
 
@@ -20,6 +25,8 @@ pub struct ClassifierMeta {
     pub size: Option<ImageSize>,
     pub resize_filter: Option<ResizeFilter>,
     pub classes: Option<Classes>,
+    pub resize: Option<ResizeMode>,
+    pub backbone: Option<Backbone>,
 }
 
 impl ClassifierMeta {
@@ -29,6 +36,8 @@ impl ClassifierMeta {
         props.extend(self.preprocess.map(|p| (PREPROCESS.to_string(), p.to_string())));
         props.extend(self.size.map(|s| (SIZE.to_string(), s.to_string())));
         props.extend(self.resize_filter.map(|f| (RESIZE_FILTER.to_string(), f.to_string())));
+        props.extend(self.resize.map(|r| (RESIZE.to_string(), r.to_string())));
+        props.extend(self.backbone.map(|b| (BACKBONE.to_string(), b.to_string())));
         props.extend(
             self.classes.as_ref().map(|c| (CLASSES.to_string(), serde_json::to_string(c).expect("a string map"))),
         );
@@ -44,6 +53,8 @@ impl ClassifierMeta {
             size: get(SIZE).map(str::parse).transpose().map_err(|e| bad(SIZE, e))?,
             resize_filter: get(RESIZE_FILTER).map(str::parse).transpose().map_err(|e| bad(RESIZE_FILTER, e))?,
             classes: get(CLASSES).map(serde_json::from_str).transpose().map_err(|e| bad(CLASSES, e.to_string()))?,
+            resize: get(RESIZE).map(str::parse).transpose().map_err(|e| bad(RESIZE, e))?,
+            backbone: get(BACKBONE).map(str::parse).transpose().map_err(|e| bad(BACKBONE, e))?,
         })
     }
 }
@@ -59,6 +70,8 @@ mod tests {
             size: Some(ImageSize { width: 64, height: 48 }),
             resize_filter: Some(ResizeFilter::Nearest),
             classes: Some(Classes::new(vec!["cats".into(), "dogs".into()])),
+            resize: Some(ResizeMode::Crop),
+            backbone: Some(Backbone::EfficientnetLite0),
         };
         let map = meta.props().into_iter().collect();
         assert_eq!(ClassifierMeta::from_map(&map).unwrap(), meta);

@@ -34,6 +34,63 @@ pub const BLOCK4_POOL: &str = "block4_pool";
 /// Block 5's layers, Keras' names.
 pub const BLOCK5_LAYERS: [&str; 3] = ["block5_conv1", "block5_conv2", "block5_conv3"];
 
+/// The network a model folder holds: `prepare-model --backbone`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backbone {
+    /// VGG16 (the recipe's): conv base to `[N, H/32, W/32, 512]`, block 5 fine-tuned.
+    #[default]
+    Vgg16,
+    /// EfficientNet-Lite0: conv base to `[N, H/32, W/32, 1280]`, 224x224, `tf` preprocessing.
+    EfficientnetLite0,
+    /// EfficientNet-Lite2: as Lite0, deeper and wider, 260x260.
+    EfficientnetLite2,
+}
+
+impl Backbone {
+    pub const NAMES: &'static [&'static str] = &["vgg16", "efficientnet-lite0", "efficientnet-lite2"];
+
+    /// How images become this network's input unless told otherwise: VGG16 the recipe's;
+    /// EfficientNet-Lite its ImageNet evaluation (native size, centre crop, `tf` preprocessing).
+    pub fn image_input(self) -> crate::ModelInput {
+        use crate::image::{ImageSize, ResizeMode};
+        let lite = |side| crate::ModelInput {
+            size: ImageSize::square(side),
+            resize: ResizeMode::Crop,
+            preprocess: crate::Preprocess::Tf,
+            ..crate::ModelInput::RECIPE
+        };
+        match self {
+            Backbone::Vgg16 => crate::ModelInput::RECIPE,
+            Backbone::EfficientnetLite0 => lite(224),
+            Backbone::EfficientnetLite2 => lite(260),
+        }
+    }
+
+    /// For `skip_serializing_if`: VGG16 folders' `model.json` stays as it was.
+    pub fn is_vgg16(&self) -> bool {
+        *self == Backbone::Vgg16
+    }
+}
+
+impl FromStr for Backbone {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "vgg16" => Ok(Self::Vgg16),
+            "efficientnet-lite0" => Ok(Self::EfficientnetLite0),
+            "efficientnet-lite2" => Ok(Self::EfficientnetLite2),
+            _ => Err(format!("unknown backbone '{s}' (expected one of: {})", Self::NAMES.join(", "))),
+        }
+    }
+}
+
+impl fmt::Display for Backbone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(Self::NAMES[*self as usize])
+    }
+}
+
 /// Memory layout of an image batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -94,6 +151,23 @@ pub struct ModelInfo {
     /// and fp32-only folders, which therefore read and write as before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub int8: Option<Int8Info>,
+    /// The network (absent in older files and VGG16 folders: VGG16).
+    #[serde(default, skip_serializing_if = "Backbone::is_vgg16")]
+    pub backbone: Backbone,
+    /// How images become this model's input (size, resize, preprocessing): what every stage
+    /// uses unless told otherwise. Absent (VGG16): the recipe's, [`crate::ModelInput::RECIPE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_input: Option<crate::ModelInput>,
+    /// The layers after the frozen part's cut, which fine-tuning trains (VGG16: `block5`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trainable_tail: Vec<String>,
+}
+
+impl ModelInfo {
+    /// How images become this model's input unless a stage is told otherwise.
+    pub fn image_input(&self) -> crate::ModelInput {
+        self.image_input.unwrap_or(crate::ModelInput::RECIPE)
+    }
 }
 
 /// How the int8 models were made.
@@ -242,6 +316,15 @@ impl ModelDir {
     pub fn block5(&self, i: usize) -> (PathBuf, PathBuf) {
         let f = WeightFiles::block5(i);
         (self.dir.join(f.kernel), self.dir.join(f.bias))
+    }
+}
+
+/// How images become the input of `model_file` (a conv base or frozen part) unless a stage is
+/// told otherwise: its folder's `model.json`, else (a bare ONNX file) the recipe's.
+pub fn image_input_of(model_file: &Path) -> Result<crate::ModelInput, LayoutError> {
+    match folder_of(model_file) {
+        Some(dir) => Ok(dir.info()?.image_input()),
+        None => Ok(crate::ModelInput::RECIPE),
     }
 }
 
