@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use sd_cli::args::{InputArgs, PrecisionArgs};
-use sd_data::ModelInput;
 use sd_data::layout::features::FEATURES;
 use sd_runtime::SessionConfig;
 
@@ -34,7 +33,8 @@ pub struct Args {
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
-    /// Image input (default: 150x150, bilinear, caffe).
+    /// Image input [default: what the model folder's model.json records (EfficientNet-Lite:
+    /// 224 or 260, crop, tf), else 150x150, bilinear, squash, caffe].
     #[command(flatten)]
     pub input: InputArgs,
     /// Images per inference batch.
@@ -65,7 +65,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         data: args.data.clone().expect("required by clap"),
         model: args.precision.precision.pick(args.model.as_ref().expect("required by clap"))?,
         out: args.out.clone(),
-        input: args.input.or(ModelInput::RECIPE),
+        input: args.input.or(sd_data::layout::model::image_input_of(model)?),
         batch_size: args.batch_size,
         session: args.session.clone(),
         shard: args.shard,

@@ -159,8 +159,10 @@ fn check_conv_base(model: &Model) -> Result<()> {
 /// A conv base's features have a 32nd of the image's size (five 2x2 pools; block 4's have a
 /// 16th): checked on the first batch, before anything is written.
 fn check_features(model: &Model, size: sd_data::image::ImageSize, shape: &[usize]) -> Result<()> {
+    // A 32nd of the size, rounded down (VGG16's max pools) or up (EfficientNet's 'SAME' strides).
     let want = [size.height as usize / 32, size.width as usize / 32];
-    if shape.len() != 3 || shape[..2] != want {
+    let fits = |d: usize, side: u32| d == side as usize / 32 || d == (side as usize).div_ceil(32);
+    if shape.len() != 3 || !fits(shape[0], size.height) || !fits(shape[1], size.width) {
         bail!(
             "{} gives features of shape {shape:?} for {size} images, where a conv base gives [{}, {}, C] (a 32nd of the size): is it the frozen part (block 4, a 16th)? {USE_CONV_BASE}",
             model.path().display(),
