@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::Classes;
+use crate::tree::{WalkError, Walker};
 
 /// File extensions taken as images (case-insensitive); Keras' list plus WebP and GIF.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "ppm", "pgm", "tif", "tiff", "webp", "gif"];
@@ -22,6 +23,8 @@ pub enum DatasetError {
     NonUtf8Name(PathBuf),
     #[error("cannot list {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Walk(#[from] WalkError),
     #[error("{0} has no class sub-folders; expected {0}/<class>/<image>, e.g. {0}/cats/cat.1.jpg")]
     NoClasses(PathBuf),
     #[error("class folder {path} holds no images (looked for {exts}); add images or remove the folder", exts = IMAGE_EXTENSIONS.join(", "))]
@@ -71,10 +74,11 @@ impl Dataset {
             return Err(DatasetError::NoClasses(root));
         }
         let mut samples = Vec::new();
+        let mut walker = Walker::inside(&root)?;
         for (label, class) in classes.iter().enumerate() {
             let dir = root.join(class);
             let mut files = Vec::new();
-            collect_images(&dir, &mut files)?;
+            collect_with(&mut walker, &dir, &mut files)?;
             if files.is_empty() {
                 return Err(DatasetError::EmptyClass { path: dir });
             }
@@ -157,21 +161,21 @@ fn listable(path: PathBuf) -> Result<PathBuf, DatasetError> {
     }
 }
 
-/// Appends every image file below `dir` (by extension, recursively, hidden files skipped).
+/// Appends every image file below `dir` (by extension, recursively, hidden files and folders
+/// skipped; symlinks followed, a loop an error: see [`crate::tree`]).
 pub fn collect_images(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DatasetError> {
-    for path in list_dir(dir)? {
-        if is_hidden(&path) {
-            continue;
-        }
-        if path.is_dir() {
-            collect_images(&path, out)?;
-        } else if is_image_path(&path) {
+    collect_with(&mut Walker::new(), dir, out)
+}
+
+fn collect_with(walker: &mut Walker, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DatasetError> {
+    walker.walk_where(dir, &is_hidden, &mut |path, _| {
+        if is_image_path(&path) {
             out.push(listable(path)?);
         } else {
             tracing::debug!(file = %path.display(), "skipping: not an image by extension");
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -275,5 +279,42 @@ mod tests {
         let err =
             ds.expect_classes(&Classes::new(vec!["cats".into(), "dogs".into()]), "train").unwrap_err().to_string();
         assert!(err.contains("[\"cats\"]") && err.contains("train"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_loop_is_an_error_naming_it_not_repeated_photos() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let train = dir.path().join("train");
+        for f in ["a/1.jpg", "a/2.jpg", "a/3.jpg", "b/1.jpg", "b/2.jpg", "b/3.jpg"] {
+            touch(&train, f);
+        }
+        symlink("../..", train.join("a/up")).unwrap();
+        // `up` is the folder that holds `train`: `a/up/train/b/` would be dogs labelled `a`.
+        let err = Dataset::scan(&train).unwrap_err().to_string();
+        assert!(err.contains("symlink loop through") && err.contains("train/a/up -> ../.."), "{err}");
+        let mut found = Vec::new();
+        let err = collect_images(&train, &mut found).unwrap_err().to_string();
+        assert!(err.contains("train/a/up/train leads back to"), "{err}");
+        // `..` from `a` is the data folder itself.
+        std::fs::remove_file(train.join("a/up")).unwrap();
+        symlink("..", train.join("a/up")).unwrap();
+        let err = Dataset::scan(&train).unwrap_err().to_string();
+        assert!(err.contains("train/a/up leads back to") && err.contains("train/a/up -> .."), "{err}");
+        // A class folder that is a link to the data folder itself.
+        std::fs::remove_file(train.join("a/up")).unwrap();
+        symlink(".", train.join("c")).unwrap();
+        let err = Dataset::scan(&train).unwrap_err().to_string();
+        assert!(err.contains("train/c leads back to") && err.contains("symlink loop through"), "{err}");
+        // A link to photos elsewhere is followed, once.
+        std::fs::remove_file(train.join("c")).unwrap();
+        touch(dir.path(), "more/4.jpg");
+        symlink(dir.path().join("more"), train.join("b/more")).unwrap();
+        let ds = Dataset::scan(&train).unwrap();
+        assert_eq!(
+            ds.relative_paths(),
+            ["a/1.jpg", "a/2.jpg", "a/3.jpg", "b/1.jpg", "b/2.jpg", "b/3.jpg", "b/more/4.jpg"]
+        );
     }
 }

@@ -26,6 +26,13 @@ pub enum ImageError {
     Decode { path: PathBuf, reason: String },
     #[error("image {path} is empty (0 pixels); replace or remove it")]
     Empty { path: PathBuf },
+    #[error(
+        "image {path} is {width}x{height} pixels ({pixels} in all), over the limit of {limit} pixels that keeps a small file from taking gigabytes of memory when decoded: resize it (e.g. `convert IMAGE -resize 4096x4096\\> IMAGE`), or raise the limit with the environment variable {MAX_PIXELS_VAR}={pixels}",
+        pixels = *width as u64 * *height as u64
+    )]
+    TooLarge { path: PathBuf, width: u32, height: u32, limit: u64 },
+    #[error("{MAX_PIXELS_VAR}={0:?} is not a number of pixels; set it to a whole number such as {DEFAULT_MAX_PIXELS}")]
+    BadLimit(String),
     #[error("resizing failed: {0}")]
     Resize(String),
 }
@@ -102,23 +109,50 @@ impl fmt::Display for ResizeFilter {
     }
 }
 
-/// Decodes an image file to 8-bit RGB.
+/// The most pixels (width x height) an image may have to be decoded, unless
+/// [`MAX_PIXELS_VAR`] says otherwise: PIL's default decompression-bomb limit (a 40000x40000 PNG
+/// of one colour is 1.5 MB on disk and 4.8 GB decoded).
+pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
+
+/// The environment variable that sets the pixel limit (a whole number of pixels).
+pub const MAX_PIXELS_VAR: &str = "SMALLDATA_MAX_IMAGE_PIXELS";
+
+/// The pixel limit in force: [`MAX_PIXELS_VAR`] if set, else [`DEFAULT_MAX_PIXELS`].
+pub fn max_pixels() -> Result<u64, ImageError> {
+    match std::env::var(MAX_PIXELS_VAR) {
+        Ok(v) => v.trim().parse().map_err(|_| ImageError::BadLimit(v)),
+        Err(_) => Ok(DEFAULT_MAX_PIXELS),
+    }
+}
+
+/// Decodes an image file to 8-bit RGB; an image over [`max_pixels`] is refused from its header,
+/// before its pixels take any memory.
 pub fn load_rgb(path: impl AsRef<Path>) -> Result<RgbImage, ImageError> {
+    load_rgb_limited(path, max_pixels()?)
+}
+
+/// [`load_rgb`] with an explicit pixel limit.
+pub fn load_rgb_limited(path: impl AsRef<Path>, max_pixels: u64) -> Result<RgbImage, ImageError> {
     let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|source| ImageError::Read { path: path.into(), source })?;
-    decode_rgb(&bytes).map_err(|reason| match reason {
+    decode_rgb(&bytes, max_pixels).map_err(|reason| match reason {
         DecodeFailure::Empty => ImageError::Empty { path: path.into() },
+        DecodeFailure::TooLarge { width, height } => {
+            ImageError::TooLarge { path: path.into(), width, height, limit: max_pixels }
+        }
         DecodeFailure::Other(reason) => ImageError::Decode { path: path.into(), reason },
     })
 }
 
 enum DecodeFailure {
     Empty,
+    TooLarge { width: u32, height: u32 },
     Other(String),
 }
 
-fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, DecodeFailure> {
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeFailure> {
+    use image::ImageDecoder;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DecodeFailure::Other(e.to_string()))?;
     if reader.format().is_none() {
@@ -129,7 +163,21 @@ fn decode_rgb(bytes: &[u8]) -> Result<RgbImage, DecodeFailure> {
     if reader.format() == Some(image::ImageFormat::Jpeg) {
         jpeg_is_complete(bytes).map_err(DecodeFailure::Other)?;
     }
-    let img = reader.decode().map_err(|e| DecodeFailure::Other(e.to_string()))?;
+    // The size comes from the header; the pixel limit is checked before decoding, and the
+    // decoder's own allocations are held to what that many pixels of the widest type take.
+    reader.no_limits();
+    let mut decoder = reader.into_decoder().map_err(|e| DecodeFailure::Other(e.to_string()))?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(DecodeFailure::TooLarge { width, height });
+    }
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(max_pixels.saturating_mul(16).max(1 << 20));
+    decoder.set_limits(limits).map_err(|e| DecodeFailure::Other(e.to_string()))?;
+    let img = image::DynamicImage::from_decoder(decoder).map_err(|e| match e {
+        image::ImageError::Limits(_) => DecodeFailure::TooLarge { width, height },
+        e => DecodeFailure::Other(e.to_string()),
+    })?;
     if img.width() == 0 || img.height() == 0 {
         return Err(DecodeFailure::Empty);
     }
@@ -401,9 +449,9 @@ mod tests {
         app1.extend(((thumb.len() + 2) as u16).to_be_bytes());
         app1.extend(&thumb);
         let with_thumb = [&photo[..2], app1.as_slice(), &photo[2..]].concat();
-        assert!(decode_rgb(&with_thumb).is_ok());
+        assert!(decode_rgb(&with_thumb, DEFAULT_MAX_PIXELS).is_ok());
         let cut = &with_thumb[..with_thumb.len() * 2 / 3];
-        assert!(matches!(decode_rgb(cut), Err(DecodeFailure::Other(e)) if e.contains("truncated")));
+        assert!(matches!(decode_rgb(cut, DEFAULT_MAX_PIXELS), Err(DecodeFailure::Other(e)) if e.contains("truncated")));
     }
 
     #[test]
@@ -458,5 +506,51 @@ mod tests {
             assert_eq!(n.parse::<ResizeFilter>().unwrap().to_string(), *n);
         }
         assert!("box".parse::<ResizeFilter>().unwrap_err().contains("bilinear"));
+    }
+
+    /// A grey PNG of `width` x `height` zero pixels, compressed row by row: 40000x40000 is 1.6 GB
+    /// of pixels in about 1.5 MB.
+    pub(crate) fn bomb_png(width: u32, height: u32) -> Vec<u8> {
+        use std::io::Write;
+        let chunk = |out: &mut Vec<u8>, kind: &[u8], data: &[u8]| {
+            out.extend((data.len() as u32).to_be_bytes());
+            let mut crc = flate2::Crc::new();
+            crc.update(kind);
+            crc.update(data);
+            out.extend(kind);
+            out.extend(data);
+            out.extend(crc.sum().to_be_bytes());
+        };
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let ihdr = [&width.to_be_bytes()[..], &height.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
+        chunk(&mut png, b"IHDR", &ihdr);
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let row = vec![0u8; width as usize + 1]; // filter byte + pixels
+        for _ in 0..height {
+            z.write_all(&row).unwrap();
+        }
+        chunk(&mut png, b"IDAT", &z.finish().unwrap());
+        chunk(&mut png, b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn an_image_over_the_pixel_limit_says_its_size_the_limit_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let png = bomb_png(40000, 40000);
+        assert!(png.len() < 2 << 20, "{} bytes", png.len());
+        let p = write_tmp(dir.path(), "bomb.png", &png);
+        let err = load_rgb_limited(&p, DEFAULT_MAX_PIXELS).unwrap_err().to_string();
+        for part in ["bomb.png", "40000x40000 pixels", "1600000000", "89478485", "resize", MAX_PIXELS_VAR] {
+            assert!(err.contains(part), "{part}: {err}");
+        }
+        assert!(!err.contains("corrupt"), "{err}");
+        // The same check at a small scale: refused over the limit, decoded at it.
+        let p = write_tmp(dir.path(), "small.png", &bomb_png(100, 50));
+        assert!(matches!(
+            load_rgb_limited(&p, 4999),
+            Err(ImageError::TooLarge { width: 100, height: 50, limit: 4999, .. })
+        ));
+        assert_eq!(load_rgb_limited(&p, 5000).unwrap().dimensions(), (100, 50));
     }
 }

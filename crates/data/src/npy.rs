@@ -3,13 +3,14 @@
 //! [`NpyWriter`] streams rows into a file whose first dimension is known up front, so that
 //! features for thousands of images never sit in memory at once; it writes atomically (see
 //! [`crate::artifact`]) and refuses to commit a file with fewer or more rows than declared.
-//! Reading whole arrays goes through `ndarray-npy`, with errors that name the file.
+//! Reading checks the header against the file's size before allocating anything, with errors
+//! that name the file.
 
 use std::io::{Read, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use ndarray::{ArrayBase, ArrayD, Data, Dimension};
+use ndarray::{ArrayBase, ArrayD, Data, Dimension, IxDyn, ShapeBuilder};
 
 use crate::artifact::{AtomicFile, WriteError};
 
@@ -26,10 +27,14 @@ pub enum NpyError {
 }
 
 /// Element types this module writes.
-pub trait NpyElement: Copy + ndarray_npy::ReadableElement + ndarray_npy::WritableElement {
+pub trait NpyElement: Copy {
     /// NumPy `descr`.
     const DESCR: &'static str;
+    /// Bytes per element.
+    const SIZE: usize = std::mem::size_of::<Self>();
     fn put(self, out: &mut Vec<u8>);
+    /// From `SIZE` little-endian bytes.
+    fn get(bytes: &[u8]) -> Self;
 }
 
 macro_rules! element {
@@ -38,6 +43,9 @@ macro_rules! element {
             const DESCR: &'static str = $descr;
             fn put(self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn get(bytes: &[u8]) -> Self {
+                <$t>::from_le_bytes(bytes.try_into().expect("SIZE bytes"))
             }
         }
     };
@@ -146,25 +154,38 @@ pub fn write<T: NpyElement, S: Data<Elem = T>, D: Dimension>(
 
 /// Reads a whole array, with an error naming the file and the fix. Fortran-order files (numpy
 /// writes them for transposed arrays) are read correctly and returned in standard (C) order,
-/// which is what every caller indexes.
+/// which is what every caller indexes. The header is checked against the file's size before
+/// anything is allocated, so a damaged header cannot ask for more memory than the file holds.
 pub fn read<T: NpyElement>(path: impl AsRef<Path>) -> Result<ArrayD<T>, NpyError> {
-    use ndarray_npy::ReadNpyError as E;
     let path = path.as_ref();
-    let array: ArrayD<T> = ndarray_npy::read_npy(path).map_err(|e| NpyError::Read {
-        path: path.into(),
-        reason: match e {
-            E::WrongDescriptor(d) => {
-                format!("element type {d:?} where {} was expected (was it written by another stage?)", T::DESCR)
-            }
-            E::Io(e) if e.kind() == std::io::ErrorKind::NotFound => "no such file".into(),
-            E::ParseHeader(e) => {
-                format!("not a valid .npy file ({e}); write it again (numpy.save or the stage that made it)")
-            }
-            E::MissingData | E::ExtraBytes(_) => format!("{e}: the file is truncated or damaged; write it again"),
-            e => e.to_string(),
-        },
-    })?;
-    Ok(if array.is_standard_layout() { array } else { array.as_standard_layout().into_owned() })
+    let bad = |reason: String| NpyError::Read { path: path.into(), reason };
+    let (parsed, mut file) = open(path)?;
+    let descr = &parsed.header.descr;
+    let same_type = descr == T::DESCR || (T::SIZE == 1 && descr.get(1..) == T::DESCR.get(1..));
+    if !same_type {
+        return Err(bad(format!(
+            "element type {descr:?} where {} was expected (was it written by another stage?)",
+            T::DESCR
+        )));
+    }
+    let count = parsed.data_len / T::SIZE;
+    let mut values = Vec::with_capacity(count);
+    let mut chunk = vec![0u8; parsed.data_len.min(1 << 20).next_multiple_of(T::SIZE)];
+    let mut left = parsed.data_len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        file.read_exact(&mut chunk[..n])
+            .map_err(|e| bad(format!("{e}: the file is truncated or damaged; write it again")))?;
+        values.extend(chunk[..n].chunks_exact(T::SIZE).map(T::get));
+        left -= n;
+    }
+    let shape = IxDyn(&parsed.header.shape);
+    let array = if parsed.fortran_order {
+        ArrayD::from_shape_vec(shape.f(), values).map(|a| a.as_standard_layout().into_owned())
+    } else {
+        ArrayD::from_shape_vec(shape, values)
+    };
+    array.map_err(|e| bad(e.to_string()))
 }
 
 /// Shape and element type of an `.npy` file, from its header alone.
@@ -176,49 +197,199 @@ pub struct NpyHeader {
     pub data_offset: u64,
 }
 
-/// Reads an `.npy` header without reading the data.
+/// Reads an `.npy` header without reading the data, and checks that the file holds exactly the
+/// data the header declares (so a caller may size buffers from the shape).
 pub fn read_header(path: impl AsRef<Path>) -> Result<NpyHeader, NpyError> {
     let path = path.as_ref();
+    let (parsed, _) = open(path)?;
+    if parsed.fortran_order {
+        return Err(NpyError::Read {
+            path: path.into(),
+            reason: "a Fortran-order array, which is streamed here as C order: save it with np.save(path, np.ascontiguousarray(a))".into(),
+        });
+    }
+    Ok(parsed.header)
+}
+
+/// A header as parsed, with what [`read`] needs beyond [`NpyHeader`].
+struct Parsed {
+    header: NpyHeader,
+    fortran_order: bool,
+    /// Bytes of data the header declares, which the file holds.
+    data_len: usize,
+}
+
+/// Opens an `.npy` file, parses its header and checks the declared data against the file's
+/// size; the file is left positioned at the first element.
+fn open(path: &Path) -> Result<(Parsed, std::fs::File), NpyError> {
     let bad = |reason: String| NpyError::Read { path: path.into(), reason };
-    let mut f = std::fs::File::open(path).map_err(|e| bad(e.to_string()))?;
+    let damaged = |what: String| {
+        bad(format!("{what}: the file is truncated or damaged; write it again (numpy.save or the stage that made it)"))
+    };
+    let mut f = std::fs::File::open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => bad("no such file".into()),
+        _ => bad(e.to_string()),
+    })?;
+    let file_len = f.metadata().map_err(|e| bad(e.to_string()))?.len();
     let mut pre = [0u8; 10];
     f.read_exact(&mut pre).map_err(|_| bad("too short to be an .npy file".into()))?;
     if &pre[..6] != b"\x93NUMPY" {
-        return Err(bad("not an .npy file (bad magic)".into()));
-    }
-    let (len, offset) = match pre[6] {
-        1 => (u16::from_le_bytes([pre[8], pre[9]]) as usize, 10u64),
-        2 | 3 => {
-            let mut more = [0u8; 2];
-            f.read_exact(&mut more).map_err(|e| bad(e.to_string()))?;
-            (u32::from_le_bytes([pre[8], pre[9], more[0], more[1]]) as usize, 12u64)
-        }
-        v => return Err(bad(format!("unsupported .npy version {v}"))),
-    };
-    let mut dict = vec![0u8; len];
-    f.read_exact(&mut dict).map_err(|_| bad("truncated header".into()))?;
-    let dict = String::from_utf8_lossy(&dict);
-    let field = |key: &str| -> Option<String> {
-        let start = dict.find(&format!("'{key}':"))? + key.len() + 3;
-        let rest = dict[start..].trim_start();
-        let end = if rest.starts_with('(') { rest.find(')')? + 1 } else { rest.find([',', '}'])? };
-        Some(rest[..end].trim().to_string())
-    };
-    let descr = field("descr").ok_or_else(|| bad("header has no descr".into()))?.trim_matches('\'').to_string();
-    if field("fortran_order").as_deref() != Some("False") {
         return Err(bad(
-            "a Fortran-order array, which is streamed here as C order: save it with np.save(path, np.ascontiguousarray(a))".into(),
+            "not a valid .npy file (bad magic); write it again (numpy.save or the stage that made it)".into()
         ));
     }
-    let shape = field("shape").ok_or_else(|| bad("header has no shape".into()))?;
-    let shape = shape
-        .trim_matches(|c| c == '(' || c == ')')
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad(format!("bad shape entry '{s}'"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(NpyHeader { descr, shape, data_offset: offset + len as u64 })
+    let (len, offset) = match pre[6] {
+        1 => (u64::from(u16::from_le_bytes([pre[8], pre[9]])), 10u64),
+        2 | 3 => {
+            let mut more = [0u8; 2];
+            f.read_exact(&mut more).map_err(|_| damaged("the header is cut short".into()))?;
+            (u64::from(u32::from_le_bytes([pre[8], pre[9], more[0], more[1]])), 12u64)
+        }
+        v => return Err(bad(format!("unsupported .npy format version {v}; save it again with numpy.save"))),
+    };
+    let data_offset = offset + len;
+    if data_offset > file_len {
+        return Err(damaged(format!(
+            "the header declares {len} bytes of header, but the file holds {file_len} bytes in all"
+        )));
+    }
+    let mut dict = vec![0u8; len as usize];
+    f.read_exact(&mut dict).map_err(|e| bad(e.to_string()))?;
+    let (descr, fortran_order, shape) = parse_dict(&String::from_utf8_lossy(&dict)).map_err(|e| {
+        bad(format!("not a valid .npy file ({e}); write it again (numpy.save or the stage that made it)"))
+    })?;
+    let item = item_size(&descr).ok_or_else(|| {
+        bad(format!("element type {descr:?} is not supported (expected a number type such as '<f4')"))
+    })?;
+    let data_len = shape.iter().try_fold(item, |n, &d| n.checked_mul(d));
+    let held = file_len - data_offset;
+    match data_len {
+        Some(n) if n as u64 == held => {}
+        Some(n) if (n as u64) < held => {
+            return Err(damaged(format!(
+                "{} bytes after the {n} bytes of data that shape {shape:?} of {descr} declares",
+                held - n as u64
+            )));
+        }
+        _ => {
+            let declared = data_len.map_or_else(|| "more bytes than can exist".to_string(), |n| format!("{n} bytes"));
+            return Err(damaged(format!(
+                "the header declares shape {shape:?} of {descr}, {declared} of data, but the file holds {held} bytes after its header"
+            )));
+        }
+    }
+    let parsed = Parsed {
+        header: NpyHeader { descr, shape, data_offset },
+        fortran_order,
+        data_len: data_len.expect("checked above"),
+    };
+    Ok((parsed, f))
+}
+
+/// Bytes per element of a NumPy number `descr` such as `<f4` or `|u1`.
+fn item_size(descr: &str) -> Option<usize> {
+    let rest = descr.strip_prefix(['<', '>', '|', '=']).unwrap_or(descr);
+    let size = rest.strip_prefix(['b', 'i', 'u', 'f', 'c'])?;
+    size.bytes().all(|b| b.is_ascii_digit()).then(|| size.parse().ok()).flatten().filter(|&n| n > 0)
+}
+
+/// The header dictionary, e.g. `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`:
+/// exactly these three keys, each once, with a string, a boolean and a tuple of integers.
+fn parse_dict(text: &str) -> Result<(String, bool, Vec<usize>), String> {
+    let mut c = Cursor { s: text.as_bytes(), i: 0 };
+    c.expect(b'{')?;
+    let (mut descr, mut fortran, mut shape) = (None, None, None);
+    while !c.eat(b'}') {
+        let key = c.string()?;
+        c.expect(b':')?;
+        let seen = match key.as_str() {
+            "descr" => descr.replace(c.string()?).is_some(),
+            "fortran_order" => fortran.replace(c.boolean()?).is_some(),
+            "shape" => shape.replace(c.tuple()?).is_some(),
+            _ => return Err(format!("unknown header key '{key}'")),
+        };
+        if seen {
+            return Err(format!("header key '{key}' appears twice"));
+        }
+        if !c.eat(b',') {
+            c.expect(b'}')?;
+            break;
+        }
+    }
+    if c.s[c.i..].iter().any(|b| !b.is_ascii_whitespace()) {
+        return Err("text after the header dictionary".into());
+    }
+    let missing = |k: &str| format!("header has no '{k}'");
+    Ok((
+        descr.ok_or_else(|| missing("descr"))?,
+        fortran.ok_or_else(|| missing("fortran_order"))?,
+        shape.ok_or_else(|| missing("shape"))?,
+    ))
+}
+
+/// A position in the header text, skipping white space before each token.
+struct Cursor<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&mut self) -> Option<u8> {
+        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
+            self.i += 1;
+        }
+        self.s.get(self.i).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        let found = self.peek() == Some(b);
+        self.i += usize::from(found);
+        found
+    }
+
+    fn expect(&mut self, b: u8) -> Result<(), String> {
+        if self.eat(b) { Ok(()) } else { Err(format!("expected '{}' at byte {} of the header", b as char, self.i)) }
+    }
+
+    fn string(&mut self) -> Result<String, String> {
+        let quote = self
+            .peek()
+            .filter(|q| matches!(q, b'\'' | b'"'))
+            .ok_or_else(|| format!("expected a quoted string at byte {}", self.i))?;
+        let start = self.i + 1;
+        let len = self.s[start..].iter().position(|&b| b == quote).ok_or("a string without its closing quote")?;
+        self.i = start + len + 1;
+        Ok(String::from_utf8_lossy(&self.s[start..start + len]).into_owned())
+    }
+
+    fn boolean(&mut self) -> Result<bool, String> {
+        self.peek();
+        for (word, value) in [(&b"True"[..], true), (b"False", false)] {
+            if self.s[self.i..].starts_with(word) {
+                self.i += word.len();
+                return Ok(value);
+            }
+        }
+        Err(format!("expected True or False at byte {}", self.i))
+    }
+
+    fn tuple(&mut self) -> Result<Vec<usize>, String> {
+        self.expect(b'(')?;
+        let mut dims = Vec::new();
+        while !self.eat(b')') {
+            self.peek();
+            let digits = self.s[self.i..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let text = std::str::from_utf8(&self.s[self.i..self.i + digits]).expect("ASCII digits");
+            dims.push(text.parse::<usize>().map_err(|_| format!("bad shape entry at byte {}", self.i))?);
+            self.i += digits;
+            self.eat(b'L'); // Python 2's long integers
+            if !self.eat(b',') {
+                self.expect(b')')?;
+                break;
+            }
+        }
+        Ok(dims)
+    }
 }
 
 #[cfg(test)]

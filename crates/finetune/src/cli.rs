@@ -151,9 +151,31 @@ fn scan(dir: &Path, expected: Option<&Dataset>) -> Result<Dataset> {
     Ok(d)
 }
 
+/// Fine-tuning trains VGG16's block 5; other backbones' tails have no backward graphs yet.
+fn check_backbone(dir: &Path) -> Result<()> {
+    let folder = sd_data::layout::model::ModelDir::new(dir);
+    if !folder.info_path().is_file() {
+        return Ok(());
+    }
+    let info = folder.info()?;
+    if info.backbone != sd_data::layout::model::Backbone::Vgg16 {
+        bail!(
+            "{} holds {}: finetune trains VGG16's block 5, and fine-tuning {}'s tail ({}) is not implemented yet. \
+             Its head alone reaches most of the accuracy (train-head on its bottleneck features, e.g. with --pool avg); \
+             to fine-tune, prepare the model with --backbone vgg16",
+            dir.display(),
+            info.backbone,
+            info.backbone,
+            info.trainable_tail.join(", ")
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: &Args) -> Result<()> {
     let config = args.config();
     config.validate()?;
+    check_backbone(&args.model)?;
     let model_dir = PreparedModel::load(&args.model, args.precision.precision)?;
     let (head, spec) = load_head(&args.head)?;
     let size = config.input.size;
