@@ -106,6 +106,69 @@ impl ResumeArgs {
     }
 }
 
+/// How long a trainer trains, on what batches, and which epoch it exports: one grammar for
+/// both trainers (Keras' `fit(epochs, batch_size)` with `EarlyStopping(patience,
+/// restore_best_weights)`).
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct FitArgs {
+    /// Epochs to train [default: 50].
+    #[arg(long, value_parser = count)]
+    pub epochs: Option<usize>,
+    /// Samples per training step [default: 16].
+    #[arg(long, value_parser = count)]
+    pub batch_size: Option<usize>,
+    /// Seed of every random draw (weight init, shuffling, augmentation, dropout); the same seed,
+    /// inputs and options give the same weights [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Export the epoch with the best validation accuracy (ties: the lower loss) instead of the
+    /// last (Keras' restore_best_weights) [default: off].
+    #[arg(long, overrides_with_all = ["no_restore_best", "keep_best"])]
+    pub restore_best: bool,
+    /// Export the last epoch.
+    #[arg(long, overrides_with_all = ["restore_best", "keep_best"])]
+    pub no_restore_best: bool,
+    /// The old spelling of --restore-best (`--keep-best [true|false]`), kept for scripts.
+    #[arg(long, hide = true, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL",
+          overrides_with_all = ["restore_best", "no_restore_best"])]
+    pub keep_best: Option<bool>,
+    /// Stop once N epochs in a row bring no better validation accuracy than the best so far
+    /// (Keras' EarlyStopping(patience)) [default: train every epoch].
+    #[arg(long, value_name = "N", value_parser = count)]
+    pub patience: Option<usize>,
+}
+
+/// The settings [`FitArgs`] sets, as a trainer's config holds them.
+pub struct FitOptions<'a> {
+    pub epochs: &'a mut usize,
+    pub batch_size: &'a mut usize,
+    pub seed: &'a mut u64,
+    pub restore_best: &'a mut bool,
+    pub patience: &'a mut Option<usize>,
+}
+
+impl FitArgs {
+    /// Overrides the stage's defaults with the flags given.
+    pub fn apply(&self, o: FitOptions) {
+        *o.epochs = self.epochs.unwrap_or(*o.epochs);
+        *o.batch_size = self.batch_size.unwrap_or(*o.batch_size);
+        *o.seed = self.seed.unwrap_or(*o.seed);
+        *o.patience = self.patience.or(*o.patience);
+        if let Some(b) = self.restore_best() {
+            *o.restore_best = b;
+        }
+    }
+
+    /// Whether the flags ask for the best epoch (`Some(true)`) or the last (`Some(false)`).
+    pub fn restore_best(&self) -> Option<bool> {
+        match (self.restore_best, self.no_restore_best, self.keep_best) {
+            (true, _, _) => Some(true),
+            (_, true, _) => Some(false),
+            (_, _, kept) => kept,
+        }
+    }
+}
+
 /// Which conv base (or frozen part) a stage runs.
 #[derive(Debug, Clone, Copy, Default, Args)]
 pub struct PrecisionArgs {
@@ -164,6 +227,7 @@ impl OptimizerName {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ScheduleName {
+    /// The same rate throughout.
     Constant,
     /// Cosine decay over all steps to `lr · --lr-min-factor`.
     Cosine,
@@ -194,6 +258,8 @@ pub struct OptimArgs {
     /// SGD Nesterov momentum.
     #[arg(long)]
     pub nesterov: bool,
+    /// Learning-rate schedule: constant, cosine (decay over all steps to lr · --lr-min-factor)
+    /// or step (times --step-factor every --step-every epochs) [default: the stage's].
     #[arg(long, value_enum)]
     pub schedule: Option<ScheduleName>,
     /// Cosine schedule: final rate as a fraction of --lr.
@@ -235,7 +301,6 @@ impl OptimArgs {
             }
         }
         learning_rate = self.lr.unwrap_or(learning_rate);
-        /// The same rate throughout.
         schedule = match self.schedule {
             None => schedule,
             Some(ScheduleName::Constant) => Schedule::Constant,
@@ -257,6 +322,8 @@ mod tests {
         input: InputArgs,
         #[command(flatten)]
         optim: OptimArgs,
+        #[command(flatten)]
+        fit: FitArgs,
     }
 
     fn parse(args: &[&str]) -> Cli {
@@ -265,8 +332,6 @@ mod tests {
 
     const BASE: Optim = Optim { optimizer: Optimizer::RMSPROP, learning_rate: 1e-3, schedule: Schedule::Constant };
 
-    /// Learning-rate schedule: constant, cosine (decay over all steps to lr · --lr-min-factor)
-    /// or step (times --step-factor every --step-every epochs) [default: the stage's].
     #[test]
     fn numeric_flags_out_of_range_are_usage_errors_naming_the_flag() {
         for (args, flag) in [
@@ -305,5 +370,33 @@ mod tests {
         // The same optimiser as the base keeps its learning rate and settings.
         let o = parse(&["--optimizer", "rmsprop", "--rho", "0.8"]).optim.apply(BASE, lr);
         assert_eq!((o.optimizer, o.learning_rate), (Optimizer::Rmsprop { rho: 0.8, epsilon: 1e-7 }, 1e-3));
+    }
+
+    #[test]
+    fn fit_flags_override_the_defaults_and_the_last_spelling_wins() {
+        let fit = |args: &[&str], restore_best: bool| {
+            let (mut epochs, mut batch_size, mut seed, mut restore, mut patience) = (50, 16, 0, restore_best, None);
+            let o = FitOptions {
+                epochs: &mut epochs,
+                batch_size: &mut batch_size,
+                seed: &mut seed,
+                restore_best: &mut restore,
+                patience: &mut patience,
+            };
+            parse(args).fit.apply(o);
+            (epochs, batch_size, seed, restore, patience)
+        };
+        assert_eq!(fit(&[], false), (50, 16, 0, false, None));
+        assert_eq!(fit(&[], true), (50, 16, 0, true, None));
+        let all = ["--epochs", "5", "--batch-size", "8", "--seed", "3", "--restore-best", "--patience", "2"];
+        assert_eq!(fit(&all, false), (5, 8, 3, true, Some(2)));
+        assert!(!fit(&["--no-restore-best"], true).3);
+        assert!(fit(&["--no-restore-best", "--restore-best"], false).3, "the last one wins");
+        // The old spelling, with and without a value.
+        assert!(fit(&["--keep-best"], false).3);
+        assert!(!fit(&["--keep-best", "false"], true).3);
+        assert!(!fit(&["--restore-best", "--keep-best", "false"], true).3);
+        let e = Cli::try_parse_from(["x", "--patience", "0"]).err().unwrap();
+        assert!(e.exit_code() == 2 && e.to_string().contains("--patience"), "{e}");
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use sd_augment::cli::TransformArgs;
-use sd_cli::args::{InputArgs, LossArgs, Optim, OptimArgs, PrecisionArgs, ResumeArgs, count};
+use sd_cli::args::{FitArgs, FitOptions, InputArgs, LossArgs, Optim, OptimArgs, PrecisionArgs, ResumeArgs};
 use sd_data::layout::model::{DEFAULT_CALIBRATION_IMAGES, Precision};
 use sd_data::scratch::ScratchDir;
 use sd_data::{Dataset, ModelInput, Sample};
@@ -50,10 +50,9 @@ pub struct Args {
     /// Image input; the head must have been trained on features made the same way.
     #[command(flatten)]
     pub input: InputArgs,
-    #[arg(long, default_value_t = 50, value_parser = count)]
-    pub epochs: usize,
-    #[arg(long, default_value_t = 16, value_parser = count)]
-    pub batch_size: usize,
+    /// Epochs, batches, seed, which epoch to export, early stopping.
+    #[command(flatten)]
+    pub fit: FitArgs,
     /// Optimiser and schedule (default: the recipe's SGD, lr 1e-4, momentum 0.9, constant; with
     /// --optimizer rmsprop: lr 1e-5, as Deep Learning with Python fine-tunes).
     #[command(flatten)]
@@ -76,17 +75,10 @@ pub struct Args {
     /// Ctrl-C or SIGTERM, and by the next run after a SIGKILL).
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
-    /// Export the epoch with the best validation accuracy instead of the last.
-    #[arg(long)]
-    pub keep_best: bool,
     /// What classifier.onnx takes: uint8 (RGB images as decoded and resized; the preprocessing
     /// is inside the graph) or float (images preprocessed by the caller, as in training).
     #[arg(long, value_enum, default_value_t = ClassifierInput::Uint8)]
     pub classifier_input: ClassifierInput,
-    /// Seed for shuffling, augmentation and dropout; same seed + inputs + options = same weights
-    /// (on the same device and thread count).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// The frozen part's precision; classifier.onnx embeds the one trained with.
     #[command(flatten)]
     pub precision: PrecisionArgs,
@@ -120,7 +112,8 @@ impl Args {
         let optim = self.optim.apply(RECIPE_OPTIM, default_lr);
         let (mut label_smoothing, mut class_weight) = (0.0, sd_train::ClassWeight::None);
         self.loss.apply(&mut label_smoothing, &mut class_weight);
-        FinetuneConfig {
+        let recipe = FinetuneConfig::keras();
+        let mut config = FinetuneConfig {
             input: self.input.or(ModelInput::RECIPE),
             augment,
             optimizer: optim.optimizer,
@@ -128,13 +121,18 @@ impl Args {
             schedule: optim.schedule,
             label_smoothing,
             class_weight,
-            epochs: self.epochs,
-            batch_size: self.batch_size,
             cache_rounds: (self.cache_rounds > 0).then_some(self.cache_rounds),
-            keep_best: self.keep_best,
-            seed: self.seed,
             classifier_input: self.classifier_input,
-        }
+            ..recipe
+        };
+        self.fit.apply(FitOptions {
+            epochs: &mut config.epochs,
+            batch_size: &mut config.batch_size,
+            seed: &mut config.seed,
+            restore_best: &mut config.keep_best,
+            patience: &mut config.patience,
+        });
+        config
     }
 }
 

@@ -58,9 +58,13 @@ pub struct FinetuneConfig {
     /// Precompute the frozen part's output for this many augmented rounds and cycle through
     /// them (`None`: every epoch freshly augmented, the Keras recipe).
     pub cache_rounds: Option<usize>,
-    /// Export the epoch with the best validation accuracy instead of the last.
+    /// Export the epoch with the best validation accuracy instead of the last (Keras'
+    /// `restore_best_weights`; `keep_best` in metrics.json, as it always was).
     pub keep_best: bool,
     pub seed: u64,
+    /// Stop after this many epochs without a better one (Keras' `EarlyStopping(patience)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
     /// What the exported classifier takes (uint8 images by default).
     pub classifier_input: crate::export::ClassifierInput,
 }
@@ -82,6 +86,7 @@ impl FinetuneConfig {
             cache_rounds: None,
             keep_best: false,
             seed: 0,
+            patience: None,
             classifier_input: Default::default(),
         }
     }
@@ -414,7 +419,7 @@ pub fn finetune(
         learning_rate: config.learning_rate,
         schedule: config.schedule,
         restore_best: config.keep_best,
-        patience: None,
+        patience: config.patience,
         evaluate_start: false,
     };
     let fit = fit(model, &settings, resumable, |event| match event {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use sd_cli::args::{LossArgs, Optim, OptimArgs, ResumeArgs, count, non_negative, rate};
+use sd_cli::args::{FitArgs, FitOptions, LossArgs, Optim, OptimArgs, ResumeArgs, count, non_negative, rate};
 use sd_train::Optimizer;
 use sd_train::report::Source;
 
@@ -66,20 +66,13 @@ pub struct Args {
     pub l2: Option<f64>,
     #[command(flatten)]
     pub loss: LossArgs,
-    #[arg(long, value_parser = count)]
-    pub epochs: Option<usize>,
-    #[arg(long, value_parser = count)]
-    pub batch_size: Option<usize>,
     /// Exponential moving average of the weights with this momentum (e.g. 0.99; 0 = off);
     /// validation and export then use the average (Keras `use_ema`).
     #[arg(long, value_parser = rate)]
     pub ema: Option<f64>,
-    /// Export the epoch with the best validation accuracy instead of the last (true/false).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub keep_best: Option<bool>,
-    /// Seed for weight init, shuffling and dropout; same seed + inputs + options = same weights.
-    #[arg(long)]
-    pub seed: Option<u64>,
+    /// Epochs, batches, seed, which epoch to export, early stopping.
+    #[command(flatten)]
+    pub fit: FitArgs,
     #[command(flatten)]
     pub resume: ResumeArgs,
     #[command(flatten)]
@@ -110,11 +103,14 @@ impl Args {
         let default_lr = |o: &Optimizer| if matches!(o, Optimizer::Sgd { .. }) { 1e-2 } else { 1e-3 };
         let optim = self.optim.apply(base, default_lr);
         (c.optimizer, c.learning_rate, c.schedule) = (optim.optimizer, optim.learning_rate, optim.schedule);
-        c.epochs = self.epochs.unwrap_or(c.epochs);
-        c.batch_size = self.batch_size.unwrap_or(c.batch_size);
-        c.keep_best = self.keep_best.unwrap_or(c.keep_best);
+        self.fit.apply(FitOptions {
+            epochs: &mut c.epochs,
+            batch_size: &mut c.batch_size,
+            seed: &mut c.seed,
+            restore_best: &mut c.keep_best,
+            patience: &mut c.patience,
+        });
         c.flip = self.flip.unwrap_or(c.flip);
-        c.seed = self.seed.unwrap_or(c.seed);
         c
     }
 }
@@ -235,5 +231,7 @@ mod tests {
         assert_eq!(c.optimizer, Optimizer::Sgd { momentum: 0.5, nesterov: true });
         assert_eq!(c.learning_rate, 0.05);
         assert!(!c.keep_best);
+        let c = parse(&["--restore-best", "--patience", "3"]);
+        assert_eq!((c.keep_best, c.patience), (true, Some(3)));
     }
 }

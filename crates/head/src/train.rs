@@ -55,9 +55,13 @@ pub struct TrainConfig {
     /// Momentum of an exponential moving average of the weights (Keras `use_ema=True,
     /// ema_momentum=...`), 0 for none. When on, validation and export use the averaged weights.
     pub ema: f64,
-    /// Export the weights of the epoch with the best validation accuracy instead of the last.
+    /// Export the weights of the epoch with the best validation accuracy instead of the last
+    /// (Keras' `restore_best_weights`; `keep_best` in metrics.json, as it always was).
     pub keep_best: bool,
     pub seed: u64,
+    /// Stop after this many epochs without a better one (Keras' `EarlyStopping(patience)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patience: Option<usize>,
 }
 
 /// Named starting points for [`TrainConfig`]; every field can still be overridden.
@@ -91,6 +95,7 @@ impl Preset {
             ema: 0.0,
             keep_best: false,
             seed: 0,
+            patience: None,
         };
         match self {
             Preset::Keras => keras,
@@ -407,7 +412,7 @@ pub fn train_resumable(
         learning_rate: config.learning_rate,
         schedule: config.schedule,
         restore_best: config.keep_best,
-        patience: None,
+        patience: config.patience,
         evaluate_start: false,
     };
     fit(model, &settings, resumable, |event| {
