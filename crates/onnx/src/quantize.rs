@@ -12,8 +12,9 @@
 //! * biases: int32 with scale `x_scale · w_scale[c]` and zero point 0 (what `QLinearConv` adds);
 //! * activations: uint8, one scale and zero point per tensor, from a calibrated min-max range
 //!   (always widened to hold 0, so that 0 is exact, e.g. for zero padding);
-//! * a Relu right after a Conv is dropped: its output range starts at 0, so the zero point is 0
-//!   and the QuantizeLinear saturates negatives to 0, exactly the Relu;
+//! * a Relu (or a ReLU6, `Clip` from 0) right after a Conv is dropped: its output range starts at
+//!   0, so the zero point is 0 and the QuantizeLinear saturates negatives to 0 (and values above
+//!   the calibrated maximum, at most 6, to it), exactly the Relu;
 //! * a MaxPool reuses its input's scale and zero point, so ONNX Runtime drops the DQ/Q pair
 //!   around it and pools the uint8 values.
 //!
@@ -133,7 +134,7 @@ impl Plan {
             push(range_source(graph, &n.input[0]), &mut ranged);
             let y = n.output[0].as_str();
             let relu = match consumers.get(y).map(Vec::as_slice) {
-                Some(&[r]) if op(&graph.node[r]) == "Relu" && !outputs.contains(y) => Some(r),
+                Some(&[r]) if clamps_at_zero(graph, &graph.node[r]) && !outputs.contains(y) => Some(r),
                 _ => None,
             };
             let activation = relu.map_or_else(|| y.to_string(), |r| graph.node[r].output[0].clone());
@@ -141,6 +142,21 @@ impl Plan {
             activations.insert(i, (activation, relu));
         }
         Plan { activations, ranged }
+    }
+}
+
+/// A Relu, or a Clip from 0 (ReLU6: `Clip(x, 0, 6)`): the uint8 quantisation of its output,
+/// zero point 0 and at most its calibrated maximum, is the same clamp, so it can be dropped.
+fn clamps_at_zero(graph: &GraphProto, n: &NodeProto) -> bool {
+    match op(n) {
+        "Relu" => true,
+        "Clip" => n
+            .input
+            .get(1)
+            .and_then(|m| crate::constant(graph, m))
+            .and_then(|t| crate::array_from_tensor(t).ok())
+            .is_some_and(|m| m.len() == 1 && m.iter().all(|&v| v == 0.0)),
+        _ => false,
     }
 }
 
@@ -481,6 +497,23 @@ mod tests {
         let outs: Vec<_> = cal.graph.unwrap().output.iter().map(|o| o.name.clone().unwrap()).collect();
         assert_eq!(outs, ["y", "x_nchw", "a1", "a2"], "y is declared once");
         assert_eq!(names.len(), 4);
+    }
+
+    #[test]
+    fn a_relu6_clip_from_zero_is_quantised_like_a_relu_and_other_clips_are_not() {
+        let scalar = |name: &str, v: f32| tensor_from_array(name, &ArrayD::from_elem(IxDyn(&[]), v));
+        let mut m = small_cnn();
+        let g = m.graph.as_mut().unwrap();
+        // r1 becomes ReLU6 (Clip 0..6): dropped like the Relu; r2 a Clip from -1: kept.
+        g.node[2] = node("Clip", "r1", &["c1_out", "zero", "six"], &["a1"], vec![]);
+        g.node[4] = node("Clip", "r2", &["c2_out", "minus_one", "six"], &["a2"], vec![]);
+        g.initializer.extend([scalar("zero", 0.0), scalar("six", 6.0), scalar("minus_one", -1.0)]);
+        assert_eq!(calibration_tensors(g), ["x_nchw", "a1", "c2_out", "y"]);
+        let mut r = ranges();
+        r.insert("c2_out".into(), Range { min: -2.0, max: 40.0 });
+        let q = quantize(&m, &r).unwrap();
+        let clips = q.graph.unwrap().node.iter().filter(|n| n.op_type.as_deref() == Some("Clip")).count();
+        assert_eq!(clips, 1, "only the Clip from -1 stays");
     }
 
     fn ranges() -> BTreeMap<String, Range> {
