@@ -1,8 +1,9 @@
 //! Data on disk, shared by every stage: class-folder data sets ([`dataset`]), image decoding
 //! and resizing ([`image`]), VGG preprocessing ([`preprocess`]), crash-safe artifacts
-//! ([`artifact`], [`npy`]) and the artifact folders the stages hand each other ([`layout`]).
+//! ([`artifact`], [`npy`], [`csv`]) and the artifact folders the stages hand each other ([`layout`]).
 
 pub mod artifact;
+pub mod csv;
 pub mod dataset;
 pub mod image;
 pub mod layout;

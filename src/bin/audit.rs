@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    sd_cli::main(sd_audit::cli::run)
+}
