@@ -75,7 +75,7 @@ fn trains_writes_every_output_and_is_reproducible() {
         assert_eq!(a.shape(), b.shape(), "{f}");
         assert_ne!(a, b, "{f} did not change");
     }
-    let (head, spec) = sd_head::export::load(&out.join("head")).unwrap();
+    let (head, spec) = sd_train::head::export::load(&out.join("head")).unwrap();
     assert_eq!((spec.input_shape.clone(), head.hidden()), (vec![1, 1, 6], vec![8]));
 
     // Same seed: byte-identical weights and classifier; another seed: other weights.

@@ -88,7 +88,7 @@ fn onnx_head_matches_the_rust_forward_pass() {
     ok(run("train-head", &train_args("out", &["--hidden", "12,6"]), dir.path()));
     let out = dir.path().join("out");
 
-    let (head, spec) = sd_head::export::load(&out).unwrap();
+    let (head, spec) = sd_train::head::export::load(&out).unwrap();
     assert_eq!(head.hidden(), [12, 6]);
     let x = read_f32(&dir.path().join("validation/features.npy"));
     let flat = x.view().into_shape_with_order((16, 32)).unwrap().into_dimensionality().unwrap();

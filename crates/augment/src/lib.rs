@@ -8,8 +8,9 @@
 //! * [`Augmenter`]: config + seed. Each image's draw comes from its own ChaCha8 stream keyed by
 //!   `(seed, round, sample)`, never from a shared generator consumed in thread order, so the
 //!   same seed gives the same bytes on any number of threads.
-//! * [`Epochs`]: shuffled (a seeded permutation per epoch), augmented, prefetched batches on
-//!   top of [`sd_data::loader`], keeping the last partial batch and carrying labels.
+//!
+//! Batch order (a seeded permutation per epoch, and epochs of augmented batches) is
+//! `sd_train::epochs`'.
 //!
 //! Rescaling (Keras' `rescale`, applied after the transform) is a pixel preprocessing step:
 //! [`sd_data::Preprocess::Rescale`] for model input, or `augment rounds --rescale` for float
@@ -22,10 +23,9 @@ pub mod warp;
 use std::sync::Arc;
 
 use image::RgbImage;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sd_data::Sample;
-use sd_data::loader::{Loader, LoaderConfig, SampleRef, Transform};
+use sd_data::loader::{SampleRef, Transform};
 
 pub use params::{AugmentConfig, ConfigError, Preset, TransformParams};
 pub use warp::{Affine, FillMode};
@@ -34,8 +34,8 @@ pub use warp::{Affine, FillMode};
 #[derive(Clone, Copy)]
 #[repr(u64)]
 enum Purpose {
+    /// (2 is `sd_train::epochs`' shuffling.)
     Transform = 1,
-    Shuffle = 2,
 }
 
 /// A ChaCha8 generator keyed by all of its inputs (no state shared between images).
@@ -103,62 +103,12 @@ pub fn apply(img: &RgbImage, params: &TransformParams, mode: FillMode, cval: u8)
     RgbImage::from_raw(img.width(), img.height(), out).expect("output has the input's size")
 }
 
-/// The order of `n` samples in `epoch`: a uniform permutation (Fisher-Yates) from a stream
-/// keyed by `(seed, epoch)`.
-pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut rng = stream(seed, Purpose::Shuffle, epoch, 0);
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        order.swap(i, rng.random_range(0..=i));
-    }
-    order
-}
-
-/// Epochs of training batches: each epoch reshuffled (unless `shuffle` is off) and augmented,
-/// decoded ahead of the consumer by [`sd_data::loader::Loader`]. Every sample comes exactly
-/// once per epoch; the last batch may be smaller.
-#[derive(Clone)]
-pub struct Epochs {
-    samples: Arc<[Sample]>,
-    config: LoaderConfig,
-    augmenter: Option<Arc<Augmenter>>,
-    seed: u64,
-    shuffle: bool,
-}
-
-impl Epochs {
-    /// `config.transform` is replaced by the augmentation (none when `augmenter` is `None`).
-    pub fn new(samples: Arc<[Sample]>, config: LoaderConfig, augmenter: Option<Augmenter>, seed: u64) -> Epochs {
-        Epochs { samples, config, augmenter: augmenter.map(Arc::new), seed, shuffle: true }
-    }
-
-    /// Keeps the stored order every epoch (e.g. for evaluation).
-    pub fn without_shuffle(mut self) -> Epochs {
-        self.shuffle = false;
-        self
-    }
-
-    /// The batches of `epoch` (0-based).
-    pub fn epoch(&self, epoch: u64) -> Loader {
-        let mut config = self.config.clone();
-        config.transform = self.augmenter.as_ref().map(|a| a.transform(epoch));
-        let order = if self.shuffle {
-            epoch_order(self.samples.len(), self.seed, epoch)
-        } else {
-            (0..self.samples.len()).collect()
-        };
-        Loader::new(Arc::clone(&self.samples), order, config)
-    }
-
-    pub fn batches_per_epoch(&self) -> usize {
-        self.samples.len().div_ceil(self.config.batch_size)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use image::Rgb;
+    use sd_data::Sample;
+    use sd_data::loader::{Loader, LoaderConfig};
 
     /// A 3 x 3 image with distinct pixels; value = 10 * (row * 3 + col + 1) on every channel.
     fn grid3() -> RgbImage {
@@ -285,19 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn epoch_orders_are_seeded_permutations() {
-        let a = epoch_order(100, 5, 0);
-        let mut sorted = a.clone();
-        sorted.sort();
-        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
-        assert_eq!(a, epoch_order(100, 5, 0));
-        assert_ne!(a, epoch_order(100, 5, 1));
-        assert_ne!(a, epoch_order(100, 6, 0));
-        assert!(epoch_order(0, 1, 1).is_empty());
-    }
-
-    #[test]
-    fn epochs_shuffle_augment_and_keep_every_sample_with_its_label() {
+    fn the_loader_transform_augments_each_sample_by_its_index() {
         let dir = tempfile::tempdir().unwrap();
         let samples: Arc<[Sample]> = (0..7)
             .map(|i| {
@@ -306,31 +244,16 @@ mod tests {
                 Sample { path, label: (i % 2) as u32 }
             })
             .collect();
-        let aug = Augmenter::new(Preset::Tutorial.config(), 1).unwrap();
-        let epochs = Epochs::new(samples.clone(), LoaderConfig::new(8, 8, 3), Some(aug.clone()), 11);
-        assert_eq!(epochs.batches_per_epoch(), 3);
-        let collect = |e: u64| {
-            let batches: Vec<_> = epochs.epoch(e).map(Result::unwrap).collect();
-            assert_eq!(batches.iter().map(|b| b.len()).collect::<Vec<_>>(), [3, 3, 1]);
-            batches
-        };
-        let (e0, e1) = (collect(0), collect(1));
-        let order = |bs: &[sd_data::loader::Batch]| bs.iter().flat_map(|b| b.samples.clone()).collect::<Vec<_>>();
-        assert_eq!(order(&e0), epoch_order(7, 11, 0));
-        assert_ne!(order(&e0), order(&e1));
-        for b in &e0 {
+        let aug = Arc::new(Augmenter::new(Preset::Tutorial.config(), 1).unwrap());
+        let mut config = LoaderConfig::new(8, 8, 3);
+        config.transform = Some(aug.transform(2));
+        let order = vec![4, 0, 6, 1, 5, 3, 2];
+        for b in Loader::new(samples.clone(), order, config).map(Result::unwrap) {
             for (i, &s) in b.samples.iter().enumerate() {
                 assert_eq!(b.labels[i], (s % 2) as u32);
                 let original = image::open(&samples[s].path).unwrap().into_rgb8();
-                assert_eq!(b.image(i), aug.augment(&original, 0, s as u64).as_raw().as_slice());
+                assert_eq!(b.image(i), aug.augment(&original, 2, s as u64).as_raw().as_slice());
             }
         }
-        let plain: Vec<_> = Epochs::new(samples, LoaderConfig::new(8, 8, 4), None, 0)
-            .without_shuffle()
-            .epoch(3)
-            .map(Result::unwrap)
-            .flat_map(|b| b.samples)
-            .collect();
-        assert_eq!(plain, (0..7).collect::<Vec<_>>());
     }
 }

@@ -192,7 +192,7 @@ pub fn run(args: &Args) -> Result<()> {
     if !spec.classes.is_empty() && spec.classes != classes {
         bail!(
             "{} was trained for classes {}, but {} has {}",
-            args.head.join(sd_head::export::HEAD_JSON).display(),
+            args.head.join(sd_train::head::export::HEAD_JSON).display(),
             spec.classes,
             args.train.display(),
             classes

@@ -19,12 +19,12 @@ use ndarray::{Array4, Axis};
 use sd_data::Preprocess;
 use sd_data::layout::classifier::ClassifierMeta;
 use sd_data::preprocess::CAFFE_MEAN_BGR;
-use sd_head::Head;
-use sd_head::export::output_name;
 use sd_onnx::{
     Dim, GraphProto, ModelProto, NodeProto, TensorProto, attr_int, dtype, node, tensor_from_array, tensor_from_i64,
     value_info,
 };
+use sd_train::head::Head;
+use sd_train::head::export::output_name;
 
 use crate::block5::Block5Weights;
 use crate::conv_layout::ConvLayout;
@@ -139,8 +139,8 @@ pub struct Int8Calibration {
 /// `block5` (weights bound) statically quantised as `prepare-model --quantize int8` quantises the
 /// frozen part (`sd_onnx::quantize`), the activation ranges observed (min-max) on the maps.
 fn quantize_block5(block5: &ModelProto, calibration: &Int8Calibration) -> Result<ModelProto> {
-    let batches = calibration.maps.axis_chunks_iter(Axis(0), 8).map(|maps| Ok(maps.to_owned().into_dyn()));
-    let ranges = sd_model::quantize::observe_ranges(block5, "block 5", graphs::INPUT, &calibration.session, batches)?;
+    let batches = calibration.maps.axis_chunks_iter(Axis(0), 8).map(|maps| anyhow::Ok(maps.to_owned().into_dyn()));
+    let ranges = sd_onnx::quantize::observe_ranges(block5, "block 5", graphs::INPUT, &calibration.session, batches)?;
     Ok(sd_onnx::quantize::quantize(block5, &ranges)?)
 }
 
@@ -172,11 +172,11 @@ pub fn classifier(
     prefix_names(&mut block5, "finetune/block5/", &[graphs::INPUT, graphs::OUTPUT]);
     rewire(&mut block5, graphs::INPUT, &frozen_out);
 
-    let mut head_graph = sd_head::export::onnx(head, &shape.output()).graph.expect("built with a graph");
+    let mut head_graph = sd_train::head::export::onnx(head, &shape.output()).graph.expect("built with a graph");
     // The head's probabilities are the classifier's output, under the same name.
     let output = output_name(head.outputs());
-    prefix_names(&mut head_graph, "finetune/head/", &[sd_head::export::ONNX_INPUT, output]);
-    rewire(&mut head_graph, sd_head::export::ONNX_INPUT, graphs::OUTPUT);
+    prefix_names(&mut head_graph, "finetune/head/", &[sd_train::head::export::ONNX_INPUT, output]);
+    rewire(&mut head_graph, sd_train::head::export::ONNX_INPUT, graphs::OUTPUT);
 
     let existing: HashSet<String> = graph
         .node

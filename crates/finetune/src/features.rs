@@ -133,7 +133,7 @@ fn flatten(x: &Array4<f32>) -> ArrayView2<'_, f32> {
 
 /// What the head's first layer reads from a batch of block 5's NHWC maps: the maps flattened, or
 /// pooled (`train-head --pool`).
-pub fn head_input(pool: sd_head::Pool, x: &Array4<f32>) -> CowArray<'_, f32, Ix2> {
+pub fn head_input(pool: sd_train::head::Pool, x: &Array4<f32>) -> CowArray<'_, f32, Ix2> {
     pool.forward(flatten(x), &x.shape()[1..])
 }
 

@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use sd_data::Preprocess;
 use sd_data::image::ImageSize;
 use sd_data::layout::model::{self, ModelDir, Precision};
-use sd_head::Head;
-use sd_head::export::HeadSpec;
+use sd_train::head::Head;
+use sd_train::head::export::HeadSpec;
 
 use crate::block5::Block5Weights;
 use crate::graphs::Block5Shape;
@@ -65,7 +65,7 @@ pub fn load_head(dir: &Path) -> Result<(Head<f32>, HeadSpec)> {
     if !dir.is_dir() {
         bail!("head folder {} does not exist; run `train-head --out {}` first", dir.display(), dir.display());
     }
-    sd_head::export::load(dir)
+    sd_train::head::export::load(dir)
         .with_context(|| format!("cannot load the trained head from {} (written by train-head)", dir.display()))
 }
 
@@ -76,7 +76,7 @@ pub fn check_head_fits(spec: &HeadSpec, head_dir: &Path, shape: &Block5Shape, si
         bail!(
             "{} expects features of shape {:?}, but block 5 gives {:?} at --size {size}: train the head on \
              bottleneck features of the same model at the same --size (150 gives [4, 4, 512] with VGG16)",
-            head_dir.join(sd_head::export::HEAD_JSON).display(),
+            head_dir.join(sd_train::head::export::HEAD_JSON).display(),
             spec.input_shape,
             out
         );

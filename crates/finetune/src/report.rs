@@ -95,7 +95,7 @@ pub fn write(
         crate::export::classifier(frozen_base, weights, shape, head, &meta, metrics.config.classifier_input, int8)?;
     sd_onnx::save(&classifier, dir.join(crate::export::CLASSIFIER))?;
     weights.save(dir)?;
-    sd_head::export::save(head, &shape.output(), &metrics.classes, &dir.join(HEAD_DIR))?;
+    sd_train::head::export::save(head, &shape.output(), &metrics.classes, &dir.join(HEAD_DIR))?;
     write_json(dir.join(METRICS), metrics)?;
     sd_train::report::write_history(dir, &t.fit.history, Some(metrics.epochs.exported.epoch))?;
     staging.commit()?;

@@ -4,8 +4,8 @@
 use ndarray::{Array1, Array2, Array4, ArrayD, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sd_head::{Head, Pool};
 use sd_runtime::{Device, SessionConfig};
+use sd_train::head::{Head, Pool};
 use sd_train::metrics::Tally;
 use sd_train::{Loss, Optimizer, OptimizerState};
 

@@ -24,13 +24,14 @@ use anyhow::{Result, bail};
 use ndarray::{Array2, Array4};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sd_augment::{AugmentConfig, Augmenter, Epochs, epoch_order};
+use sd_augment::{AugmentConfig, Augmenter};
 use sd_data::{ModelInput, Sample};
-use sd_head::Head;
-use sd_head::model::HeadGrad;
-use sd_head::optim::HeadOptimizer;
 use sd_train::checkpoint::{Resumable, Snapshot, Tensors};
+use sd_train::epochs::{EpochTransform, Epochs, epoch_order};
 use sd_train::fit::{Batches, Event, Model, Settings, fit};
+use sd_train::head::Head;
+use sd_train::head::model::HeadGrad;
+use sd_train::head::optim::HeadOptimizer;
 use sd_train::history::Fit;
 use sd_train::metrics::Tally;
 use sd_train::{ClassWeight, EpochStats, Loss, Objective, Optimizer, OptimizerState, Regularization, Schedule};
@@ -401,7 +402,8 @@ pub fn finetune(
     progress(Progress::Initial(&initial));
     let setup_seconds = setup.elapsed().as_secs_f64();
 
-    let epochs = Epochs::new(train.clone(), loader(config.batch_size), augmenter.as_deref().cloned(), config.seed);
+    let transform = augmenter.map(|a| -> EpochTransform { Arc::new(move |epoch| a.transform(epoch)) });
+    let epochs = Epochs::new(train.clone(), loader(config.batch_size), transform, config.seed);
     let model = FinetuneModel {
         config,
         frozen,

@@ -38,7 +38,7 @@ pub struct Args {
     /// How each feature map [h, w, C] becomes the head's input: flatten (Keras' Flatten, the
     /// recipe) or avg (GlobalAveragePooling2D: C values, the better choice for flowers).
     #[arg(long, value_enum)]
-    pub pool: Option<crate::Pool>,
+    pub pool: Option<sd_train::head::Pool>,
     /// Hidden layer widths, comma separated (e.g. 256 or 512,256).
     #[arg(long, value_delimiter = ',', num_args = 1.., action = clap::ArgAction::Set, value_parser = count)]
     pub hidden: Option<Vec<usize>>,
@@ -155,7 +155,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
     // Staged and renamed when complete: a failed run never leaves a half-written head.
     let staging = sd_data::artifact::StagingDir::create(&args.out)?;
-    crate::export::save(&trained.weights, &train_split.feature_shape, &train_split.classes, staging.path())?;
+    sd_train::head::export::save(&trained.weights, &train_split.feature_shape, &train_split.classes, staging.path())?;
     let train_dirs: Vec<String> = args.train.iter().map(|d| d.display().to_string()).collect();
     let train_source = Source { dir: train_dirs.join(", "), samples: train_split.len() };
     let val_source = Source { dir: val_split.dir.display().to_string(), samples: val_split.len() };

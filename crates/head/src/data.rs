@@ -9,7 +9,7 @@ use sd_data::Classes;
 use sd_data::layout::LayoutError;
 use sd_data::layout::features::{CLASSES, FEATURES, FeatureSet};
 
-use crate::Pool;
+use sd_train::head::Pool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {

@@ -1,25 +1,16 @@
 //! `train-head`: the dense classifier head of the Keras "very little data" recipe, trained by
-//! hand on bottleneck features (ONNX Runtime has no training API).
+//! hand on bottleneck features (ONNX Runtime has no training API). The head itself (its model,
+//! optimiser state, pooling and folder) is `sd_train::head`, which `finetune` shares.
 //!
 //! * [`data`]: `bottleneck`'s features as the head trains on them.
-//! * [`pool`]: how the head reads a feature map: Flatten (the recipe) or its average.
-//! * [`model`]: Dense(ReLU) -> Dropout -> ... -> Dense(outputs), forward and hand-derived
-//!   backward passes, checked against finite differences.
-//! * [`optim`]: the head's parameters under `sd-train`'s optimisers (RMSprop, SGD).
-//! * [`train`]: the fit loop, presets, keep-best; reproducible from a seed.
-//! * [`export`]: the head's folder: `.npy` weights in Keras layout, `head.json`, `head.onnx`.
+//! * [`train`]: the head as a `sd_train::fit::Model`, presets, keep-best; reproducible from a seed.
 //! * [`report`]: `metrics.json` (losses, schedules, history and curves are `sd-train`'s).
 
 pub mod cli;
 pub mod data;
-pub mod export;
-pub mod model;
-pub mod optim;
-pub mod pool;
 pub mod report;
 pub mod train;
 
 pub use data::Split;
-pub use model::Head;
-pub use pool::Pool;
+pub use sd_train::head::{Head, Pool};
 pub use train::{Preset, TrainConfig, train};

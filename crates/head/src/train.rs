@@ -13,6 +13,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::Distribution;
 use sd_train::checkpoint::{Diverged, Resumable, Snapshot, Tensors};
 use sd_train::fit::{Batches, Event, Model, Settings, fit};
+use sd_train::head::Pool;
+use sd_train::head::model::{Head, dropout_mask};
+use sd_train::head::optim::HeadOptimizer;
 use sd_train::history::Fit;
 use sd_train::metrics::Tally;
 use sd_train::real::with_simd;
@@ -20,9 +23,6 @@ use sd_train::{ClassWeight, EpochStats, Loss, Objective, Optimizer, Regularizati
 use serde::{Deserialize, Serialize};
 
 use crate::data::Split;
-use crate::model::{Head, dropout_mask};
-use crate::optim::HeadOptimizer;
-use crate::pool::Pool;
 
 /// Everything that determines a training run (written to `metrics.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

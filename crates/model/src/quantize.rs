@@ -10,13 +10,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use ndarray::ArrayD;
-use prost::Message;
 use sd_data::layout::model::{CONV_BASE_INT8, Calibration, FROZEN_BASE_INT8, INPUT, Int8Info};
 use sd_data::loader::Loader;
 use sd_data::{Dataset, ModelInput};
 use sd_onnx::ModelProto;
-use sd_onnx::quantize::{Range, calibration_model, quantize};
-use sd_runtime::{Session, SessionConfig};
+use sd_onnx::quantize::{Range, observe_ranges, quantize};
+use sd_runtime::SessionConfig;
 
 /// Images per calibration batch: the intermediate activations of a batch are all held at once.
 const BATCH: usize = 8;
@@ -54,30 +53,6 @@ pub fn calibrate(conv_base: &ModelProto, config: &CalibrationConfig) -> Result<C
         preprocess: config.input.preprocess,
         ranges: ranges.into_iter().map(|(k, r)| (k, [r.min, r.max])).collect(),
     })
-}
-
-/// The min-max range of every tensor [`quantize`] needs, observed by running `model` (`what`, for
-/// errors) with those tensors as extra outputs on `batches` fed to its input `input`.
-pub fn observe_ranges(
-    model: &ModelProto,
-    what: &str,
-    input: &str,
-    session: &SessionConfig,
-    batches: impl IntoIterator<Item = Result<ArrayD<f32>>>,
-) -> Result<BTreeMap<String, Range>> {
-    let (observed, names) = calibration_model(model)?;
-    let mut session =
-        Session::from_bytes(&format!("the calibration graph of {what}"), &observed.encode_to_vec(), session)?;
-    let outputs: Vec<String> = session.outputs().iter().map(|p| p.name.clone()).collect();
-    let mut ranges: BTreeMap<String, Range> = names.iter().map(|n| (n.clone(), Range::EMPTY)).collect();
-    for batch in batches {
-        for (name, values) in outputs.iter().zip(session.run(&[(input, batch?.view())])?) {
-            if let Some(r) = ranges.get_mut(name) {
-                r.observe(values.iter());
-            }
-        }
-    }
-    Ok(ranges)
 }
 
 /// Calibrates on `config`'s images and writes the int8 conv base and frozen part into `dir`.

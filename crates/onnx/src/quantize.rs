@@ -214,6 +214,35 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// The min-max range of every tensor [`quantize`] needs, observed by running `model` (`what`,
+/// for errors) through ONNX Runtime with those tensors as extra outputs ([`calibration_model`]),
+/// on `batches` fed to its input `input`.
+pub fn observe_ranges<E>(
+    model: &ModelProto,
+    what: &str,
+    input: &str,
+    session: &sd_runtime::SessionConfig,
+    batches: impl IntoIterator<Item = std::result::Result<ArrayD<f32>, E>>,
+) -> std::result::Result<BTreeMap<String, Range>, E>
+where
+    E: From<OnnxError> + From<sd_runtime::RuntimeError>,
+{
+    use prost::Message;
+    let (observed, names) = calibration_model(model)?;
+    let name = format!("the calibration graph of {what}");
+    let mut session = sd_runtime::Session::from_bytes(&name, &observed.encode_to_vec(), session)?;
+    let outputs: Vec<String> = session.outputs().iter().map(|p| p.name.clone()).collect();
+    let mut ranges: BTreeMap<String, Range> = names.iter().map(|n| (n.clone(), Range::EMPTY)).collect();
+    for batch in batches {
+        for (name, values) in outputs.iter().zip(session.run(&[(input, batch?.view())])?) {
+            if let Some(r) = ranges.get_mut(name) {
+                r.observe(values.iter());
+            }
+        }
+    }
+    Ok(ranges)
+}
+
 /// The statically quantised model (see the module doc): every Conv's input, weights, bias and
 /// output in QDQ form, with activation parameters from `ranges` (observed on the float graph,
 /// keyed by the names [`calibration_tensors`] gives). The graph's inputs and outputs keep their

@@ -8,15 +8,19 @@
 //!   tensors, with L2 and decoupled weight decay.
 //! * [`schedule`]: the learning rate over training.
 //! * [`metrics`]: predictions, the confusion matrix, accuracy, precision, recall, F1.
+//! * [`epochs`]: the order training sees its samples in, and epochs of batches of images.
 //! * [`fit`]: the one training loop (resume, epochs, schedule, divergence, keep-best, early
 //!   stopping) over a [`fit::Model`].
+//! * [`head`]: the dense head both trainers train, and its folder.
 //! * [`history`]: per-epoch stats and keeping the best epoch's weights.
 //! * [`checkpoint`]: resumable training.
 //! * [`report`]: `history.csv`, `curves.svg`, Keras-style epoch lines, and the epoch summary of
 //!   `metrics.json`.
 
 pub mod checkpoint;
+pub mod epochs;
 pub mod fit;
+pub mod head;
 pub mod history;
 pub mod loss;
 pub mod metrics;

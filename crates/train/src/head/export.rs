@@ -18,8 +18,8 @@ use ndarray::{Array1, Array2};
 use sd_data::Classes;
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Dense, Head};
-use crate::pool::Pool;
+use super::model::{Dense, Head};
+use super::pool::Pool;
 
 pub const HEAD_JSON: &str = "head.json";
 pub const HEAD_ONNX: &str = "head.onnx";
@@ -145,7 +145,7 @@ pub fn load(dir: &Path) -> Result<(Head<f32>, HeadSpec), ExportError> {
         layers.push(Dense { kernel, bias });
         inputs = s.units;
     }
-    let want = sd_train::Loss::for_classes(spec.classes.len().max(2)).outputs();
+    let want = crate::Loss::for_classes(spec.classes.len().max(2)).outputs();
     if layers.is_empty() || inputs != want {
         return Err(invalid(
             &path,

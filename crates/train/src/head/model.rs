@@ -7,12 +7,12 @@
 //! Kernels use Keras' layout `[in, out]` (`y = x · W + b`), so exported weights load into Keras
 //! and `finetune` unchanged.
 
+pub use crate::real::Real;
+use crate::real::{axpy, with_simd};
 use ndarray::{Array1, Array2, ArrayView2, Axis, Zip};
 use rand::Rng;
-pub use sd_train::real::Real;
-use sd_train::real::{axpy, with_simd};
 
-use crate::pool::Pool;
+use super::pool::Pool;
 
 /// A fully connected layer, Keras layout.
 #[derive(Debug, Clone, PartialEq)]
@@ -252,7 +252,7 @@ impl<T: Real> Head<T> {
 }
 
 /// Kernel then bias of every layer, in order.
-impl sd_train::checkpoint::Parameters for Head<f32> {
+impl crate::checkpoint::Parameters for Head<f32> {
     fn tensors(&self) -> Vec<&[f32]> {
         self.layers
             .iter()
@@ -390,7 +390,7 @@ mod tests {
         let mut rng = rng();
         // Two classes (one logit, sigmoid) and three (softmax), one and two hidden layers.
         for (hidden, classes) in [(vec![6], 2), (vec![7, 5], 2), (vec![6], 3), (vec![7, 5], 3)] {
-            let loss_fn = sd_train::Loss::for_classes(classes);
+            let loss_fn = crate::Loss::for_classes(classes);
             let mut head = Head::<f64>::new(8, &hidden, loss_fn.outputs(), 0.5, &mut rng);
             for l in &mut head.layers {
                 l.bias.mapv_inplace(|_| rng.random_range(-0.5..0.5));

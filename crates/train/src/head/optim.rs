@@ -1,12 +1,12 @@
 //! The head's parameters under `sd-train`'s optimisers: two tensors per dense layer (kernel,
 //! bias), plus the fused update of the large first layer.
 
+use crate::checkpoint::Parameters;
+use crate::optim::{Optimizer, OptimizerState, Param, Regularization, update};
+use crate::real::{Real, axpy, with_simd};
 use ndarray::{Array, ArrayView2, Dimension};
-use sd_train::checkpoint::Parameters;
-use sd_train::optim::{Optimizer, OptimizerState, Param, Regularization, update};
-use sd_train::real::{Real, axpy, with_simd};
 
-use crate::model::{Dense, DenseGrad, Head, HeadGrad};
+use super::model::{Dense, DenseGrad, Head, HeadGrad};
 
 /// An optimiser's state for a head, tensor `2i` the kernel and `2i + 1` the bias of layer `i`.
 pub struct HeadOptimizer<T> {
@@ -97,7 +97,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     fn one_layer(kernel: Array2<f64>, bias: ndarray::Array1<f64>) -> Head<f64> {
-        Head { pool: crate::Pool::Flatten, layers: vec![Dense { kernel, bias }], dropout: 0.0 }
+        Head { pool: super::super::Pool::Flatten, layers: vec![Dense { kernel, bias }], dropout: 0.0 }
     }
 
     #[test]
