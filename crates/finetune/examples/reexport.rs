@@ -10,7 +10,7 @@ use anyhow::Context;
 use sd_data::layout::classifier::ClassifierMeta;
 use sd_finetune::Block5Weights;
 use sd_finetune::export::{CLASSIFIER, ClassifierInput};
-use sd_train::report::METRICS;
+use sd_train::summary::METRICS;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     let input: ClassifierInput = serde_json::from_value(metrics["config"]["classifier_input"].clone())?;
     let weights = Block5Weights::load(finetuned)?;
     let shape = weights.shape_for(size);
-    let (head, _) = sd_finetune::inputs::load_head(&finetuned.join(sd_finetune::report::HEAD_DIR))?;
+    let (head, _) = sd_finetune::inputs::load_head(&finetuned.join(sd_finetune::outputs::HEAD_DIR))?;
     let classifier = sd_finetune::export::classifier(frozen_base, &weights, &shape, &head, &meta, input, None)?;
     sd_onnx::save(&classifier, out)?;
     Ok(())

@@ -11,14 +11,14 @@ use sd_data::layout::model::{DEFAULT_CALIBRATION_IMAGES, Precision};
 use sd_data::scratch::ScratchDir;
 use sd_data::{Dataset, ModelInput, Sample};
 use sd_runtime::{Model, SessionConfig};
-use sd_train::report::Source;
+use sd_train::summary::Source;
 use sd_train::{Optimizer, Schedule};
 
 use crate::block5::Block5;
 use crate::export::{ClassifierInput, Int8Calibration};
 use crate::features::Frozen;
 use crate::inputs::{PreparedModel, check_head_fits, load_head};
-use crate::report::{self, Metrics};
+use crate::outputs::{self, Metrics};
 use crate::train::{FinetuneConfig, Progress, Trainer, finetune};
 
 /// Fine-tune VGG16's block 5 together with the trained dense head (blocks 1-4 frozen), the
@@ -255,7 +255,7 @@ pub fn run(args: &Args) -> Result<()> {
                 tracing::info!("Before fine-tuning - val_loss: {:.4} - val_acc: {:.4}", v.val_loss, v.val_acc);
             }
             Progress::Epoch(h) => {
-                bar.suspend(|| tracing::info!("{}", sd_train::report::epoch_line(h, config.epochs)));
+                bar.suspend(|| tracing::info!("{}", sd_train::summary::epoch_line(h, config.epochs)));
                 bar.set_message(format!("val_acc {:.4}", h.val_acc));
             }
         },
@@ -281,9 +281,9 @@ pub fn run(args: &Args) -> Result<()> {
         }),
         Precision::Fp32 => None,
     };
-    report::write(&args.out, &finetuned, &metrics, &model_dir.frozen_base, &shape, int8.as_ref())?;
+    outputs::write(&args.out, &finetuned, &metrics, &model_dir.frozen_base, &shape, int8.as_ref())?;
     resumable.finish()?;
-    for line in sd_train::report::evaluation_lines(&metrics.evaluation) {
+    for line in sd_train::summary::evaluation_lines(&metrics.evaluation) {
         tracing::info!("{line}");
     }
     drop(work);

@@ -9,7 +9,7 @@
 //! * [`inputs`]: the model folder and the trained head, checked against each other.
 //! * [`train`]: the training loop, exact (fresh augmentation every epoch) or on cached rounds.
 //! * [`export`]: `classifier.onnx`, the whole model in one graph.
-//! * [`report`]: `metrics.json`, `history.csv`, `curves.svg` and the other outputs.
+//! * [`outputs`]: `metrics.json`, `history.csv`, `curves.svg` and the other outputs.
 
 pub mod block5;
 pub mod cli;
@@ -18,7 +18,7 @@ pub mod export;
 pub mod features;
 pub mod graphs;
 pub mod inputs;
-pub mod report;
+pub mod outputs;
 pub mod train;
 
 #[cfg(test)]

@@ -6,10 +6,10 @@ use anyhow::Context;
 use clap::Parser;
 use sd_cli::args::{FitArgs, FitOptions, LossArgs, Optim, OptimArgs, ResumeArgs, count, non_negative, rate};
 use sd_train::Optimizer;
-use sd_train::report::Source;
+use sd_train::summary::Source;
 
 use crate::data::Split;
-use crate::report::{self, Metrics};
+use crate::outputs::{self, Metrics};
 use crate::train::{self, Preset, TrainConfig};
 
 /// Trains Flatten -> Dense(ReLU) -> Dropout -> Dense on bottleneck features (one sigmoid unit for
@@ -147,7 +147,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let mut resumable = args.resume.resumable(&args.out, &config, &inputs, std::time::Duration::from_secs(30));
     let bar = sd_cli::progress_bar(config.epochs as u64, "epochs", args.log.interactive());
     let trained = train::train_resumable(&config, &train_split, &val_split, Some(&mut resumable), |h| {
-        bar.suspend(|| tracing::info!("{}", sd_train::report::epoch_line(h, config.epochs)));
+        bar.suspend(|| tracing::info!("{}", sd_train::summary::epoch_line(h, config.epochs)));
         bar.set_message(format!("val_acc {:.4}", h.val_acc));
         bar.inc(1);
     })?;
@@ -162,11 +162,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let loss = sd_train::Loss::for_classes(val_split.classes.len());
     let evaluation = train::evaluate(&trained.weights, val_split.features.view(), &val_split.labels, loss)
         .report(val_split.classes.names());
-    for line in sd_train::report::evaluation_lines(&evaluation) {
+    for line in sd_train::summary::evaluation_lines(&evaluation) {
         tracing::info!("{line}");
     }
     let metrics = Metrics::of(&trained, &config, train_source, val_source, evaluation);
-    report::write(staging.path(), &metrics, &trained)?;
+    outputs::write(staging.path(), &metrics, &trained)?;
     staging.commit()?;
     resumable.finish()?;
 

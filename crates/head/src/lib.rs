@@ -4,11 +4,11 @@
 //!
 //! * [`data`]: `bottleneck`'s features as the head trains on them.
 //! * [`train`]: the head as a `sd_train::fit::Model`, presets, keep-best; reproducible from a seed.
-//! * [`report`]: `metrics.json` (losses, schedules, history and curves are `sd-train`'s).
+//! * [`outputs`]: `metrics.json`, `history.csv` and `curves.svg` beside the head's folder.
 
 pub mod cli;
 pub mod data;
-pub mod report;
+pub mod outputs;
 pub mod train;
 
 pub use data::Split;

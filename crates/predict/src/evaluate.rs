@@ -111,7 +111,7 @@ pub fn evaluate(
 
 /// The human summary: accuracy, loss, and the confusion matrix with per-class scores.
 pub fn summary(m: &Metrics) -> String {
-    let mut lines = sd_train::report::evaluation_lines(&m.evaluation);
+    let mut lines = sd_train::summary::evaluation_lines(&m.evaluation);
     lines[0] = format!("predict: {}; {} images on {} in {:.1} s", lines[0], m.evaluation.samples, m.device, m.seconds);
     lines.join("\n")
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, Result, bail};
 use sd_train::EpochStats;
 use sd_train::metrics::Evaluation;
-use sd_train::report::{EpochSummary, HISTORY, METRICS};
+use sd_train::summary::{EpochSummary, HISTORY, METRICS};
 use serde::Deserialize;
 
 /// A trainer's run (`train-head` or `finetune`): the parts of its `metrics.json` the report
@@ -37,7 +37,7 @@ impl Training {
     pub fn read(dir: &Path, stage: &str) -> Result<Training> {
         let hint = format!("run {stage} first (it writes {})", dir.display());
         let mut t: Training = sd_data::layout::read_json(&dir.join(METRICS), &hint)?;
-        t.history = sd_train::report::read_history(&dir.join(HISTORY)).map_err(anyhow::Error::msg)?;
+        t.history = sd_train::summary::read_history(&dir.join(HISTORY)).map_err(anyhow::Error::msg)?;
         if t.history.is_empty() {
             bail!("{} has no epochs; {hint}", dir.join(HISTORY).display());
         }

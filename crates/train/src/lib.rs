@@ -14,8 +14,8 @@
 //! * [`head`]: the dense head both trainers train, and its folder.
 //! * [`history`]: per-epoch stats and keeping the best epoch's weights.
 //! * [`checkpoint`]: resumable training.
-//! * [`report`]: `history.csv`, `curves.svg`, Keras-style epoch lines, and the epoch summary of
-//!   `metrics.json`.
+//! * [`summary`]: what a run leaves besides the weights: `history.csv`, `curves.svg`, the epoch
+//!   summary of `metrics.json`, Keras-style epoch lines and evaluation tables for the console.
 
 pub mod checkpoint;
 pub mod epochs;
@@ -26,8 +26,8 @@ pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod real;
-pub mod report;
 pub mod schedule;
+pub mod summary;
 
 pub use history::{EpochStats, History};
 pub use loss::{ClassWeight, Loss, Objective};

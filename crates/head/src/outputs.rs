@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use sd_train::metrics::Evaluation;
-use sd_train::report::{EpochSummary, METRICS, Source};
+use sd_train::summary::{EpochSummary, METRICS, Source};
 use serde::Serialize;
 
 use crate::train::{TrainConfig, Trained};
@@ -30,5 +30,5 @@ impl Metrics {
 /// Writes `metrics.json`, `history.csv` and `curves.svg` into `dir`, atomically.
 pub fn write(dir: &Path, metrics: &Metrics, t: &Trained) -> Result<(), sd_data::artifact::WriteError> {
     sd_data::artifact::write_json(dir.join(METRICS), metrics)?;
-    sd_train::report::write_history(dir, &t.history, Some(metrics.epochs.exported.epoch))
+    sd_train::summary::write_history(dir, &t.history, Some(metrics.epochs.exported.epoch))
 }

@@ -9,7 +9,7 @@ use sd_data::artifact::{StagingDir, write_json};
 use sd_data::layout::classifier::ClassifierMeta;
 use sd_data::layout::model::Precision;
 use sd_train::metrics::Evaluation;
-use sd_train::report::{EpochSummary, METRICS, Source};
+use sd_train::summary::{EpochSummary, METRICS, Source};
 use serde::Serialize;
 
 use crate::graphs::Block5Shape;
@@ -97,7 +97,7 @@ pub fn write(
     weights.save(dir)?;
     sd_train::head::export::save(head, &shape.output(), &metrics.classes, &dir.join(HEAD_DIR))?;
     write_json(dir.join(METRICS), metrics)?;
-    sd_train::report::write_history(dir, &t.fit.history, Some(metrics.epochs.exported.epoch))?;
+    sd_train::summary::write_history(dir, &t.fit.history, Some(metrics.epochs.exported.epoch))?;
     staging.commit()?;
     Ok(())
 }
