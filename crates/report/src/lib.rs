@@ -91,10 +91,10 @@ pub fn write(inputs: &Inputs, options: &Options, out: &Path) -> Result<Summary> 
         files += 1;
         Ok(sd_data::artifact::write_bytes(dir.join(name), bytes)?)
     };
-    let head_curves = sd_train::report::curves_svg(&head.history, Some(head.epochs.exported.epoch))
+    let head_curves = sd_train::summary::curves_svg(&head.history, Some(head.epochs.exported.epoch))
         .map_err(anyhow::Error::msg)
         .context("cannot draw train-head's curves")?;
-    let finetune_curves = sd_train::report::curves_svg(&finetune.history, Some(finetune.epochs.exported.epoch))
+    let finetune_curves = sd_train::summary::curves_svg(&finetune.history, Some(finetune.epochs.exported.epoch))
         .map_err(anyhow::Error::msg)
         .context("cannot draw finetune's curves")?;
     let heat_map = confusion::heat_map(&predicted.evaluation);
@@ -102,7 +102,7 @@ pub fn write(inputs: &Inputs, options: &Options, out: &Path) -> Result<Summary> 
     save(curves_file("finetune"), finetune_curves.as_bytes())?;
     save(CONFUSION.into(), heat_map.as_bytes())?;
     for (stage, t) in [("train-head", &head), ("finetune", &finetune)] {
-        save(history_file(stage), (sd_train::report::history_csv(&t.history).join("\n") + "\n").as_bytes())?;
+        save(history_file(stage), (sd_train::summary::history_csv(&t.history).join("\n") + "\n").as_bytes())?;
     }
 
     let page = page::Page {
