@@ -152,8 +152,17 @@ pub fn array_from_tensor(t: &TensorProto) -> Result<ArrayD<f32>> {
     if t.data_location == Some(proto::tensor_proto::DataLocation::External as i32) {
         return Err(bad("data is stored outside the model file (external data) and is not supported; re-export the model with its weights embedded".into()));
     }
-    let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-    let n: usize = shape.iter().product();
+    // Dims come from the file: negative or overflowing ones are errors, never a wrapped size.
+    let shape = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| bad(format!("negative dimension {d} in {:?}", t.dims))))
+        .collect::<Result<Vec<usize>>>()?;
+    let n = shape
+        .iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .filter(|n| n.checked_mul(4).is_some())
+        .ok_or_else(|| bad(format!("shape {shape:?} holds more values than can exist")))?;
     let values: Vec<f32> = match &t.raw_data {
         Some(raw) if !raw.is_empty() || n == 0 => {
             if raw.len() != n * 4 {
@@ -417,5 +426,19 @@ mod tests {
         std::fs::write(&path, b"hello, this is text").unwrap();
         let err = load(&path).unwrap_err().to_string();
         assert!(err.contains("not.onnx") && err.contains("not an ONNX model"), "{err}");
+    }
+
+    #[test]
+    fn tensor_dims_from_the_file_cannot_overflow_or_go_negative() {
+        let mut t = tensor_from_array("w", &ndarray::ArrayD::<f32>::zeros(IxDyn(&[2, 3])));
+        assert_eq!(array_from_tensor(&t).unwrap().shape(), [2, 3]);
+        for dims in [vec![-1, -6], vec![i64::MAX, i64::MAX, 4], vec![1 << 62, 4]] {
+            t.dims = dims.clone();
+            let err = array_from_tensor(&t).unwrap_err().to_string();
+            assert!(
+                err.contains("'w'") && (err.contains("negative") || err.contains("more values")),
+                "{dims:?}: {err}"
+            );
+        }
     }
 }
