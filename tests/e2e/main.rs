@@ -4,6 +4,7 @@
 mod common;
 
 mod augment;
+mod backbone;
 mod bottleneck;
 mod engines;
 mod finetune;

@@ -53,6 +53,13 @@ pub fn prepare(
             source.display()
         );
     }
+    let expected = backbone.image_input().preprocess;
+    if input.preprocess != expected {
+        tracing::warn!(
+            "{backbone}'s weights expect --preprocess {expected}, not {}: its features will be off",
+            input.preprocess
+        );
+    }
     let dict = sd_torch::read(source).context("reading the EfficientNet-Lite weights")?;
     let net = EfficientNet::from_state_dict(&dict, backbone)
         .with_context(|| format!("{} is not usable as {backbone}", source.display()))?;
