@@ -10,6 +10,7 @@ mod engines;
 mod finetune;
 mod int8;
 mod multiclass;
+mod params;
 mod pipeline;
 mod predict;
 mod prepare_model;

@@ -21,7 +21,7 @@ pub fn render(p: &Pipeline, dag: &Dag, bin_dir: Option<&Path>) -> String {
     let _ =
         writeln!(m, "# Each rule runs the stage's command as `pipeline run` does; a failed stage's outs are deleted.");
     if let Some(bin) = bin_dir {
-        let _ = writeln!(m, "PIPELINE_BIN ?= {}", escape(&bin.to_string_lossy()));
+        let _ = writeln!(m, "PIPELINE_BIN ?= {}", definition(&bin.to_string_lossy()));
     }
     let _ = writeln!(m, "export PATH := $(PIPELINE_BIN):$(PATH)");
     let _ = writeln!(m, "SHELL := /bin/sh\n.DELETE_ON_ERROR:\n");
@@ -38,42 +38,51 @@ pub fn render(p: &Pipeline, dag: &Dag, bin_dir: Option<&Path>) -> String {
     let _ = writeln!(m, ".PHONY: all {}", aliases.join(" "));
     let _ = writeln!(m, "all: {}\n", aliases.join(" "));
 
+    let mut paths = Paths::default();
+    let mut rules = String::new();
     for &s in &dag.order {
         let stage = &p.stages[s];
-        let outs: Vec<String> = stage.written().map(|o| escape(&o.path.to_string_lossy())).collect();
+        let outs: Vec<String> = stage.written().map(|o| paths.word(&o.path)).collect();
         let mut prereqs: Vec<String> = Vec::new();
         for dep in &stage.deps {
             let produced: Vec<String> = dag.upstream[s]
                 .iter()
                 .flat_map(|&u| p.stages[u].written())
                 .filter(|o| overlaps(&dep.path, &o.path))
-                .map(|o| escape(&o.path.to_string_lossy()))
+                .map(|o| paths.word(&o.path))
                 .collect();
             if produced.is_empty() {
-                let d = escape(&dep.path.to_string_lossy());
-                prereqs.push(format!("{d} $(shell find {} -type f)", quote(&dep.path.to_string_lossy())));
+                let d = paths.word(&dep.path);
+                prereqs.push(format!("{d} {}", paths.files(&dep.path)));
             } else {
                 prereqs.extend(produced);
             }
         }
         prereqs.dedup();
         if let Some(desc) = &stage.desc {
-            let _ = writeln!(m, "# {}", desc.replace('\n', " "));
+            let _ = writeln!(rules, "# {}", desc.replace('\n', " "));
         }
-        let recipe = recipe(&stage.cmd, &outs);
+        let removed: Vec<String> = stage.written().map(|o| recipe_word(&quote(&o.path.to_string_lossy()))).collect();
+        let recipe = recipe(&stage.cmd, &removed);
         if outs.is_empty() {
-            let _ = writeln!(m, "{}: {}\n{recipe}", aliases[s], prereqs.join(" "));
+            let _ = writeln!(rules, "{}: {}\n{recipe}", aliases[s], prereqs.join(" "));
         } else {
-            let _ = writeln!(m, "{}: {}\n", aliases[s], outs.join(" "));
+            let _ = writeln!(rules, "{}: {}\n", aliases[s], outs.join(" "));
             let sep = if outs.len() > 1 { " &:" } else { ":" };
             let rule = format!("{}{sep} {}", outs.join(" "), prereqs.join(" "));
-            let _ = writeln!(m, "{}\n{recipe}", rule.trim_end());
+            let _ = writeln!(rules, "{}\n{recipe}", rule.trim_end());
         }
     }
+    if !paths.defs.is_empty() {
+        m.push_str("# Paths that make cannot take as written in a rule.\n");
+        m.push_str(&paths.defs);
+        m.push('\n');
+    }
+    m.push_str(&rules);
     m
 }
 
-/// `sh -c CMD` (as `pipeline run` does), deleting the outs before and after a failure.
+/// `sh -c CMD` (as `pipeline run` does), deleting the outs (shell words) before and after a failure.
 fn recipe(cmd: &str, outs: &[String]) -> String {
     let lines: Vec<&str> = cmd.trim_end().lines().collect();
     // A multi-line command cannot be one recipe line: rebuild it with printf (POSIX sh).
@@ -83,7 +92,7 @@ fn recipe(cmd: &str, outs: &[String]) -> String {
         let args: Vec<String> = lines.iter().map(|l| quote(l)).collect();
         format!("\"$(printf '%s\\n' {})\"", args.join(" "))
     };
-    let script = script.replace('$', "$$");
+    let script = recipe_word(&script);
     if outs.is_empty() {
         format!("\tsh -c {script}\n")
     } else {
@@ -92,9 +101,71 @@ fn recipe(cmd: &str, outs: &[String]) -> String {
     }
 }
 
-/// A path as a make target or prerequisite.
-fn escape(path: &str) -> String {
-    path.replace('$', "$$").replace(' ', "\\ ").replace(':', "\\:").replace('#', "\\#")
+/// Shell text in a recipe line: make expands `$` first.
+fn recipe_word(shell: &str) -> String {
+    shell.replace('$', "$$")
+}
+
+/// The characters a path may hold and be written in a rule as it is.
+fn plain(path: &str) -> bool {
+    !path.is_empty() && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-./+,@".contains(&b))
+}
+
+/// Paths as make words. A plain one is written as it is; any other through a variable, since
+/// make has no escape for `;` or `|` in a rule line nor for unbalanced parentheses in
+/// `$(shell ...)`. (Make cannot name a file whose name ends in `)`: it reads `a(b)` as an archive
+/// member.)
+#[derive(Default)]
+struct Paths {
+    /// The variables' definitions.
+    defs: String,
+    /// The variable of each path that has one.
+    vars: Vec<(String, String)>,
+}
+
+impl Paths {
+    /// `path` as a target or prerequisite.
+    fn word(&mut self, path: &Path) -> String {
+        let path = path.to_string_lossy();
+        if plain(&path) { path.into_owned() } else { format!("$({})", self.var(&path).0) }
+    }
+
+    /// The files under `path` (a folder, or a file), found when make reads the Makefile.
+    fn files(&mut self, path: &Path) -> String {
+        let text = path.to_string_lossy();
+        let quoted = if plain(&text) { text.into_owned() } else { format!("$({})", self.var(&text).1) };
+        // Each file name escaped as `word` escapes a path (names are not expanded again: no `$$`).
+        format!("$(shell find {quoted} -type f | sed 's/[] :;|*?[]/\\\\&/g')")
+    }
+
+    /// The variables for a path: (as a word, shell-quoted).
+    fn var(&mut self, path: &str) -> (String, String) {
+        if let Some((_, v)) = self.vars.iter().find(|(p, _)| p == path) {
+            return (v.clone(), format!("{v}_SH"));
+        }
+        let name = format!("PATH_{}", self.vars.len() + 1);
+        let _ = writeln!(self.defs, "{name} = {}", definition(&Paths::escape(path)));
+        let _ = writeln!(self.defs, "{name}_SH = {}", definition(&quote(path)));
+        self.vars.push((path.to_string(), name.clone()));
+        (name.clone(), format!("{name}_SH"))
+    }
+
+    /// A path as make reads a word after expansion: a backslash before a space, `:`, `;`,
+    /// `|` and glob characters.
+    fn escape(path: &str) -> String {
+        path.chars().fold(String::new(), |mut s, c| {
+            if " :;|*?[]".contains(c) {
+                s.push('\\');
+            }
+            s.push(c);
+            s
+        })
+    }
+}
+
+/// Text as the value of a make variable (`NAME = text`): `$` and `#` escaped.
+fn definition(text: &str) -> String {
+    text.replace('$', "$$").replace('#', "\\#")
 }
 
 #[cfg(test)]
@@ -117,9 +188,24 @@ mod tests {
         assert!(m[a..].starts_with(
             "a m.json &:\n\trm -rf a m.json\n\tsh -c \"$$(printf '%s\\n' 'mkdir a' 'echo '\\''hi'\\'' > a/x')\" || { rm -rf a m.json; exit 1; }\n"
         ), "{m}");
-        let b = m.find("b: a src $(shell find src -type f)\n").expect(&m);
+        let b = m.find("b: a src $(shell find src -type f | sed 's/[] :;|*?[]/\\\\&/g')\n").expect(&m);
         assert!(a < b, "upstream first");
         assert!(m.contains("stage-b: b\n"), "stage named like its out gets a prefix: {m}");
         assert!(m.contains("\tsh -c 'cat a/x > b && echo $$$$HOME' || { rm -rf b; exit 1; }\n"), "{m}");
+    }
+
+    #[test]
+    fn paths_make_cannot_take_as_written_go_through_variables() {
+        let p = Pipeline::parse(
+            Path::new("p.yaml"),
+            "params:\n  data: \"my $(x) `y`; #z\"\nstages:\n  a:\n    cmd: ls ${data}/train > list\n    \
+             deps: [\"${data}/train\"]\n    params: [data]\n    outs: [list]\n",
+        )
+        .unwrap();
+        let m = render(&p, &Dag::build(&p).unwrap(), None);
+        let defs = "PATH_1 = my\\ $$(x)\\ `y`\\;\\ \\#z/train\nPATH_1_SH = 'my $$(x) `y`; \\#z/train'\n";
+        assert!(m.contains(defs), "{m}");
+        assert!(m.contains("list: $(PATH_1) $(shell find $(PATH_1_SH) -type f | sed"), "{m}");
+        assert!(m.contains("\tsh -c 'ls '\\''my $$(x) `y`; #z'\\''/train > list' || "), "{m}");
     }
 }

@@ -17,7 +17,8 @@ use std::path::Path;
 use crate::dag::{Dag, overlaps};
 use crate::fanout::Fanout;
 use crate::lock::Lock;
-use crate::spec::{PathSpec, Pipeline, STATE_DIR, Stage, render as substitute};
+use crate::shell::{Context, command_parts};
+use crate::spec::{PathSpec, Piece, Pipeline, STATE_DIR, Stage, pieces};
 
 /// `threads:` of a stage that runs one of the multi-threaded stage programs and does not say
 /// `threads:` itself.
@@ -84,16 +85,16 @@ pub fn render(p: &Pipeline, dag: &Dag, lock: &Lock, bin_dir: Option<&Path>, opts
         match Fanout::detect(stage).filter(|_| opts.shards > 1) {
             None => {
                 let _ = writeln!(body, "\n# stage `{}`{about}", stage.name);
-                let cmd = py_join(segments(&stage.template));
+                let cmd = py_join(command_segments(&stage.template));
                 body.push_str(&rule(&rules[s], &inputs, &outputs, &[], &cmd, threads));
             }
             Some(fan) => {
                 let n = opts.shards;
                 let dir = format!("{STATE_DIR}/shards/{}/", stage.name);
                 let (before, after) = fan.shard_parts();
-                let mut cmd = segments(&before);
+                let mut cmd = command_segments(&before);
                 cmd.extend([Seg::Lit(dir.clone()), Seg::Expr("w.i".into())]);
-                cmd.extend(segments(after));
+                cmd.extend(command_segments(after));
                 cmd.extend([Seg::Lit(" --shard ".into()), Seg::Expr("w.i".into()), Seg::Lit(format!("/{n}"))]);
                 // Not temp(): Snakemake does not look upstream of a deleted temporary file, so a
                 // changed image would go unnoticed once the slices are gone.
@@ -107,7 +108,7 @@ pub fn render(p: &Pipeline, dag: &Dag, lock: &Lock, bin_dir: Option<&Path>, opts
                 let dirs: Vec<String> = (0..n).map(|i| format!("{dir}{i}")).collect();
                 let _ = writeln!(body, "\n# stage `{}`: the merge of its {n} slices", stage.name);
                 let merge_in = [format!("expand({}, i=range({n}))", py_str(&format!("{dir}{{i}}")))];
-                let cmd = py_join(segments(&fan.merge_template(&dirs)));
+                let cmd = py_join(command_segments(&fan.merge_template(&dirs)));
                 body.push_str(&rule(&rules[s], &merge_in, &outputs, &[], &cmd, None));
             }
         }
@@ -123,8 +124,25 @@ pub fn render(p: &Pipeline, dag: &Dag, lock: &Lock, bin_dir: Option<&Path>, opts
 const HELPERS: &str = r#"
 
 def _p(name):
-    """A param as text, as `${name}` puts it into pipeline.yaml's commands and paths."""
+    """A param as text, as `${name}` puts it into pipeline.yaml's paths."""
     return str(config[name])
+
+
+def _q(name, where):
+    """A param as `${name}` puts it into a command: quoted for where it stands (outside quotes,
+    inside '...' or "..."), so that the program gets exactly its text, never runs it."""
+    value = _p(name)
+    for char, what in (("\n", "a newline"), ("\0", "a NUL byte")):
+        if char in value:
+            raise ValueError(f"param `{name}` holds {what}, which cannot be passed to a command safely")
+    if where == "single":
+        return value.replace("'", "'\\''")
+    if where == "double":
+        return "".join("\\" + c if c in '\\"$`' else c for c in value)
+    if where != "bare":
+        raise ValueError(f"param `{name}` stands where it cannot be quoted")
+    plain = value and all(c.isascii() and (c.isalnum() or c in "_-./:,+@%") for c in value)
+    return value if plain else "'" + value.replace("'", "'\\''") + "'"
 
 
 def _files(path):
@@ -245,15 +263,36 @@ enum Seg {
     Expr(String),
 }
 
-/// A pipeline.yaml template as pieces: text, and `_p("name")` for each `${name}`.
+/// A pipeline.yaml path template as pieces: text, and `_p("name")` for each `${name}`.
 fn segments(template: &str) -> Vec<Seg> {
-    // Names cannot hold NUL, nor can YAML text: a safe separator.
-    let marked = substitute(template, |_| (), |name, _| Ok::<_, ()>(format!("\0{name}\0"))).unwrap_or_default();
-    marked
-        .split('\0')
-        .enumerate()
-        .filter(|(_, part)| !part.is_empty())
-        .map(|(i, part)| if i % 2 == 0 { Seg::Lit(part.into()) } else { Seg::Expr(format!("_p({})", py_str(part))) })
+    let parts = pieces(template).unwrap_or_else(|_| vec![Piece::Text(template.to_string())]);
+    parts
+        .into_iter()
+        .map(|p| match p {
+            Piece::Text(t) => Seg::Lit(t),
+            Piece::Param { name, .. } => Seg::Expr(format!("_p({})", py_str(name))),
+        })
+        .collect()
+}
+
+/// A command template as pieces: text, and `_q("name", "where")` for each `${name}`, its value
+/// quoted for where it stands, as `pipeline run` quotes it.
+fn command_segments(template: &str) -> Vec<Seg> {
+    let Ok(parts) = command_parts(template) else { return vec![Seg::Lit(template.to_string())] };
+    parts
+        .into_iter()
+        .map(|(p, context)| match p {
+            Piece::Text(t) => Seg::Lit(t),
+            Piece::Param { name, .. } => {
+                let place = match context {
+                    Context::Bare => "bare",
+                    Context::Single => "single",
+                    Context::Double => "double",
+                    Context::Unsupported(_) => "unsupported",
+                };
+                Seg::Expr(format!("_q({}, {})", py_str(name), py_str(place)))
+            }
+        })
         .collect()
 }
 
@@ -323,7 +362,7 @@ mod tests {
         let feats = "\n# stage `feats`: the features\nrule feats:\n    input:\n        \
             _files(os.path.normpath(\"\".join([_p(\"data\"), \"/train\"]))),\n        _files(\"m.onnx\"),\n    \
             output:\n        directory(\"f\"),\n    params:\n        \
-            cmd=\"\".join([\"bottleneck --data \", _p(\"data\"), \"/train --model m.onnx --out f --size \", _p(\"size\")]),\n    \
+            cmd=\"\".join([\"bottleneck --data \", _q(\"data\", \"bare\"), \"/train --model m.onnx --out f --size \", _q(\"size\", \"bare\")]),\n    \
             threads: 8\n    shell:\n        \"sh -c {params.cmd:q}\"\n";
         assert!(m.contains(feats), "{m}");
         let report = "rule report:\n    input:\n        \"f\",\n    output:\n        \"r.json\",\n    params:\n        \
@@ -338,8 +377,8 @@ mod tests {
         let shard = "rule feats_shard:\n    input:\n        \
             _files(os.path.normpath(\"\".join([_p(\"data\"), \"/train\"]))),\n        _files(\"m.onnx\"),\n    \
             output:\n        directory(\".pipeline/shards/feats/{i}\"),\n    wildcard_constraints:\n        \
-            i=r\"\\d+\",\n    params:\n        cmd=lambda w: \"\".join([\"bottleneck --data \", _p(\"data\"), \
-            \"/train --model m.onnx --out .pipeline/shards/feats/\", w.i, \" --size \", _p(\"size\"), \" --shard \", \
+            i=r\"\\d+\",\n    params:\n        cmd=lambda w: \"\".join([\"bottleneck --data \", _q(\"data\", \"bare\"), \
+            \"/train --model m.onnx --out .pipeline/shards/feats/\", w.i, \" --size \", _q(\"size\", \"bare\"), \" --shard \", \
             w.i, \"/3\"]),\n    threads: 8\n";
         assert!(m.contains(shard), "{m}");
         let merge = "rule feats:\n    input:\n        expand(\".pipeline/shards/feats/{i}\", i=range(3)),\n    \

@@ -103,7 +103,8 @@ pub struct PathSpec {
 impl Stage {
     /// The command with other values for the params; `None` if one is missing.
     pub fn cmd_with(&self, params: &BTreeMap<String, String>) -> Option<String> {
-        render(&self.template, |_| (), |name, _| params.get(name).cloned().ok_or(())).ok()
+        let value = |name: &str, _| params.get(name).cloned().ok_or(());
+        crate::shell::render_command(&self.template, |_| (), value, |_, _, _| ()).ok()
     }
 
     /// Everything the stage writes: its outs, and the metrics files that are not inside one of them.
@@ -347,7 +348,7 @@ impl<'a> Parser<'a> {
         }
         let text = |node: &Node<'a>, field: &str| -> Result<String, ConfigError> {
             let raw = self.scalar(node, &format!("`{field}` of {what}"))?;
-            self.substitute(node, &raw, &what, &listed, params)
+            self.substitute(node, &raw, &what, &listed, params, field == "cmd")
         };
 
         let Some(cmd_node) = fields.get("cmd") else {
@@ -416,7 +417,8 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// Replaces `${name}` by the param's value, with located errors.
+    /// Replaces `${name}` by the param's value, with located errors: in a command quoted for
+    /// where it stands (params are data, never code), in a path as it is.
     fn substitute(
         &self,
         node: &Node<'a>,
@@ -424,9 +426,10 @@ impl<'a> Parser<'a> {
         what: &str,
         listed: &BTreeMap<String, String>,
         params: &BTreeMap<String, Param>,
+        command: bool,
     ) -> Result<String, ConfigError> {
         let unterminated = |nth| self.err(self.locate(node, nth), "unterminated `${` (write `$${` for a literal `${`)");
-        render(raw, unterminated, |name, nth| {
+        let value = |name: &str, nth| {
             if let Some(value) = listed.get(name) {
                 return Ok(value.clone());
             }
@@ -440,7 +443,14 @@ impl<'a> Parser<'a> {
                 known(params)
             };
             Err(self.err(loc, format!("unknown param `{name}`{hint}")))
-        })
+        };
+        if !command {
+            return render(raw, unterminated, value);
+        }
+        let unquotable = |name: &str, nth, why| {
+            self.err(self.locate(node, nth), format!("{what} cannot pass param `{name}` to its command: {why}"))
+        };
+        crate::shell::render_command(raw, unterminated, value, unquotable)
     }
 
     /// Where the `nth` `${` of a scalar is in the source (the scalar's start if it cannot be found,
@@ -485,8 +495,43 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// Replaces each `${name}` in `text` by `value(name, nth)`, where `nth` counts the `${` before
-/// it; `$${` is a literal `${` (for the shell). `unterminated(nth)` is the error for a `${`
+/// A piece of a template: text (a `$${` in it already made the literal `${`), or a `${name}`,
+/// with `nth` counting the `${` before it (escaped ones too: the position in the source is found by counting them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece<'t> {
+    Text(String),
+    Param { name: &'t str, nth: usize },
+}
+
+/// `text` taken apart into [`Piece`]s; `$${` is a literal `${` (for the shell). The error is the
+/// `nth` of a `${` without `}`.
+pub fn pieces(text: &str) -> Result<Vec<Piece<'_>>, usize> {
+    let mut pieces = Vec::new();
+    let mut literal = String::new();
+    let mut rest = text;
+    let mut nth = 0;
+    while let Some(i) = rest.find("${") {
+        let escaped = rest[..i].ends_with('$');
+        literal.push_str(&rest[..i - usize::from(escaped)]);
+        if escaped {
+            literal.push_str("${");
+            rest = &rest[i + 2..];
+        } else {
+            let Some(len) = rest[i + 2..].find('}') else { return Err(nth) };
+            pieces.push(Piece::Text(std::mem::take(&mut literal)));
+            pieces.push(Piece::Param { name: &rest[i + 2..i + 2 + len], nth });
+            rest = &rest[i + 3 + len..];
+        }
+        nth += 1;
+    }
+    literal.push_str(rest);
+    pieces.push(Piece::Text(literal));
+    pieces.retain(|p| !matches!(p, Piece::Text(t) if t.is_empty()));
+    Ok(pieces)
+}
+
+/// Replaces each `${name}` in `text` by `value(name, nth)` as it is (for paths; commands quote
+/// their values: [`crate::shell::render_command`]). `unterminated(nth)` is the error for a `${`
 /// without `}`.
 pub fn render<E>(
     text: &str,
@@ -494,22 +539,12 @@ pub fn render<E>(
     mut value: impl FnMut(&str, usize) -> Result<String, E>,
 ) -> Result<String, E> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut nth = 0;
-    while let Some(i) = rest.find("${") {
-        let escaped = rest[..i].ends_with('$');
-        out.push_str(&rest[..i - usize::from(escaped)]);
-        if escaped {
-            out.push_str("${");
-            rest = &rest[i + 2..];
-        } else {
-            let Some(len) = rest[i + 2..].find('}') else { return Err(unterminated(nth)) };
-            out.push_str(&value(&rest[i + 2..i + 2 + len], nth)?);
-            rest = &rest[i + 3 + len..];
+    for piece in pieces(text).map_err(unterminated)? {
+        match piece {
+            Piece::Text(t) => out.push_str(&t),
+            Piece::Param { name, nth } => out.push_str(&value(name, nth)?),
         }
-        nth += 1;
     }
-    out.push_str(rest);
     Ok(out)
 }
 
