@@ -107,7 +107,7 @@ fn the_default_pipeline_writes_a_report_that_a_browser_shows() {
     assert!(!html.contains("<summary>report</summary>"), "the running stage is not listed");
     // Every stage's time is in the lock; the total is on the page.
     let lock = json(&dir.join("pipeline.lock"));
-    let seconds: f64 = ["prepare-model", "features-train", "features-validation", "augment-train"]
+    let seconds: f64 = ["split", "prepare-model", "features-train", "features-validation", "augment-train"]
         .iter()
         .chain(&["features-augmented", "train-head", "finetune", "predict"])
         .map(|s| lock["stages"][s]["seconds"].as_f64().unwrap_or_else(|| panic!("{s} has no seconds")))
@@ -155,7 +155,32 @@ fn the_default_pipeline_writes_a_report_that_a_browser_shows() {
         "{html}"
     );
 
-    browser_check(&report, accuracy);
+    // Without a test split, the number is said to be the validation score that chose the model.
+    assert!(html.contains("<p class=\"summary\">Validation accuracy <strong") && html.contains("No test split"));
+    // With one, predict scores it (once) and the page shows test and validation apart.
+    for class in ["cats", "dogs"] {
+        let from = root().join("data/sample/validation").join(class);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&from).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        let to = dir.join("data/test").join(if class == "dogs" { DOGS } else { class });
+        std::fs::create_dir_all(&to).unwrap();
+        for f in &files[3..5] {
+            std::fs::copy(f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let tested = pipeline(dir, &["epochs=3"], &["run"]);
+    assert_eq!(ran(&tested), ["split", "predict", "report"], "{}", text(&tested));
+    let predicted = json(&dir.join("artifacts/predict/metrics.json"));
+    assert_eq!((predicted["split"].as_str(), predicted["samples"].as_u64()), (Some("test"), Some(4)));
+    let test = predicted["accuracy"].as_f64().unwrap();
+    let validation = json(&dir.join("artifacts/finetune/metrics.json"))["evaluation"]["accuracy"].as_f64().unwrap();
+    let html = std::fs::read_to_string(report.join("index.html")).unwrap();
+    assert!(html.contains(&format!(r#"Test accuracy <strong id="accuracy" data-value="{test}">{test:.4}<"#)), "{html}");
+    assert!(html.contains(&format!(r#"Validation accuracy <b id="validation-accuracy" data-value="{validation}">"#)));
+    assert!(html.contains("<th>test (held out)</th>") && html.contains("on the held-out test split"), "{html}");
+    assert!(!html.contains("No test split"));
+
+    browser_check(&report, test);
 }
 
 /// The wrong rows of predictions.csv, counted with a plain reader of its own.

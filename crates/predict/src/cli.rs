@@ -39,6 +39,11 @@ pub struct Args {
     /// A labelled class-folder data set to evaluate on: DATA/<class>/<image>.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// A split data set (split's --out: DIR/train/, DIR/validation/ [and DIR/test/]) to
+    /// evaluate on its held-out split: test/ when it has one (the honest number), else
+    /// validation/ (the score that also chose the model); metrics.json says which (`split`).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["data", "images", "list", "skip_invalid"])]
+    pub data_root: Option<PathBuf>,
     /// With --data: the output folder for predictions.csv and metrics.json; with images: the
     /// predictions file (default: standard output).
     #[arg(long)]
@@ -69,10 +74,21 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    // The labelled set to evaluate on, and which split of a data set it is.
+    let labelled = match &args.data_root {
+        Some(root) => {
+            let what = "the folder holding train/ and validation/ [and test/] class-folder sets (split's --out)";
+            sd_cli::paths::folder("--data-root", root, &[], what)?;
+            let split = sd_data::layout::split::held_out(root);
+            sd_cli::paths::class_folders(&format!("--data-root's {split}/"), &root.join(split))?;
+            Some((root.join(split), Some(split)))
+        }
+        None => args.data.clone().map(|d| (d, None)),
+    };
     let mut classifier = Classifier::load(&args.model, &args.input, &args.session, args.tta)?;
     let show_progress = args.log.interactive();
-    if let Some(data) = &args.data {
-        let metrics = evaluate(&mut classifier, data, args.out.as_ref(), args.batch_size, show_progress)?;
+    if let Some((data, split)) = &labelled {
+        let metrics = evaluate(&mut classifier, data, *split, args.out.as_ref(), args.batch_size, show_progress)?;
         sd_cli::summary(&args.log, summary(&metrics));
         return Ok(());
     }

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub evaluation: Evaluation,
     pub model: String,
     pub data: String,
+    /// Which split of a data set `data` is (`predict --data-root`): `test`, held out and used
+    /// once, or `validation`, which also chose the model. Absent for `--data`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
     pub size: ImageSize,
     pub preprocess: Preprocess,
     pub resize_filter: ResizeFilter,
@@ -38,11 +42,12 @@ pub struct Metrics {
     pub seconds: f64,
 }
 
-/// Predicts every image of `data`; writes `predictions.csv` and `metrics.json` into `out`
-/// (replaced as a whole) when given.
+/// Predicts every image of `data` (the `split` of a data set, when it is one); writes
+/// `predictions.csv` and `metrics.json` into `out` (replaced as a whole) when given.
 pub fn evaluate(
     classifier: &mut Classifier,
     data: &PathBuf,
+    split: Option<&str>,
     out: Option<&PathBuf>,
     batch_size: usize,
     show_progress: bool,
@@ -94,6 +99,7 @@ pub fn evaluate(
         evaluation: tally.report(&classes),
         model: classifier.path.display().to_string(),
         data: data.display().to_string(),
+        split: split.map(str::to_string),
         size: input.size,
         preprocess: input.preprocess,
         resize_filter: input.resize_filter,
@@ -112,6 +118,8 @@ pub fn evaluate(
 /// The human summary: accuracy, loss, and the confusion matrix with per-class scores.
 pub fn summary(m: &Metrics) -> String {
     let mut lines = sd_train::summary::evaluation_lines(&m.evaluation);
-    lines[0] = format!("predict: {}; {} images on {} in {:.1} s", lines[0], m.evaluation.samples, m.device, m.seconds);
+    let on = m.split.as_ref().map(|s| format!(" {s}")).unwrap_or_default();
+    lines[0] =
+        format!("predict: {}; {}{on} images on {} in {:.1} s", lines[0], m.evaluation.samples, m.device, m.seconds);
     lines.join("\n")
 }

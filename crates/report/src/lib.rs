@@ -83,6 +83,8 @@ pub fn write(inputs: &Inputs, options: &Options, out: &Path) -> Result<Summary> 
     let run = inputs.pipeline.as_deref().map(read::Run::read).transpose()?;
     let train = sd_data::Dataset::scan(inputs.data.join("train"))?;
     let validation = sd_data::Dataset::scan(inputs.data.join("validation"))?;
+    let test_dir = inputs.data.join(sd_data::layout::split::TEST);
+    let test = test_dir.is_dir().then(|| sd_data::Dataset::scan(&test_dir)).transpose()?;
 
     let staging = sd_data::artifact::StagingDir::create(out)?;
     let dir = staging.path();
@@ -114,6 +116,7 @@ pub fn write(inputs: &Inputs, options: &Options, out: &Path) -> Result<Summary> 
         run: run.as_ref(),
         train: &train,
         validation: &validation,
+        test: test.as_ref(),
         curves: [&head_curves, &finetune_curves],
         heat_map: &heat_map,
     };

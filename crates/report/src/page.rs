@@ -64,6 +64,8 @@ pub struct Page<'a> {
     pub run: Option<&'a Run>,
     pub train: &'a Dataset,
     pub validation: &'a Dataset,
+    /// The held-out test split, when the data set has one.
+    pub test: Option<&'a Dataset>,
     /// train-head's and finetune's curves (SVG).
     pub curves: [&'a str; 2],
     pub heat_map: &'a str,
@@ -80,23 +82,14 @@ impl Page<'_> {
             r#"<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1"><title>Report: {}</title><style>{STYLE}</style></head><body>"#,
             escape(&self.inputs.data.display().to_string())
         );
-        let _ = write!(
-            s,
-            r#"<h1>Run report</h1><p class="summary">Validation accuracy <strong id="accuracy" data-value="{}">{:.4}</strong> ({}/{} images, {} classes; <code>predict</code> on {})</p>"#,
-            e.accuracy,
-            e.accuracy,
-            e.correct,
-            e.samples,
-            e.classes.len(),
-            escape(&self.predicted.device)
-        );
+        let _ = write!(s, "<h1>Run report</h1>{}", self.headline());
         s.push_str(
             r##"<nav><a href="#data">Data</a><a href="#stages">Stages</a><a href="#training">Training</a><a href="#evaluation">Evaluation</a><a href="#mistakes">Mistakes</a><a href="#metrics">Against the previous run</a></nav>"##,
         );
         s.push_str(&self.data(dir, &mut thumbnails)?);
         s.push_str(&self.stages());
         s.push_str(&self.training());
-        s.push_str(&evaluation(e, self.heat_map));
+        s.push_str(&evaluation(e, self.predicted.split(), self.heat_map));
         s.push_str(&self.mistakes(dir, &mut thumbnails)?);
         s.push_str(&self.metrics());
         let _ = write!(
@@ -112,23 +105,50 @@ impl Page<'_> {
         Ok((s, thumbnails))
     }
 
+    /// The number that says how good the model is, and what it is: the test score, with the
+    /// validation score that chose the model beside it, or, without a test split, the
+    /// validation score said to be the one that selected the model.
+    fn headline(&self) -> String {
+        let (e, p) = (&self.predicted.evaluation, self.predicted);
+        let of = format!(
+            "{}/{} {} images, {} classes; <code>predict</code> on {}",
+            e.correct,
+            e.samples,
+            if p.on_test() { "held-out test" } else { "validation" },
+            e.classes.len(),
+            escape(&p.device)
+        );
+        let strong = format!(r#"<strong id="accuracy" data-value="{}">{:.4}</strong>"#, e.accuracy, e.accuracy);
+        if p.on_test() {
+            let v = self.finetune.evaluation.accuracy;
+            format!(
+                r#"<p class="summary">Test accuracy {strong} ({of})</p><p>The test split is held out: nothing was chosen with it, and it is scored once, on the final classifier. Validation accuracy <b id="validation-accuracy" data-value="{v}">{v:.4}</b> is what chose the model (finetune's exported epoch) and flatters it.</p>"#
+            )
+        } else {
+            format!(
+                r#"<p class="summary">Validation accuracy {strong} ({of})</p><p>No test split: this is the validation score that also selected the model (its epochs and settings), so it flatters it. Split your photos with a test share (<code>split --from PHOTOS</code>, the pipeline's default for class folders) for an honest number.</p>"#
+            )
+        }
+    }
+
     fn data(&self, dir: &Path, thumbnails: &mut usize) -> Result<String> {
-        let (train, val) = (self.train.class_counts(), self.validation.class_counts());
+        let splits: Vec<&Dataset> = [self.train, self.validation].into_iter().chain(self.test).collect();
+        let counts: Vec<Vec<usize>> = splits.iter().map(|d| d.class_counts()).collect();
         let names = self.train.classes.names();
         let mut rows: Vec<Vec<String>> = names
             .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let v = self.validation.classes.label(c).map_or(0, |l| val[l as usize]);
-                vec![escape(c), train[i].to_string(), v.to_string()]
+            .map(|c| {
+                let n = splits.iter().zip(&counts).map(|(d, n)| d.classes.label(c).map_or(0, |l| n[l as usize]));
+                std::iter::once(escape(c)).chain(n.map(|n| n.to_string())).collect()
             })
             .collect();
-        rows.push(vec!["<b>all</b>".into(), self.train.len().to_string(), self.validation.len().to_string()]);
+        rows.push(std::iter::once("<b>all</b>".into()).chain(splits.iter().map(|d| d.len().to_string())).collect());
+        let header = ["class", "train", "validation", "test (held out)"];
         let mut s = format!(
             "<section id=\"data\"><h2>Data</h2><p><code>{}</code>: {} classes.</p>{}",
             escape(&self.inputs.data.display().to_string()),
             names.len(),
-            table("counts", &["class", "train", "validation"], &rows)
+            table("counts", &header[..1 + splits.len()], &rows)
         );
         let _ = write!(s, "<h3>Training images, the first {} of each class</h3>", self.options.thumbnails);
         for (label, class) in names.iter().enumerate() {
@@ -238,13 +258,18 @@ impl Page<'_> {
             number(Some(f.evaluation.accuracy)),
             number(Some(f.evaluation.loss)),
         ]);
+        let on_test = self.predicted.on_test();
         rows.push(vec![
-            "predict (classifier.onnx)".into(),
+            format!(
+                "predict (classifier.onnx) on the {}",
+                if on_test { "held-out test split" } else { "validation split" }
+            ),
             number(Some(self.predicted.evaluation.accuracy)),
             number(Some(self.predicted.evaluation.loss)),
         ]);
         let mut s = format!(
-            r#"<section id="training"><h2>Training</h2><h3>Validation before and after fine-tuning</h3>{}"#,
+            r#"<section id="training"><h2>Training</h2><h3>Validation before and after fine-tuning{}</h3>{}"#,
+            if on_test { ", and the test" } else { "" },
             table("validation", &["", "accuracy", "loss"], &rows)
         );
         for ((stage, t), svg) in [("train-head", h), ("finetune", f)].into_iter().zip(self.curves) {
@@ -267,13 +292,17 @@ impl Page<'_> {
         let wrong = self.predicted.mistakes(self.options.mistakes);
         let total = self.predicted.rows.iter().filter(|r| r.label != r.predicted).count();
         let mut s = format!(
-            r#"<section id="mistakes"><h2>Mistakes</h2><p>{total} of {} validation images are predicted wrongly{}; the most confident mistakes first.</p><div class="grid">"#,
+            r#"<section id="mistakes"><h2>Mistakes</h2><p>{total} of {} {} images are predicted wrongly{}; the most confident mistakes first.</p><div class="grid">"#,
             self.predicted.rows.len(),
+            self.predicted.split(),
             if total > wrong.len() { format!(" (showing {})", wrong.len()) } else { String::new() }
         );
         for (i, row) in wrong.iter().enumerate() {
-            let src =
-                thumbs::of_file(dir, &format!("mistake-{i}"), &self.inputs.data.join("validation").join(&row.file))?;
+            let src = thumbs::of_file(
+                dir,
+                &format!("mistake-{i}"),
+                &self.inputs.data.join(self.predicted.split()).join(&row.file),
+            )?;
             *thumbnails += 1;
             let file = escape(&row.file);
             let _ = write!(
@@ -342,7 +371,7 @@ fn change(old: Option<f64>, new: Option<f64>) -> String {
     }
 }
 
-fn evaluation(e: &Evaluation, heat_map: &str) -> String {
+fn evaluation(e: &Evaluation, split: &str, heat_map: &str) -> String {
     let rows: Vec<Vec<String>> = e
         .classes
         .iter()
@@ -362,7 +391,7 @@ fn evaluation(e: &Evaluation, heat_map: &str) -> String {
         let _ = write!(extra, ", top-{} accuracy {:.4}", e.top_k.k, e.top_k.accuracy);
     }
     format!(
-        r#"<section id="evaluation"><h2>Evaluation</h2><p><code>predict</code> on the validation images: accuracy {:.4}, {extra}, loss {:.4}.</p><div class="grid"><div><h3>Confusion matrix</h3><p class="muted">Rows: true class; columns: predicted. Shade: share of the row.</p>{heat_map}</div><div><h3>Per class</h3>{}</div></div></section>"#,
+        r#"<section id="evaluation"><h2>Evaluation</h2><p><code>predict</code> on the {split} images: accuracy {:.4}, {extra}, loss {:.4}.</p><div class="grid"><div><h3>Confusion matrix</h3><p class="muted">Rows: true class; columns: predicted. Shade: share of the row.</p>{heat_map}</div><div><h3>Per class</h3>{}</div></div></section>"#,
         e.accuracy,
         e.loss,
         table("per-class", &["class", "precision", "recall", "F1", "images"], &rows)

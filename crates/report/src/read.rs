@@ -50,6 +50,9 @@ impl Training {
 pub struct Prediction {
     pub evaluation: Evaluation,
     pub device: String,
+    /// The split of the data set predict scored (`predict --data-root`): `test` or
+    /// `validation`; `None` (read as validation) for `predict --data`.
+    pub split: Option<String>,
     pub rows: Vec<Row>,
 }
 
@@ -68,6 +71,8 @@ struct PredictMetrics {
     #[serde(flatten)]
     evaluation: Evaluation,
     device: String,
+    #[serde(default)]
+    split: Option<String>,
 }
 
 impl Prediction {
@@ -78,7 +83,17 @@ impl Prediction {
         let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}; {hint}", path.display()))?;
         let rows =
             parse_predictions(&text).with_context(|| format!("{} is not predict's predictions", path.display()))?;
-        Ok(Prediction { evaluation: m.evaluation, device: m.device, rows })
+        Ok(Prediction { evaluation: m.evaluation, device: m.device, split: m.split, rows })
+    }
+
+    /// The split scored: the held-out `test`, or the `validation` that also chose the model.
+    pub fn split(&self) -> &str {
+        self.split.as_deref().unwrap_or(sd_data::layout::split::VALIDATION)
+    }
+
+    /// Whether the score is on a held-out test split (an honest estimate).
+    pub fn on_test(&self) -> bool {
+        self.split() == sd_data::layout::split::TEST
     }
 
     /// The wrong predictions, the most confident first (ties by file name), at most `cap`.
