@@ -24,6 +24,9 @@ use crate::dag::overlaps;
 use saphyr::{MarkedYaml, ScalarStyle, YamlData, YamlLoader};
 use saphyr_parser::Marker;
 
+/// The most YAML nodes that aliases may produce in one file.
+const ALIAS_NODES: usize = 4096;
+
 /// A position in the pipeline file, 1-based line and column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Loc {
@@ -208,6 +211,10 @@ impl<'a> Parser<'a> {
         let mut loader: YamlLoader<Node> = YamlLoader::default();
         // Keep scalars as written: `1e-3` must reach the command as `1e-3`, not `0.001`.
         loader.early_parse(false);
+        // Aliases clone their anchor's nodes (about 200 bytes each): saphyr's default budget of
+        // 100000 lets a 350-byte file of nested aliases take 19 MB. A pipeline never needs more
+        // than a few shared lists.
+        loader.alias_limit(ALIAS_NODES);
         let scan = |e: &saphyr::ScanError| self.err(Loc::of(e.marker()), format!("invalid YAML: {}", e.info()));
         parser.load(&mut loader, true).map_err(|e| scan(&e))?;
         if let Some(e) = loader.error() {
@@ -591,6 +598,22 @@ mod tests {
 
     fn error(src: &str) -> String {
         parse(src).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn nested_aliases_cannot_multiply_into_megabytes() {
+        // Nine lists of nine aliases of the list before: 9^9 nodes if every alias were cloned.
+        let mut src = "a: &a [x, x, x, x, x, x, x, x, x]\n".to_string();
+        for (prev, name) in
+            ["a", "b", "c", "d", "e", "f", "g", "h"].iter().zip(["b", "c", "d", "e", "f", "g", "h", "i"])
+        {
+            src += &format!("{name}: &{name} [{}]\n", vec![format!("*{prev}"); 9].join(", "));
+        }
+        let e = error(&src);
+        assert!(e.starts_with("dir/pipeline.yaml:") && e.contains("alias"), "{e}");
+        // Aliases a pipeline uses (a shared list) still read.
+        let p = parse("stages:\n  a:\n    cmd: x\n    deps: &d [p, q]\n  b:\n    cmd: y\n    deps: *d\n").unwrap();
+        assert_eq!(p.stages[1].deps.len(), 2);
     }
 
     #[test]
