@@ -7,6 +7,7 @@ mod augment;
 mod backbone;
 mod bottleneck;
 mod engines;
+mod experiments;
 mod finetune;
 mod int8;
 mod multiclass;

@@ -1,16 +1,16 @@
-//! Which stages an export may fan out: a stage whose command runs `bottleneck` over a data set
-//! (`--data`, `--model`, `--out`) can run as `bottleneck --shard i/n` jobs and one
-//! `bottleneck --merge` job, which together write byte for byte what the one command writes.
-//! Only a stage whose command is a single simple command qualifies (nothing else it does could
-//! be split), and only when its `--out` is its one out; anything else stays one job.
+//! Which stages an export may fan out: a stage declared `fanout: shards` in pipeline.yaml runs a
+//! program that can split its work (like `bottleneck`): `PROGRAM ARGS --out DIR --shard i/n`
+//! writes slice i into DIR, and `PROGRAM --merge DIR... --out OUT` joins the slices into byte for
+//! byte what the one command writes. Only a stage whose command is a single simple command
+//! qualifies (nothing else it does could be split), and only when its one `--out` is its one out;
+//! anything else stays one job.
 
 use std::ops::Range;
-use std::path::Path;
 
 use crate::shell;
 use crate::spec::{Stage, normalize, render};
 
-/// A bottleneck stage's command, taken apart for sharding.
+/// A `fanout: shards` stage's command, taken apart for sharding.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fanout<'s> {
     template: &'s str,
@@ -25,27 +25,24 @@ pub struct Fanout<'s> {
 }
 
 impl<'s> Fanout<'s> {
-    /// The stage's fan-out, if its command is a plain `bottleneck --data D --model M --out O`
-    /// (other flags as they are) with O its only out.
+    /// The stage's fan-out, if it is declared `fanout: shards` and its command is a plain
+    /// `PROGRAM ... --out O ...` with O its only out.
     pub fn detect(stage: &'s Stage) -> Option<Fanout<'s>> {
+        if !stage.fanout {
+            return None;
+        }
         let template = stage.template.as_str();
         let words = shell::simple_words(template)?;
         let first = words.iter().position(|w| !shell::is_assignment(&w.text))?;
-        if Path::new(&words[first].text).file_name()? != "bottleneck" {
-            return None;
-        }
-        let (mut data, mut model, mut out) = (0, 0, Vec::new());
+        let mut out = Vec::new();
         let mut args = words[first + 1..].iter();
         while let Some(w) = args.next() {
             let (flag, value) = match w.text.split_once('=') {
                 Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_string())),
                 _ => (w.text.as_str(), None),
             };
-            let mut value = || value.clone().or_else(|| args.next().map(|v| v.text.clone()));
             match flag {
-                "--data" => data += usize::from(value().is_some()),
-                "--model" => model += usize::from(value().is_some()),
-                "--out" if w.text.contains('=') => out.push((w.span.clone(), true, value()?)),
+                "--out" if w.text.contains('=') => out.push((w.span.clone(), true, value?)),
                 "--out" => {
                     let v = args.next()?;
                     out.push((v.span.clone(), false, v.text.clone()));
@@ -55,9 +52,6 @@ impl<'s> Fanout<'s> {
             }
         }
         let [(out_span, joined, out)] = <[_; 1]>::try_from(out).ok()?;
-        if (data, model) != (1, 1) {
-            return None;
-        }
         // Its --out must be the stage's one out: the merge writes it, the shards write elsewhere.
         let rendered = render(&out, |_| (), |name, _| stage.params.get(name).cloned().ok_or(())).ok()?;
         let mut written = stage.written();
@@ -85,9 +79,12 @@ impl<'s> Fanout<'s> {
 mod tests {
     use super::*;
     use crate::spec::Pipeline;
+    use std::path::Path;
 
     fn stage(cmd: &str, outs: &str) -> Stage {
-        let src = format!("params:\n  o: feats\nstages:\n  s:\n    cmd: {cmd}\n    params: [o]\n    outs: [{outs}]\n");
+        let src = format!(
+            "params:\n  o: feats\nstages:\n  s:\n    cmd: {cmd}\n    params: [o]\n    outs: [{outs}]\n    fanout: shards\n"
+        );
         Pipeline::parse(Path::new("p.yaml"), &src).unwrap().stages.remove(0)
     }
 
@@ -115,14 +112,17 @@ mod tests {
             ("bottleneck --data d --model m --out f && echo done", "f"),
             ("bottleneck --merge a b --out f", "f"),
             ("bottleneck --data d --model m --out f --shard 0/2", "f"),
-            ("bottleneck --data d --out f", "f"),
             ("bottleneck --data d --model m --out other", "f"),
             ("bottleneck --data d --model m --out f --out f", "f"),
             ("bottleneck --data d --model m --out f", "f, g"),
-            ("train-head --data d --model m --out f", "f"),
             ("\"'bottleneck --data d --model m --out f'\"", "f"),
         ] {
             assert_eq!(Fanout::detect(&stage(cmd, outs)), None, "{cmd}");
         }
+        // Only a stage that declares it: the runner knows no program by name.
+        let mut s = stage("bottleneck --data d --model m --out f", "f");
+        assert!(Fanout::detect(&s).is_some());
+        s.fanout = false;
+        assert_eq!(Fanout::detect(&s), None);
     }
 }

@@ -16,15 +16,38 @@ use std::time::{Duration, SystemTime};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// The content of a file or folder.
+pub use sd_data::layout::pipeline::Digest;
+
+/// One file of a hashed file or folder: its path inside the folder (empty for a file), content
+/// hash, size and permission bits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Digest {
+pub struct FileHash {
+    pub path: PathBuf,
     pub hash: String,
-    /// Bytes (a folder: of all its files).
     pub size: u64,
-    /// Number of files, for a folder.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub files: Option<u64>,
+    pub mode: u32,
+}
+
+/// A file's or folder's digest with the files it is made of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    pub digest: Digest,
+    /// Sorted by path (a file: one entry with an empty path).
+    pub files: Vec<FileHash>,
+}
+
+/// A folder's digest: the hash of its manifest, one `<file hash>  <relative path>` line per file,
+/// in byte order of the paths (`files` sorted so).
+pub fn folder_digest(files: &[FileHash]) -> Digest {
+    let mut manifest = Vec::with_capacity(files.len() * 100);
+    for f in files {
+        manifest.extend_from_slice(f.hash.as_bytes());
+        manifest.extend_from_slice(b"  ");
+        manifest.extend_from_slice(f.path.as_os_str().as_bytes());
+        manifest.push(b'\n');
+    }
+    let hash = blake3::hash(&manifest).to_hex().to_string();
+    Digest { hash, size: files.iter().map(|f| f.size).sum(), files: Some(files.len() as u64) }
 }
 
 /// What the cache trusts a file by.
@@ -60,8 +83,8 @@ pub struct HashCache {
     entries: HashMap<String, (Stat, String)>,
     used: HashSet<String>,
     dirty: bool,
-    /// Digests computed during this run, until [`HashCache::forget`].
-    memo: HashMap<PathBuf, Option<Digest>>,
+    /// Listings computed during this run, until [`HashCache::forget`].
+    memo: HashMap<PathBuf, Option<Listing>>,
 }
 
 impl HashCache {
@@ -95,12 +118,32 @@ impl HashCache {
 
     /// The digest of a file or folder, `None` if it does not exist.
     pub fn digest(&mut self, path: &Path) -> io::Result<Option<Digest>> {
-        if let Some(d) = self.memo.get(path) {
-            return Ok(d.clone());
+        Ok(self.listing(path)?.map(|l| l.digest))
+    }
+
+    /// The digest of a file or folder with the hash of every file in it, `None` if it does not
+    /// exist.
+    pub fn listing(&mut self, path: &Path) -> io::Result<Option<Listing>> {
+        if let Some(l) = self.memo.get(path) {
+            return Ok(l.clone());
         }
-        let d = self.compute(path)?;
-        self.memo.insert(path.to_path_buf(), d.clone());
-        Ok(d)
+        let l = self.compute(path)?;
+        self.memo.insert(path.to_path_buf(), l.clone());
+        Ok(l)
+    }
+
+    /// Records that `path` (a file just put there, e.g. restored from the run cache) holds
+    /// content `hash`, so that it is not read again; like a hashed file, only once it is older
+    /// than the racy window.
+    pub fn remember(&mut self, path: &Path, hash: &str) -> io::Result<()> {
+        let meta = std::fs::metadata(path)?;
+        if meta.modified().is_ok_and(|m| m < SystemTime::now() - RACY) {
+            let key = path.strip_prefix(&self.base).unwrap_or(path).to_string_lossy().into_owned();
+            self.entries.insert(key.clone(), (Stat::of(&meta), hash.to_string()));
+            self.used.insert(key);
+            self.dirty = true;
+        }
+        Ok(())
     }
 
     /// Forgets the digests of this run for everything inside or around `path` (it was rewritten).
@@ -108,7 +151,7 @@ impl HashCache {
         self.memo.retain(|p, _| !crate::dag::overlaps(p, path));
     }
 
-    fn compute(&mut self, path: &Path) -> io::Result<Option<Digest>> {
+    fn compute(&mut self, path: &Path) -> io::Result<Option<Listing>> {
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -116,22 +159,24 @@ impl HashCache {
         };
         if !meta.is_dir() {
             let hash = self.hash_files(&[(path.to_path_buf(), meta.clone())])?.remove(0);
-            return Ok(Some(Digest { hash, size: meta.len(), files: None }));
+            let file =
+                FileHash { path: PathBuf::new(), hash: hash.clone(), size: meta.len(), mode: meta.mode() & 0o7777 };
+            return Ok(Some(Listing { digest: Digest { hash, size: meta.len(), files: None }, files: vec![file] }));
         }
         let mut files = sd_data::tree::files(path)?;
         files.sort_by(|a, b| a.0.as_os_str().as_bytes().cmp(b.0.as_os_str().as_bytes()));
         let hashes = self.hash_files(&files)?;
-        let mut manifest = Vec::with_capacity(files.len() * 100);
-        let mut size = 0;
-        for ((file, meta), hash) in files.iter().zip(&hashes) {
-            manifest.extend_from_slice(hash.as_bytes());
-            manifest.extend_from_slice(b"  ");
-            manifest.extend_from_slice(file.strip_prefix(path).unwrap_or(file).as_os_str().as_bytes());
-            manifest.push(b'\n');
-            size += meta.len();
-        }
-        let hash = blake3::hash(&manifest).to_hex().to_string();
-        Ok(Some(Digest { hash, size, files: Some(files.len() as u64) }))
+        let files: Vec<FileHash> = files
+            .iter()
+            .zip(hashes)
+            .map(|((file, meta), hash)| FileHash {
+                path: file.strip_prefix(path).unwrap_or(file).to_path_buf(),
+                hash,
+                size: meta.len(),
+                mode: meta.mode() & 0o7777,
+            })
+            .collect();
+        Ok(Some(Listing { digest: folder_digest(&files), files }))
     }
 
     /// Hashes of `files`, from the cache where their stat is unchanged, else read (in parallel).

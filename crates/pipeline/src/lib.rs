@@ -7,7 +7,9 @@
 //! stages, [`metrics`] serves `pipeline metrics`, and [`makefile`] and [`snakefile`] the exports to
 //! make and Snakemake ([`fanout`] shards bottleneck stages). [`guard`] keeps outs inside the
 //! pipeline folder, [`runlock`] keeps runs apart, [`watchdog`] keeps stages from outliving a run.
+//! [`cache`] is the run cache (outs by stage signature), [`runs`] records runs and checks them out.
 
+pub mod cache;
 pub mod cli;
 pub mod dag;
 pub mod fanout;
@@ -18,6 +20,7 @@ pub mod makefile;
 pub mod metrics;
 pub mod runlock;
 pub mod runner;
+pub mod runs;
 pub mod shell;
 pub mod snakefile;
 pub mod spec;

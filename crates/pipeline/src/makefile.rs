@@ -20,6 +20,11 @@ pub fn render(p: &Pipeline, dag: &Dag, bin_dir: Option<&Path>) -> String {
         writeln!(m, "# Run from the folder of {file}: `make -j4`, or `make STAGE` for one stage and what it needs.");
     let _ =
         writeln!(m, "# Each rule runs the stage's command as `pipeline run` does; a failed stage's outs are deleted.");
+    // The run cache, the runs and `checkout` are the runner's: make decides by modification times.
+    let _ = writeln!(
+        m,
+        "# The run cache (.pipeline/cache) and the recorded runs are `pipeline run`'s: make does not use them."
+    );
     if let Some(bin) = bin_dir {
         let _ = writeln!(m, "PIPELINE_BIN ?= {}", definition(&bin.to_string_lossy()));
     }

@@ -3,36 +3,14 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::lock::{Lock, Metrics};
 use crate::spec::Pipeline;
 
-/// The flattened numeric values of a metrics file.
+/// The flattened numeric values of a metrics file (`sd_data::layout::pipeline::read_metrics`).
 pub fn read(path: &Path) -> anyhow::Result<Metrics> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read metrics file {}", path.display()))?;
-    let value: Value =
-        serde_json::from_str(&text).with_context(|| format!("metrics file {} is not valid JSON", path.display()))?;
-    let mut out = Metrics::new();
-    flatten(&value, String::new(), &mut out);
-    Ok(out)
-}
-
-fn flatten(value: &Value, key: String, out: &mut Metrics) {
-    let join = |k: &str| if key.is_empty() { k.to_string() } else { format!("{key}.{k}") };
-    match value {
-        Value::Number(n) => {
-            out.insert(key, n.as_f64().unwrap_or(f64::NAN));
-        }
-        Value::Bool(b) => {
-            out.insert(key, f64::from(u8::from(*b)));
-        }
-        Value::Object(map) => map.iter().for_each(|(k, v)| flatten(v, join(k), out)),
-        Value::Array(items) => items.iter().enumerate().for_each(|(i, v)| flatten(v, join(&i.to_string()), out)),
-        Value::String(_) | Value::Null => {}
-    }
+    Ok(sd_data::layout::pipeline::read_metrics(path)?)
 }
 
 /// One metric of one file: its value now and, for a diff, at the previous run.
@@ -131,18 +109,6 @@ pub fn change(old: Option<f64>, new: Option<f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn flattens_numbers_and_booleans() {
-        let t = tempfile::tempdir().unwrap();
-        let f = t.path().join("m.json");
-        std::fs::write(&f, r#"{"acc": 0.5, "val": {"loss": 2, "ok": true, "name": "x"}, "curve": [1, 2.5]}"#).unwrap();
-        let m = read(&f).unwrap();
-        let got: Vec<(&str, f64)> = m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        assert_eq!(got, [("acc", 0.5), ("curve.0", 1.0), ("curve.1", 2.5), ("val.loss", 2.0), ("val.ok", 1.0)]);
-        std::fs::write(&f, "{").unwrap();
-        assert!(format!("{:#}", read(&f).unwrap_err()).contains("is not valid JSON"));
-    }
 
     #[test]
     fn metrics_read_back_with_float_noise_are_the_same() {

@@ -26,6 +26,9 @@ use crate::watchdog::{group_alive, process_alive};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Holder {
     pid: u32,
+    /// What holds it: `run`, `sweep`, `checkout`, `gc`.
+    #[serde(default = "run")]
+    command: String,
     /// Unix time, seconds.
     since: u64,
     /// Running stages by name: their process group.
@@ -36,6 +39,10 @@ struct Holder {
 struct Held {
     file: File,
     holder: Holder,
+}
+
+fn run() -> String {
+    "run".into()
 }
 
 /// The lock this process holds, if any (the stage threads record their stages in it).
@@ -56,9 +63,10 @@ pub fn path(p: &Pipeline) -> PathBuf {
 }
 
 impl RunLock {
-    /// Takes the lock of `p`'s folder. When another run holds it, or a stage of an earlier
-    /// killed run still runs: an error naming it (exit 2), or with `wait`, waits for it.
-    pub fn acquire(p: &Pipeline, wait: bool, quiet: bool) -> Result<RunLock, ConfigError> {
+    /// Takes the lock of `p`'s folder for `command` (`run`, `sweep`, ...). When another run
+    /// holds it, or a stage of an earlier killed run still runs: an error naming it (exit 2), or
+    /// with `wait`, waits for it.
+    pub fn acquire(p: &Pipeline, command: &str, wait: bool, quiet: bool) -> Result<RunLock, ConfigError> {
         let path = path(p);
         let busy = |msg: String| ConfigError { file: path.clone(), loc: None, msg };
         let io = |what: &str, e: std::io::Error| busy(format!("cannot {what}: {e} (is the folder writable?)"));
@@ -79,7 +87,7 @@ impl RunLock {
             let who = describe_holder(&read(&path));
             if !wait {
                 return Err(busy(format!(
-                    "{who} holds this pipeline folder; wait for it to finish, or use `pipeline run --wait`"
+                    "{who} holds this pipeline folder; wait for it to finish, or use `pipeline {command} --wait`"
                 )));
             }
             say(format!("waiting for {who}"));
@@ -105,7 +113,7 @@ impl RunLock {
             std::thread::sleep(Duration::from_millis(100));
         }
         let since = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        let holder = Holder { pid: std::process::id(), since, stages: BTreeMap::new() };
+        let holder = Holder { pid: std::process::id(), command: command.into(), since, stages: BTreeMap::new() };
         let mut slot = held();
         *slot = Some(Held { file, holder });
         write(slot.as_ref().expect("just set"));
@@ -171,7 +179,7 @@ fn describe_holder(h: &Holder) -> String {
     }
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let running = if h.stages.is_empty() { String::new() } else { format!(", running {}", groups()) };
-    format!("`pipeline run` (pid {}, for {} s{running})", h.pid, now.saturating_sub(h.since))
+    format!("`pipeline {}` (pid {}, for {} s{running})", h.command, h.pid, now.saturating_sub(h.since))
 }
 
 /// `flock(LOCK_EX)`, blocking or not; `Ok(false)`: another holds it.
@@ -203,10 +211,11 @@ mod tests {
         // A stage of a killed run whose watchdog died with it: its group still runs.
         let mut orphan = std::process::Command::new("sleep").arg("30").process_group(0).spawn().unwrap();
         let group = orphan.id();
-        let earlier = Holder { pid: 999_999_999, since: 0, stages: BTreeMap::from([("slow".into(), group)]) };
+        let earlier =
+            Holder { pid: 999_999_999, command: run(), since: 0, stages: BTreeMap::from([("slow".into(), group)]) };
         std::fs::create_dir_all(p.state_dir()).unwrap();
         std::fs::write(path(&p), serde_json::to_vec(&earlier).unwrap()).unwrap();
-        let err = RunLock::acquire(&p, false, true).unwrap_err().to_string();
+        let err = RunLock::acquire(&p, "run", false, true).unwrap_err().to_string();
         assert!(
             err.ends_with(&format!(
                 ".pipeline/run.lock: stage `slow` of an earlier `pipeline run` (pid 999999999) still runs as process \
@@ -221,7 +230,7 @@ mod tests {
         // Gone: the lock is taken and names this process; dropping it empties the file. (`wait`:
         // a process another test forks while the first attempt's file was open shares its lock
         // until that child execs.)
-        let lock = RunLock::acquire(&p, true, true).unwrap();
+        let lock = RunLock::acquire(&p, "run", true, true).unwrap();
         stage_started("b", 42);
         let now = read(&path(&p));
         assert_eq!((now.pid, now.stages), (std::process::id(), BTreeMap::from([("b".into(), 42)])));
@@ -234,7 +243,7 @@ mod tests {
     #[test]
     fn holders_are_described_by_pid_and_stages() {
         let me = std::process::id();
-        let h = Holder { pid: me, since: 0, stages: BTreeMap::from([("a".into(), 7)]) };
+        let h = Holder { pid: me, command: run(), since: 0, stages: BTreeMap::from([("a".into(), 7)]) };
         assert!(describe_holder(&h).starts_with(&format!("`pipeline run` (pid {me}, for ")), "{}", describe_holder(&h));
         assert!(describe_holder(&h).ends_with(" s, running `a` (process group 7))"));
         let dead = Holder { pid: 999_999_999, ..h };

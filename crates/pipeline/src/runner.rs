@@ -7,6 +7,10 @@
 //! or half-written outputs never survive; the lock gets the stage's new fingerprint only after
 //! it succeeded and wrote every out.
 //!
+//! An out-of-date stage whose signature is in the run cache ([`crate::cache`]) gets its outs back
+//! from there instead of running (unless forced or `no_cache`); every stage that succeeds, and
+//! every up-to-date stage not yet there, is stored in it.
+//!
 //! Each stage runs in a process group of its own, and a Ctrl-C, SIGTERM or SIGHUP sent to
 //! `pipeline` is handed on to every running stage's group ([`stop_stages`]): the stages clean
 //! their scratch and stop, and `pipeline` dies of the signal once they have exited, instead of
@@ -22,10 +26,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
+use sd_data::layout::runs::{StageRun, StageState};
+
+use crate::cache::{self, Cache};
 use crate::dag::Dag;
 use crate::lock::{Lock, StageLock};
 use crate::spec::{ConfigError, Stage};
-use crate::state::{Context, Reason, compare};
+use crate::state::{Context, Expect, Reason, compare, foresee};
 use crate::watchdog::Watchdog;
 
 #[derive(Debug, Clone, Default)]
@@ -44,17 +51,23 @@ pub struct RunOptions {
     pub jobs: usize,
     /// No progress lines.
     pub quiet: bool,
+    /// Run out-of-date stages even when the run cache has their outs.
+    pub no_cache: bool,
 }
 
 /// What happened to each selected stage.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Summary {
     /// Ran successfully (in a dry run: would run).
     pub ran: Vec<String>,
+    /// Outs restored from the run cache (in a dry run: would be).
+    pub restored: Vec<String>,
     pub up_to_date: Vec<String>,
     pub failed: Vec<String>,
     /// Not run because an upstream stage failed, or because the run stopped at a failure.
     pub not_run: Vec<String>,
+    /// Every selected stage, in run order (for the run's record).
+    pub stages: Vec<StageRun>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +75,7 @@ enum State {
     Waiting,
     Running,
     Ran,
+    Restored,
     UpToDate,
     Failed,
     NotRun,
@@ -102,6 +116,11 @@ pub fn run(cx: &mut Context, dag: &Dag, lock: &mut Lock, opts: &RunOptions) -> a
     let mut state: Vec<State> =
         (0..n).map(|s| if selected.contains(&s) { State::Waiting } else { State::UpToDate }).collect();
     let mut before: Vec<Option<StageLock>> = vec![None; n];
+    let mut signatures: Vec<Option<String>> = vec![None; n];
+    let mut seconds: Vec<Option<f64>> = vec![None; n];
+    // What a dry run expects of each stage, for the stages after it.
+    let mut expect = vec![Expect::Unchanged; n];
+    let store = Cache::of(p);
     let (tx, rx) = mpsc::channel::<(usize, io::Result<ExitStatus>, Duration)>();
     let (mut running, mut stop) = (0, false);
     loop {
@@ -124,26 +143,70 @@ pub fn run(cx: &mut Context, dag: &Dag, lock: &mut Lock, opts: &RunOptions) -> a
                 }
                 moved = true;
                 let stage = &p.stages[s];
-                let now = cx.fingerprint(stage)?;
+                let mut now = cx.fingerprint(stage)?;
+                // A dry run's upstream stages did not really run: their outs still hold the old
+                // content, but for what they would restore from the cache.
+                let unknown = if opts.dry_run { foresee(p, dag, s, &mut now, &expect) } else { Vec::new() };
                 let mut reasons = compare(stage, &now, lock.stages.get(&stage.name));
                 if forced.contains(&s) {
                     reasons.insert(0, Reason::Forced);
                 }
-                if opts.dry_run {
-                    // Upstream stages did not really run: their outs still hold the old content.
-                    for &u in dag.upstream[s].iter().filter(|&&u| state[u] == State::Ran) {
-                        reasons.push(Reason::Upstream { stage: p.stages[u].name.clone() });
-                    }
+                for &u in &unknown {
+                    reasons.push(Reason::Upstream { stage: p.stages[u].name.clone() });
                 }
+                signatures[s] = cache::signature(stage, &now).filter(|_| unknown.is_empty());
                 if reasons.is_empty() {
                     tracing::info!("{} is up to date", stage.name);
                     state[s] = State::UpToDate;
+                    if let (false, Some(sig), Some(entry)) =
+                        (opts.dry_run, &signatures[s], lock.stages.get(&stage.name))
+                        && !store.has(sig)
+                    {
+                        // Up to date from before the cache (or a run with no_cache): stored now,
+                        // so that the cache has every state a run has seen.
+                        if let Err(e) = store.store(p, &mut cx.hashes, stage, sig, entry) {
+                            tracing::warn!("cannot store {} in the run cache: {e:#}", stage.name);
+                        }
+                    }
                     continue;
                 }
                 let why = reasons.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                let cached = match &signatures[s] {
+                    Some(sig) if !opts.no_cache && !forced.contains(&s) => store.load(sig, &mut cx.hashes, &stage.name),
+                    _ => None,
+                };
                 if opts.dry_run {
-                    println!("would run {}: {why}", stage.name);
-                    state[s] = State::Ran;
+                    if let Some(entry) = cached {
+                        println!("would restore {} from cache: {why}", stage.name);
+                        (state[s], expect[s]) = (State::Restored, Expect::Restore(Box::new(entry)));
+                    } else {
+                        println!("would run {}: {why}", stage.name);
+                        (state[s], expect[s]) = (State::Ran, Expect::Run);
+                    }
+                    continue;
+                }
+                if let Some(entry) = cached {
+                    say(format!("restoring {} from cache: {why}", stage.name));
+                    let start = Instant::now();
+                    let restored = crate::guard::check(p, stage)
+                        .map_err(anyhow::Error::new)
+                        .and_then(|()| remove_outs(cx, stage).map_err(anyhow::Error::new))
+                        .and_then(|()| store.restore(p, &mut cx.hashes, &entry))
+                        .and_then(|()| record(cx, lock, stage, now, entry.lock.seconds).map(drop));
+                    let took = start.elapsed().as_secs_f64();
+                    seconds[s] = Some(took);
+                    match restored {
+                        Ok(()) => {
+                            say(format!("restored {} from cache ({took:.1}s)", stage.name));
+                            state[s] = State::Restored;
+                        }
+                        Err(e) => {
+                            let _ = remove_outs(cx, stage);
+                            say(format!("FAILED {}: cannot restore it from the run cache: {e:#}", stage.name));
+                            state[s] = State::Failed;
+                            stop |= !opts.keep_going;
+                        }
+                    }
                     continue;
                 }
                 say(format!("running {}: {why}", stage.name));
@@ -172,13 +235,21 @@ pub fn run(cx: &mut Context, dag: &Dag, lock: &mut Lock, opts: &RunOptions) -> a
         let (s, status, took) = rx.recv().expect("a running stage reports back");
         running -= 1;
         let stage = &p.stages[s];
+        seconds[s] = Some(took.as_secs_f64());
         let result = match status {
-            Ok(st) if st.success() => record(cx, lock, stage, before[s].take().expect("fingerprint"), took),
+            Ok(st) if st.success() => {
+                record(cx, lock, stage, before[s].take().expect("fingerprint"), Some(took.as_secs_f64()))
+            }
             Ok(st) => Err(anyhow::anyhow!("{}", describe(st))),
             Err(e) => Err(anyhow::anyhow!("cannot wait for it: {e}")),
         };
         match result {
-            Ok(()) => {
+            Ok(entry) => {
+                if let Some(sig) = &signatures[s]
+                    && let Err(e) = store.store(p, &mut cx.hashes, stage, sig, &entry)
+                {
+                    tracing::warn!("cannot store {} in the run cache: {e:#}", stage.name);
+                }
                 say(format!("done {} ({:.1}s)", stage.name, took.as_secs_f64()));
                 state[s] = State::Ran;
             }
@@ -194,19 +265,38 @@ pub fn run(cx: &mut Context, dag: &Dag, lock: &mut Lock, opts: &RunOptions) -> a
     let mut summary = Summary::default();
     for &s in dag.order.iter().filter(|s| selected.contains(s)) {
         let name = p.stages[s].name.clone();
-        match state[s] {
-            State::Ran => summary.ran.push(name),
-            State::UpToDate => summary.up_to_date.push(name),
-            State::Failed => summary.failed.push(name),
-            State::NotRun | State::Waiting | State::Running => summary.not_run.push(name),
-        }
+        let list = match state[s] {
+            State::Ran => &mut summary.ran,
+            State::Restored => &mut summary.restored,
+            State::UpToDate => &mut summary.up_to_date,
+            State::Failed => &mut summary.failed,
+            State::NotRun | State::Waiting | State::Running => &mut summary.not_run,
+        };
+        list.push(name.clone());
+        let state = match state[s] {
+            State::Ran => StageState::Ran,
+            State::Restored => StageState::Restored,
+            State::UpToDate => StageState::UpToDate,
+            State::Failed => StageState::Failed,
+            State::NotRun | State::Waiting | State::Running => StageState::NotRun,
+        };
+        let done = matches!(state, StageState::Ran | StageState::Restored | StageState::UpToDate);
+        let signature = signatures[s].take().filter(|_| done);
+        summary.stages.push(StageRun { stage: name, state, seconds: seconds[s], signature });
     }
     Ok(summary)
 }
 
-/// Records a successful run in the lock (written at once): the deps as they were when it
-/// started, the outs as they are now, the metrics they hold, and how long it took.
-fn record(cx: &mut Context, lock: &mut Lock, stage: &Stage, before: StageLock, took: Duration) -> anyhow::Result<()> {
+/// Records a successful run (or restore) in the lock (written at once): the deps as they were
+/// when it started, the outs as they are now, the metrics they hold, and how long computing them
+/// took. Returns the stage's new entry.
+fn record(
+    cx: &mut Context,
+    lock: &mut Lock,
+    stage: &Stage,
+    before: StageLock,
+    seconds: Option<f64>,
+) -> anyhow::Result<StageLock> {
     for out in stage.written() {
         cx.hashes.forget(&cx.pipeline.resolve(&out.path));
     }
@@ -220,16 +310,16 @@ fn record(cx: &mut Context, lock: &mut Lock, stage: &Stage, before: StageLock, t
         metrics.insert(m.path.to_string_lossy().into_owned(), crate::metrics::read(&path)?);
     }
     let previous_metrics = lock.stages.get(&stage.name).map(|old| old.metrics.clone()).unwrap_or_default();
-    let entry = StageLock { outs: after.outs, metrics, previous_metrics, seconds: Some(took.as_secs_f64()), ..before };
+    let entry = StageLock { outs: after.outs, metrics, previous_metrics, seconds, ..before };
     // Merge into the lock as it is on disk now, so that another `pipeline run` of other stages
     // of the same pipeline (e.g. one per shard, from a scheduler) does not lose its entries.
     let path = cx.pipeline.lock_path();
-    if let Ok(on_disk) = Lock::load(&path) {
+    if let Ok(on_disk) = crate::lock::load(&path) {
         *lock = on_disk;
     }
-    lock.stages.insert(stage.name.clone(), entry);
+    lock.stages.insert(stage.name.clone(), entry.clone());
     lock.save(&path).with_context(|| format!("cannot write the lock file {}", path.display()))?;
-    Ok(())
+    Ok(entry)
 }
 
 fn remove_outs(cx: &mut Context, stage: &Stage) -> io::Result<()> {

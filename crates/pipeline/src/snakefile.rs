@@ -6,9 +6,10 @@
 //!   compares modification times and a folder's does not change when a file in it does;
 //! * the params are Snakemake's `config`, with pipeline.yaml's values as defaults, and are
 //!   substituted when the Snakefile is read: `snakemake --config size=224` works;
-//! * a bottleneck stage ([`Fanout`]) becomes `--shards` slice jobs (`bottleneck --shard i/n`,
-//!   into folders under `.pipeline/shards/`) and a `bottleneck --merge` job;
-//! * stages that use every core they get declare `threads:` (Snakemake caps it at `--cores`).
+//! * a stage declared `fanout: shards` ([`Fanout`]) becomes `--shards` slice jobs (`PROGRAM --shard
+//!   i/n`, into folders under `.pipeline/shards/`) and a `PROGRAM --merge` job;
+//! * a stage's `threads:`, or [`HEAVY_THREADS`] for one declared `heavy: true`, is its rule's
+//!   `threads:` (Snakemake caps it at `--cores`).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -20,16 +21,13 @@ use crate::lock::Lock;
 use crate::shell::{Context, command_parts};
 use crate::spec::{PathSpec, Piece, Pipeline, STATE_DIR, Stage, pieces};
 
-/// `threads:` of a stage that runs one of the multi-threaded stage programs and does not say
+/// `threads:` of a stage declared `heavy: true` (it uses every core it gets) that does not say
 /// `threads:` itself.
 pub const HEAVY_THREADS: u32 = 8;
 
-/// The stage programs that use every core they are given (ONNX Runtime, rayon).
-const HEAVY: [&str; 5] = ["bottleneck", "augment", "train-head", "finetune", "predict"];
-
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
-    /// Slices per bottleneck stage (1: no fan-out).
+    /// Slices per `fanout: shards` stage (1: no fan-out).
     pub shards: usize,
 }
 
@@ -43,7 +41,8 @@ pub fn render(p: &Pipeline, dag: &Dag, lock: &Lock, bin_dir: Option<&Path>, opts
     let _ = writeln!(m, "# Run from the folder of {file}: `snakemake --cores 4` (all), `snakemake --cores 4 RULE`");
     m.push_str(
         "# (one stage and what it needs), `--config NAME=VALUE` to change a param. Each rule runs its\n\
-         # stage's command as `pipeline run` does (`sh -c`); Snakemake deletes the outputs of a job that fails.\n",
+         # stage's command as `pipeline run` does (`sh -c`); Snakemake deletes the outputs of a job that fails.\n\
+         # The run cache (.pipeline/cache) and the recorded runs are `pipeline run`'s: Snakemake does not use them.\n",
     );
     m.push_str(
         "\nimport os\n\n# The params of the pipeline, as written there; `--config NAME=VALUE` overrides them.\n",
@@ -80,7 +79,7 @@ pub fn render(p: &Pipeline, dag: &Dag, lock: &Lock, bin_dir: Option<&Path>, opts
             outputs.push(format!("touch({flag})"));
             all.push(flag);
         }
-        let threads = stage.threads.or_else(|| is_heavy(stage).then_some(HEAVY_THREADS));
+        let threads = stage.threads.or_else(|| stage.heavy.then_some(HEAVY_THREADS));
         let about = stage.desc.as_deref().map(|d| format!(": {}", d.replace('\n', " "))).unwrap_or_default();
         match Fanout::detect(stage).filter(|_| opts.shards > 1) {
             None => {
@@ -222,11 +221,6 @@ fn is_folder(p: &Pipeline, lock: &Lock, stage: &Stage, out: &PathSpec) -> bool {
     out.path.extension().is_none()
 }
 
-fn is_heavy(stage: &Stage) -> bool {
-    let program = crate::shell::program_word(&stage.cmd).and_then(|w| Path::new(w).file_name());
-    program.is_some_and(|name| HEAVY.iter().any(|h| name == *h))
-}
-
 /// Rule names: Python identifiers, unique, none of Python's keywords or `all`.
 fn rule_names(p: &Pipeline) -> Vec<String> {
     const TAKEN: &[&str] = &[
@@ -345,7 +339,7 @@ mod tests {
 
     const SRC: &str = "params:\n  size: 32\n  data: raw\nstages:\n  \
         feats:\n    desc: the features\n    cmd: bottleneck --data ${data}/train --model m.onnx --out f --size ${size}\n    \
-        deps: [\"${data}/train\", m.onnx]\n    params: [data, size]\n    outs: [f]\n  \
+        deps: [\"${data}/train\", m.onnx]\n    params: [data, size]\n    outs: [f]\n    heavy: true\n    fanout: shards\n  \
         report:\n    cmd: |\n      printf '{\"n\": %d}\\n' 1 > r.json\n      echo \"$$HOME\"\n    deps: [f/files.txt]\n    \
         metrics: [r.json]\n    threads: 2\n  \
         note:\n    cmd: echo hi\n";

@@ -14,6 +14,8 @@
 //!     outs: [artifacts/features]
 //!     metrics: [artifacts/features/summary.json]  # optional JSON files
 //!     threads: 4               # optional: cores it uses, for the Snakefile export
+//!     heavy: true              # optional: it uses every core it gets (Snakefile: 8 threads unless `threads`)
+//!     fanout: shards           # optional: exports may run it as `--shard i/N` jobs and a `--merge` job
 //! ```
 
 use std::collections::BTreeMap;
@@ -90,6 +92,11 @@ pub struct Stage {
     pub metrics: Vec<PathSpec>,
     /// The cores the stage uses (`threads:`), for workflow engines that schedule by cores.
     pub threads: Option<u32>,
+    /// `heavy: true`: it uses every core it is given (exports give it several unless `threads:`).
+    pub heavy: bool,
+    /// `fanout: shards`: its program can split the work, `--shard i/N` into slices and
+    /// `--merge DIR... --out OUT` of them (an export may run it so; see `fanout`).
+    pub fanout: bool,
 }
 
 /// A path from the file (normalised, relative to [`Pipeline::dir`] unless absolute) and where it was written.
@@ -145,7 +152,7 @@ impl Pipeline {
 
     /// The lock file that goes with this pipeline: `pipeline.yaml` -> `pipeline.lock`.
     pub fn lock_path(&self) -> PathBuf {
-        self.file.with_extension("lock")
+        sd_data::layout::pipeline::lock_path(&self.file)
     }
 
     /// The folder of the pipeline's own state: the run lock and the hash cache.
@@ -176,10 +183,11 @@ struct Parser<'a> {
 
 type Node<'a> = MarkedYaml<'a>;
 
-const STAGE_KEYS: &str = "cmd, deps, params, outs, metrics, desc, threads";
+const STAGE_KEYS: &str = "cmd, deps, params, outs, metrics, desc, threads, heavy, fanout";
 
-/// The folder next to the pipeline file that holds `pipeline`'s own state (run lock, hash cache).
-pub const STATE_DIR: &str = ".pipeline";
+/// The folder next to the pipeline file that holds `pipeline`'s own state (run lock, hash cache,
+/// run cache, runs).
+pub use sd_data::layout::pipeline::STATE_DIR;
 
 /// The files of the pipeline itself, relative to its folder, with what they are: no stage may
 /// write them (outs are deleted before their stage runs).
@@ -410,6 +418,21 @@ impl<'a> Parser<'a> {
             }
             None => None,
         };
+        let heavy = match fields.get("heavy") {
+            Some(node) => match self.scalar(node, &format!("`heavy` of {what}"))?.as_str() {
+                "true" => true,
+                "false" => false,
+                text => return Err(self.at(node, format!("`heavy` of {what} must be true or false, not `{text}`"))),
+            },
+            None => false,
+        };
+        let fanout = match fields.get("fanout") {
+            Some(node) => match self.scalar(node, &format!("`fanout` of {what}"))?.as_str() {
+                "shards" => true,
+                text => return Err(self.at(node, format!("`fanout` of {what} must be `shards`, not `{text}`"))),
+            },
+            None => false,
+        };
         Ok(Stage {
             name,
             loc: Loc::of(&key.span.start),
@@ -421,6 +444,8 @@ impl<'a> Parser<'a> {
             outs,
             metrics,
             threads,
+            heavy,
+            fanout,
         })
     }
 
@@ -684,7 +709,7 @@ mod tests {
         assert!(error("stages:\n  a:\n    cmd: x\n   deps: []\n").starts_with("dir/pipeline.yaml:4:"));
         assert_eq!(
             error("stages:\n  a:\n    cmd: x\n    dep: [y]\n"),
-            "dir/pipeline.yaml:4:5: unknown key `dep` in stage `a` (expected one of cmd, deps, params, outs, metrics, desc, threads)"
+            "dir/pipeline.yaml:4:5: unknown key `dep` in stage `a` (expected one of cmd, deps, params, outs, metrics, desc, threads, heavy, fanout)"
         );
         assert!(error("stage:\n  a: {}\n").starts_with("dir/pipeline.yaml:1:1: unknown key `stage`"));
         assert!(error("stages:\n  a:\n    cmd: x\n  a:\n    cmd: y\n").contains("4:3: invalid YAML: duplicated key"));
@@ -716,9 +741,21 @@ mod tests {
 
     #[test]
     fn threads_and_folder_outs() {
-        let p = parse("stages:\n  a:\n    cmd: x\n    outs: [d/, f]\n    threads: 4\n").unwrap();
+        let p = parse(
+            "stages:\n  a:\n    cmd: x\n    outs: [d/, f]\n    threads: 4\n    heavy: true\n    fanout: shards\n",
+        )
+        .unwrap();
         let a = &p.stages[0];
-        assert_eq!(a.threads, Some(4));
+        assert_eq!((a.threads, a.heavy, a.fanout), (Some(4), true, true));
+        assert!(!parse("stages:\n  a:\n    cmd: x\n").unwrap().stages[0].heavy);
+        assert!(
+            error("stages:\n  a:\n    cmd: x\n    heavy: yes\n")
+                .contains("4:12: `heavy` of stage `a` must be true or false")
+        );
+        assert!(
+            error("stages:\n  a:\n    cmd: x\n    fanout: 4\n")
+                .contains("4:13: `fanout` of stage `a` must be `shards`, not `4`")
+        );
         assert_eq!(
             a.outs.iter().map(|o| (o.path.to_str().unwrap(), o.folder)).collect::<Vec<_>>(),
             [("d", true), ("f", false)]

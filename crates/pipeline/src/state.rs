@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::cache::{self, Cache};
 use crate::dag::{Dag, overlaps};
 use crate::hash::HashCache;
 use crate::lock::{Lock, Program, StageLock};
@@ -199,6 +200,46 @@ pub fn check_sources(p: &Pipeline) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// What `status` or a dry run, which look at stages before their upstream stages run, expect a
+/// stage to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Expect {
+    /// Nothing: it is up to date.
+    Unchanged,
+    /// Run: what it writes is known only once it has run.
+    Run,
+    /// Restore this entry's outs from the run cache.
+    Restore(Box<cache::Entry>),
+}
+
+/// Sets the deps in `now` (stage `s`'s fingerprint) that an upstream stage would restore from the
+/// run cache (its outs, or paths inside them) to what they would hold. Returns the upstream
+/// stages whose effect on those deps cannot be known before they run: those that would run, and
+/// those that would restore an out lying inside a dep.
+pub fn foresee(p: &Pipeline, dag: &Dag, s: usize, now: &mut StageLock, expect: &[Expect]) -> Vec<usize> {
+    let mut unknown = Vec::new();
+    for &u in &dag.upstream[s] {
+        match &expect[u] {
+            Expect::Unchanged => {}
+            Expect::Run => unknown.push(u),
+            Expect::Restore(entry) => {
+                let mut known = true;
+                for (path, digest) in now.deps.iter_mut() {
+                    if let Some(d) = entry.digest_of(Path::new(path)) {
+                        *digest = d;
+                    } else if p.stages[u].written().any(|o| overlaps(Path::new(path), &o.path)) {
+                        known = false;
+                    }
+                }
+                if !known {
+                    unknown.push(u);
+                }
+            }
+        }
+    }
+    unknown
+}
+
 /// A stage's state in `pipeline status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageStatus {
@@ -208,24 +249,44 @@ pub struct StageStatus {
     pub stage: String,
     pub up_to_date: bool,
     pub reasons: Vec<Reason>,
+    /// Out of date, but a run would restore its outs from the run cache.
+    pub restore_from_cache: bool,
 }
 
 /// The status of every stage, in topological order: out of date when its own fingerprint
-/// changed or an upstream stage is out of date.
+/// changed or an upstream stage is out of date (unless what that stage would restore from the
+/// run cache leaves it up to date).
 pub fn status(cx: &mut Context, dag: &Dag, lock: &Lock) -> anyhow::Result<Vec<StageStatus>> {
     let p = cx.pipeline;
-    let mut stale = vec![false; p.stages.len()];
+    let store = Cache::of(p);
+    let mut expect = vec![Expect::Unchanged; p.stages.len()];
     let mut out = Vec::new();
     for &s in &dag.order {
         let stage = &p.stages[s];
-        let mut reasons = compare(stage, &cx.fingerprint(stage)?, lock.stages.get(&stage.name));
-        for &u in &dag.upstream[s] {
-            if stale[u] {
-                reasons.push(Reason::Upstream { stage: p.stages[u].name.clone() });
-            }
+        let mut now = cx.fingerprint(stage)?;
+        let unknown = foresee(p, dag, s, &mut now, &expect);
+        let mut reasons = compare(stage, &now, lock.stages.get(&stage.name));
+        for &u in &unknown {
+            reasons.push(Reason::Upstream { stage: p.stages[u].name.clone() });
         }
-        stale[s] = !reasons.is_empty();
-        out.push(StageStatus { index: s, stage: stage.name.clone(), up_to_date: reasons.is_empty(), reasons });
+        let mut restore_from_cache = false;
+        if !reasons.is_empty() {
+            let sig = cache::signature(stage, &now).filter(|_| unknown.is_empty());
+            expect[s] = match sig.and_then(|sig| store.load(&sig, &mut cx.hashes, &stage.name)) {
+                Some(entry) => {
+                    restore_from_cache = true;
+                    Expect::Restore(Box::new(entry))
+                }
+                None => Expect::Run,
+            };
+        }
+        out.push(StageStatus {
+            index: s,
+            stage: stage.name.clone(),
+            up_to_date: reasons.is_empty(),
+            reasons,
+            restore_from_cache,
+        });
     }
     Ok(out)
 }

@@ -7,12 +7,11 @@
 //! of one training image), every stage of the last `pipeline run` (from `pipeline.lock`: time,
 //! params, device), both trainers' learning curves with the exported epoch marked, validation
 //! before and after fine-tuning, the evaluation (confusion matrix heat map, per-class precision,
-//! recall and F1), the validation images the model gets wrong (most confident first), and this
-//! run's metrics beside the previous run's.
+//! recall and F1), the validation images the model gets wrong (most confident first), and every
+//! recorded run of the pipeline, best first, this one marked.
 //!
-//! It reads what the stages wrote ([`read`]) and depends on stage crates only for their file
-//! formats: `sd-predict` (predictions.csv), `sd-pipeline` (the lock and the metrics diff),
-//! `sd-augment` (the augmenter).
+//! It reads what the stages wrote ([`read`]); the lock and the runs through their one
+//! description in `sd_data::layout`.
 
 pub mod cli;
 pub mod confusion;

@@ -9,30 +9,11 @@ use sd_data::Dataset;
 use sd_data::image::load_resized;
 use sd_train::metrics::Evaluation;
 
+use sd_data::layout::runs::{self, TableOptions};
+
 use crate::html::{escape, number, table};
 use crate::read::{Prediction, Run, Training};
 use crate::{Inputs, Options, thumbs};
-
-/// The metrics of `pipeline metrics --diff` worth a line on the page: accuracies, losses, F1,
-/// epochs, time (the trainers' under `evaluation.`, `exported.`, ...; predict's at the top).
-/// Per-class scores and matrix cells are in their sections, the rest in `pipeline metrics`.
-const KEY_METRICS: &[&str] = &[
-    "accuracy",
-    "correct",
-    "loss",
-    "macro_f1",
-    "top_k.accuracy",
-    "evaluation.accuracy",
-    "evaluation.loss",
-    "evaluation.macro_f1",
-    "initial.val_acc",
-    "exported.epoch",
-    "exported.val_acc",
-    "best.epoch",
-    "best.val_acc",
-    "epochs",
-    "seconds",
-];
 
 const STYLE: &str = r#"
 body { font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1280px; padding: 0 24px 48px; color: #222; }
@@ -43,7 +24,7 @@ nav a { margin-right: 14px; } .muted { color: #666; font-size: 0.9em; }
 table { border-collapse: collapse; margin: 8px 0 16px; }
 th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; vertical-align: top; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
-tr.changed td { background: #fff6d5; }
+tr.current td { background: #fff6d5; font-weight: 600; }
 .strip { display: flex; flex-wrap: wrap; gap: 6px; align-items: flex-end; }
 .strip img, figure img { height: 96px; width: auto; border-radius: 3px; display: block; }
 figure { margin: 0; } figcaption { font-size: 0.8em; max-width: 160px; overflow-wrap: anywhere; }
@@ -52,7 +33,7 @@ figure { margin: 0; } figcaption { font-size: 0.8em; max-width: 160px; overflow-
 code { background: #f4f4f4; padding: 1px 4px; border-radius: 3px; overflow-wrap: anywhere; }
 .chip { display: inline-block; background: #eef3fb; border-radius: 3px; padding: 0 5px; margin: 1px; font-size: 0.85em; }
 table.stages td:last-child, table.stages th:last-child { text-align: left; max-width: 560px; }
-table.diff td:nth-child(2), table.diff th:nth-child(2) { text-align: left; }
+table.runs td:nth-child(2), table.runs th:nth-child(2) { white-space: nowrap; }
 "#;
 
 pub struct Page<'a> {
@@ -84,14 +65,14 @@ impl Page<'_> {
         );
         let _ = write!(s, "<h1>Run report</h1>{}", self.headline());
         s.push_str(
-            r##"<nav><a href="#data">Data</a><a href="#stages">Stages</a><a href="#training">Training</a><a href="#evaluation">Evaluation</a><a href="#mistakes">Mistakes</a><a href="#metrics">Against the previous run</a></nav>"##,
+            r##"<nav><a href="#data">Data</a><a href="#stages">Stages</a><a href="#training">Training</a><a href="#evaluation">Evaluation</a><a href="#mistakes">Mistakes</a><a href="#runs">Runs</a></nav>"##,
         );
         s.push_str(&self.data(dir, &mut thumbnails)?);
         s.push_str(&self.stages());
         s.push_str(&self.training());
         s.push_str(&evaluation(e, self.predicted.split(), self.heat_map));
         s.push_str(&self.mistakes(dir, &mut thumbnails)?);
-        s.push_str(&self.metrics());
+        s.push_str(&self.runs());
         let _ = write!(
             s,
             r#"<footer class="muted"><p>Also in this folder: <a href="{c1}">{c1}</a>, <a href="{c2}">{c2}</a>, <a href="{m}">{m}</a>, <a href="{h1}">{h1}</a>, <a href="{h2}">{h2}</a>. Written by <code>report</code>.</p></footer></body></html>"#,
@@ -317,57 +298,46 @@ impl Page<'_> {
         Ok(s)
     }
 
-    fn metrics(&self) -> String {
-        let mut s = String::from(r#"<section id="metrics"><h2>Against the previous run</h2>"#);
-        let Some(run) = self.run else {
-            s.push_str("<p>Not run through <code>pipeline</code>: no previous run to compare with.</p></section>");
+    fn runs(&self) -> String {
+        let mut s = String::from(r#"<section id="runs"><h2>Runs</h2>"#);
+        let Some(run) = self.run.filter(|r| !r.runs.is_empty()) else {
+            s.push_str(
+                "<p>No runs recorded: run the pipeline with <code>pipeline run</code> to compare runs here.</p></section>",
+            );
             return s;
         };
-        let rows: Vec<&sd_pipeline::metrics::Row> =
-            run.metrics.iter().filter(|r| KEY_METRICS.contains(&r.metric.as_str())).collect();
-        if rows.iter().all(|r| r.previous.is_none()) {
-            s.push_str("<p>No previous run recorded yet: the next run that changes a metric shows it here.</p>");
+        // Best first by predict's accuracy, with the trainers' validation accuracy beside it.
+        let opts = TableOptions {
+            sort: Some("accuracy".into()),
+            metrics: vec!["evaluation.accuracy".into()],
+            current: run.current,
+            ..TableOptions::default()
+        };
+        let table =
+            runs::table(&run.runs, &opts).or_else(|_| runs::table(&run.runs, &TableOptions { sort: None, ..opts }));
+        let Ok(t) = table else { return s + "</section>" };
+        let mut html = String::from(r#"<table class="runs"><thead><tr>"#);
+        for h in &t.header {
+            let _ = write!(html, "<th>{}</th>", escape(h));
         }
-        let mut html = String::from(
-            r#"<table class="diff"><thead><tr><th>stage</th><th>metric</th><th>previous</th><th>this run</th><th>change</th></tr></thead><tbody>"#,
-        );
-        for r in rows {
-            let changed = r.previous.is_some() && r.previous != r.value;
-            let _ = write!(
-                html,
-                r#"<tr{}><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
-                if changed { r#" class="changed""# } else { "" },
-                escape(&r.stage),
-                escape(&r.metric),
-                metric(r.previous),
-                metric(r.value),
-                change(r.previous, r.value)
-            );
+        html.push_str("</tr></thead><tbody>");
+        for (id, row) in t.ids.iter().zip(&t.rows) {
+            html.push_str(if Some(*id) == run.current { r#"<tr class="current">"# } else { "<tr>" });
+            for cell in row {
+                let _ = write!(html, "<td>{}</td>", escape(cell));
+            }
+            html.push_str("</tr>");
         }
         html.push_str("</tbody></table>");
         let _ = write!(
             s,
-            "{html}<p class=\"muted\">The same numbers as <code>pipeline metrics --diff</code>.</p></section>"
+            "<p>Every run of this pipeline recorded in <code>.pipeline/runs</code>, the best validation accuracy first{}, \
+             with the params that differ between them (<em>restored</em>: stages whose outputs came from the run cache). \
+             The same table as <code>pipeline runs --sort accuracy</code>; <code>pipeline checkout RUN</code> brings a \
+             run's outputs back.</p>{html}</section>",
+            if run.current.is_some() { " (this run highlighted, marked *)" } else { "" }
         );
         s
-    }
-}
-
-/// A metric: counts (epochs, images) as whole numbers, the rest with 4 decimals.
-fn metric(v: Option<f64>) -> String {
-    match v {
-        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
-        v => number(v),
-    }
-}
-
-/// `new - old` with a sign, as precise as [`metric`] shows them.
-fn change(old: Option<f64>, new: Option<f64>) -> String {
-    match (old, new) {
-        (Some(o), Some(n)) if o == n => "0".into(),
-        (Some(o), Some(n)) if o.fract() == 0.0 && n.fract() == 0.0 => format!("{:+.0}", n - o),
-        (Some(o), Some(n)) => format!("{:+.4}", n - o),
-        _ => "–".into(),
     }
 }
 
@@ -400,17 +370,4 @@ fn evaluation(e: &Evaluation, split: &str, heat_map: &str) -> String {
 
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn metrics_and_changes_show_counts_whole_and_scores_to_4_decimals() {
-        assert_eq!((metric(Some(50.0)), metric(Some(0.96)), metric(None)), ("50".into(), "0.9600".into(), "–".into()));
-        assert_eq!(change(Some(4.0), Some(3.0)), "-1");
-        assert_eq!(change(Some(0.9), Some(0.925)), "+0.0250");
-        assert_eq!((change(Some(0.5), Some(0.5)), change(None, Some(1.0))), ("0".into(), "–".into()));
-    }
 }

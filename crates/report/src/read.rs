@@ -1,9 +1,12 @@
 //! What the report shows, read from the stages' folders: the trainers' `metrics.json` and
-//! `history.csv`, `predict`'s `metrics.json` and `predictions.csv`, and `pipeline.lock`.
+//! `history.csv`, `predict`'s `metrics.json` and `predictions.csv`, `pipeline.lock` and the runs
+//! `pipeline` records.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
+use sd_data::layout::pipeline::{Lock, StageLock, lock_path};
+use sd_data::layout::runs::{self, RunRecord, RunStatus};
 use sd_train::EpochStats;
 use sd_train::metrics::Evaluation;
 use sd_train::summary::{EpochSummary, HISTORY, METRICS};
@@ -128,26 +131,45 @@ fn parse_predictions(text: &str) -> Result<Vec<Row>> {
         .collect()
 }
 
-/// The pipeline whose run is shown: its stages (in file order, but the report's own, which is
-/// running) as `pipeline.lock` recorded them, and the metrics rows of `pipeline metrics --diff`.
+/// The pipeline run shown: its stages as `pipeline.lock` recorded them (in run order, but the
+/// report's own, which is running), and every run recorded in `.pipeline/runs/`, the one running
+/// now (this one, when `pipeline` runs the report) with its metrics so far.
 pub struct Run {
     pub file: PathBuf,
-    pub stages: Vec<(String, Option<sd_pipeline::lock::StageLock>)>,
-    pub metrics: Vec<sd_pipeline::metrics::Row>,
+    pub stages: Vec<(String, Option<StageLock>)>,
+    pub runs: Vec<RunRecord>,
+    /// The run in progress.
+    pub current: Option<u64>,
 }
 
 impl Run {
     pub fn read(file: &Path) -> Result<Run> {
-        let p = sd_pipeline::Pipeline::load(file)?;
-        let lock = sd_pipeline::lock::Lock::load(&p.lock_path())?;
-        let stages = p
-            .stages
-            .iter()
-            .filter(|s| sd_pipeline::shell::program_word(&s.cmd) != Some("report"))
-            .map(|s| (s.name.clone(), lock.stages.get(&s.name).cloned()))
+        let lock = Lock::load(&lock_path(file))?;
+        let mut runs = runs::read_all(&runs::runs_dir(&sd_data::scratch::parent_dir(file)));
+        let current = runs.iter_mut().rev().find(|r| r.status == RunStatus::Running);
+        let mut order: Vec<String> =
+            current.as_ref().map(|r| r.stages.iter().map(|s| s.stage.clone()).collect()).unwrap_or_default();
+        if order.is_empty() {
+            order = lock.stages.keys().cloned().collect();
+        }
+        let current = current.map(|r| {
+            r.metrics =
+                order.iter().map(|s| (s.clone(), lock.stage_metrics(s))).filter(|(_, m)| !m.is_empty()).collect();
+            r.id
+        });
+        // The report's own stage is the one whose program is this executable.
+        let me = std::env::current_exe().ok().and_then(|e| e.file_name().map(|n| n.to_os_string()));
+        let program =
+            |l: &StageLock| l.program.as_ref().and_then(|p| Path::new(&p.name).file_name().map(|n| n.to_os_string()));
+        let stages = order
+            .into_iter()
+            .map(|name| {
+                let entry = lock.stages.get(&name).cloned();
+                (name, entry)
+            })
+            .filter(|(_, l)| l.as_ref().is_none_or(|l| program(l).is_none() || program(l) != me))
             .collect();
-        let metrics = sd_pipeline::metrics::rows(&p, &lock);
-        Ok(Run { file: file.to_path_buf(), stages, metrics })
+        Ok(Run { file: file.to_path_buf(), stages, runs, current })
     }
 }
 

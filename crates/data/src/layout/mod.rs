@@ -8,6 +8,8 @@
 //! * [`classifier`]: what a classifier ONNX records about itself in its metadata.
 //! * [`Classes`]: the class map (`{"cats": 0, "dogs": 1}`) all of them carry.
 //! * [`split`]: `split`'s folder (`train/`, `validation/`, `test/` class-folder sets, `split.json`).
+//! * [`pipeline`]: `pipeline.lock` and the metrics files' numbers; [`runs`]: the runs `pipeline`
+//!   records (`.pipeline/runs/`), and their table.
 //!
 //! The head's folder (`train-head`'s weights and `head.json`) is described by `sd-head`, the
 //! only crate that builds heads.
@@ -16,6 +18,8 @@ pub mod classes;
 pub mod classifier;
 pub mod features;
 pub mod model;
+pub mod pipeline;
+pub mod runs;
 pub mod split;
 
 use std::path::{Path, PathBuf};
