@@ -98,7 +98,7 @@ fn the_default_pipeline_writes_a_report_that_a_browser_shows() {
         assert!(page.contains("dogs &lt;&amp;&gt; &quot;x&quot;") && !page.contains("dogs <&>"), "class name escaped");
     }
     assert!(!html.contains("<script"), "no script");
-    for section in ["data", "stages", "training", "evaluation", "mistakes", "metrics"] {
+    for section in ["data", "stages", "training", "evaluation", "mistakes", "runs"] {
         assert!(html.contains(&format!(r#"<section id="{section}">"#)), "{section}");
     }
     for stage in ["prepare-model", "features-train", "train-head", "finetune", "predict"] {
@@ -149,11 +149,13 @@ fn the_default_pipeline_writes_a_report_that_a_browser_shows() {
     let history = std::fs::read_to_string(report.join("history-train-head.csv")).unwrap();
     assert_eq!(history.lines().count(), 1 + 3);
     assert!(html.contains(r#"<span class="chip">epochs=3</span>"#));
-    // The previous run's metrics are beside this one's: the epoch count changed.
-    assert!(
-        html.contains(r#"<tr class="changed"><td>train-head</td><td>epochs</td><td>4</td><td>3</td><td>-1</td></tr>"#),
-        "{html}"
-    );
+    // Every run recorded so far is a row of the runs table (the no-op run too), this one marked,
+    // with the param that differs as a column.
+    let runs = &html[html.find(r#"<table class="runs">"#).expect("the runs table")..];
+    let runs = &runs[..runs.find("</table>").unwrap()];
+    assert!(runs.contains("<th>epochs</th>") && runs.contains("<th>predict:accuracy</th>"), "{runs}");
+    assert_eq!(runs.matches("<tr").count(), 1 + 3, "header and three runs: {runs}");
+    assert!(runs.contains(r#"<tr class="current"><td>3 *</td>"#), "{runs}");
 
     // Without a test split, the number is said to be the validation score that chose the model.
     assert!(html.contains("<p class=\"summary\">Validation accuracy <strong") && html.contains("No test split"));
