@@ -537,7 +537,8 @@ mod tests {
         g.node[2] = node("Clip", "r1", &["c1_out", "zero", "six"], &["a1"], vec![]);
         g.node[4] = node("Clip", "r2", &["c2_out", "minus_one", "six"], &["a2"], vec![]);
         g.initializer.extend([scalar("zero", 0.0), scalar("six", 6.0), scalar("minus_one", -1.0)]);
-        assert_eq!(calibration_tensors(g), ["x_nchw", "a1", "c2_out", "y"]);
+        // c2 keeps its own output range (the Clip from -1 stays); c3 reads the pool of a2.
+        assert_eq!(calibration_tensors(g), ["x_nchw", "a1", "c2_out", "a2", "y"]);
         let mut r = ranges();
         r.insert("c2_out".into(), Range { min: -2.0, max: 40.0 });
         let q = quantize(&m, &r).unwrap();
