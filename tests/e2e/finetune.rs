@@ -305,3 +305,35 @@ fn a_diverging_run_stops_with_a_clear_error_and_exports_nothing() {
     assert!(err.contains("lower the learning rate"), "{err}");
     assert!(!d.join("out").exists());
 }
+
+/// The head `finetune` starts from is epoch 0 and, by default, a candidate for export: when
+/// every epoch is worse on validation (here: trained on swapped labels), the exported
+/// classifier is the start, weights and all, never worse than the head it began with.
+/// `--no-restore-best` exports the last epoch instead.
+#[test]
+fn a_finetune_that_only_gets_worse_exports_the_head_it_started_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tiny_recipe(d);
+    colour_dataset(&d.join("swapped"), 6, 1);
+    let s = d.join("swapped");
+    std::fs::rename(s.join("cats"), s.join("x")).unwrap();
+    std::fs::rename(s.join("dogs"), s.join("cats")).unwrap();
+    std::fs::rename(s.join("x"), s.join("dogs")).unwrap();
+    ok(run("finetune", &swap(finetune_args("out", &[]), "--train", "swapped"), d));
+    let m = json(&d.join("out/metrics.json"));
+    assert_eq!((m["epochs"].as_u64(), m["exported"]["epoch"].as_u64()), (Some(3), Some(0)), "{m:#}");
+    assert_eq!(m["exported"]["val_acc"], m["initial"]["val_acc"]);
+    assert_eq!(m["evaluation"]["accuracy"], m["initial"]["val_acc"]);
+    assert!(m["last"]["val_loss"].as_f64() > m["initial"]["val_loss"].as_f64(), "training made it worse: {m:#}");
+    for (exported, start) in WEIGHTS.iter().map(|w| (format!("out/{w}"), format!("model/{w}"))).chain(
+        ["dense1_kernel.npy", "dense1_bias.npy", "dense2_kernel.npy", "dense2_bias.npy"]
+            .map(|w| (format!("out/head/{w}"), format!("head/{w}"))),
+    ) {
+        assert_eq!(read_f32(&d.join(&exported)), read_f32(&d.join(&start)), "{exported} is {start}");
+    }
+    ok(run("finetune", &swap(finetune_args("last", &["--no-restore-best"]), "--train", "swapped"), d));
+    let m = json(&d.join("last/metrics.json"));
+    assert_eq!(m["exported"]["epoch"], 3);
+    assert_eq!(m["exported"], m["last"]);
+}

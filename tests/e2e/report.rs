@@ -89,6 +89,11 @@ fn the_default_pipeline_writes_a_report_that_a_browser_shows() {
     let report = dir.join("artifacts/report");
     let html = std::fs::read_to_string(report.join("index.html")).unwrap();
     let accuracy = json(&dir.join("artifacts/predict/metrics.json"))["accuracy"].as_f64().unwrap();
+    // Fine-tuning never ships a classifier worse on validation than the head it began with.
+    let [head, finetune] = ["head", "finetune"].map(|s| json(&dir.join(format!("artifacts/{s}/metrics.json"))));
+    let exported = finetune["exported"]["val_acc"].as_f64().unwrap();
+    assert!(exported >= finetune["initial"]["val_acc"].as_f64().unwrap(), "{finetune:#}");
+    assert!(exported >= head["exported"]["val_acc"].as_f64().unwrap(), "{head:#}\n{finetune:#}");
     assert!(html.contains(&format!(r#"id="accuracy" data-value="{accuracy}">{accuracy:.4}<"#)), "{html}");
     // User data is escaped everywhere: no markup of theirs gets into the page.
     assert!(!html.contains("<img src=x"), "an unescaped file name");

@@ -122,7 +122,8 @@ pub struct FitArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Export the epoch with the best validation accuracy (ties: the lower loss) instead of the
-    /// last (Keras' restore_best_weights) [default: off].
+    /// last (Keras' restore_best_weights) [default: off in train-head; on in finetune, which counts
+    /// the head it starts from as epoch 0, so it never exports a classifier worse on validation].
     #[arg(long, overrides_with_all = ["no_restore_best", "keep_best"])]
     pub restore_best: bool,
     /// Export the last epoch.
@@ -387,7 +388,7 @@ mod tests {
             (epochs, batch_size, seed, restore, patience)
         };
         assert_eq!(fit(&[], false), (50, 16, 0, false, None));
-        assert_eq!(fit(&[], true), (50, 16, 0, true, None));
+        assert_eq!(fit(&[], true), (50, 16, 0, true, None), "finetune's default");
         let all = ["--epochs", "5", "--batch-size", "8", "--seed", "3", "--restore-best", "--patience", "2"];
         assert_eq!(fit(&all, false), (5, 8, 3, true, Some(2)));
         assert!(!fit(&["--no-restore-best"], true).3);

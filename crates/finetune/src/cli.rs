@@ -112,7 +112,8 @@ impl Args {
         let optim = self.optim.apply(RECIPE_OPTIM, default_lr);
         let (mut label_smoothing, mut class_weight) = (0.0, sd_train::ClassWeight::None);
         self.loss.apply(&mut label_smoothing, &mut class_weight);
-        let recipe = FinetuneConfig::keras();
+        // The recipe, but exporting the best validation epoch, the start counted as epoch 0.
+        let recipe = FinetuneConfig { keep_best: true, ..FinetuneConfig::keras() };
         let mut config = FinetuneConfig {
             input: self.input.or(ModelInput::RECIPE),
             augment,

@@ -25,7 +25,7 @@ pub struct Metrics {
     pub initial: Validation,
     #[serde(flatten)]
     pub epochs: EpochSummary,
-    /// Caching frozen features and the initial validation, before the first epoch.
+    /// Caching frozen features, before training (the initial validation is part of `seconds`).
     pub setup_seconds: f64,
     pub device: String,
     pub train: Source,

@@ -135,13 +135,19 @@ pub struct Validation {
     pub val_acc: f64,
 }
 
+impl Validation {
+    pub fn of(stats: &EpochStats) -> Validation {
+        Validation { val_loss: stats.val_loss, val_acc: stats.val_acc }
+    }
+}
+
 /// A finished run.
 pub struct Finetuned {
     /// Validation before fine-tuning.
     pub initial: Validation,
     /// The exported block 5 and head, with the history and their validation.
     pub fit: Fit<(Block5Weights, Head<f32>)>,
-    /// Computing cached frozen features before the first epoch.
+    /// Computing cached frozen features before training.
     pub setup_seconds: f64,
     pub device: String,
 }
@@ -373,7 +379,7 @@ pub fn finetune(
         counts
     };
     let objective = Objective::new(trainer.loss(), config.label_smoothing, config.class_weight, &class_counts);
-    let mut trainer = trainer.with_objective(objective);
+    let trainer = trainer.with_objective(objective);
     let setup = Instant::now();
     let loader = |batch_size| config.input.loader(batch_size);
     let augmenter = config.augment.clone().map(|a| Augmenter::new(a, config.seed)).transpose()?.map(Arc::new);
@@ -397,9 +403,6 @@ pub fn finetune(
         })?;
         round_stores.push(FeatureFile::open(&path)?);
     }
-    let before = trainer.evaluate(&val_store, &val_labels, config.batch_size)?;
-    let initial = Validation { val_loss: before.loss(), val_acc: before.accuracy() };
-    progress(Progress::Initial(&initial));
     let setup_seconds = setup.elapsed().as_secs_f64();
 
     let transform = augmenter.map(|a| -> EpochTransform { Arc::new(move |epoch| a.transform(epoch)) });
@@ -422,12 +425,16 @@ pub fn finetune(
         schedule: config.schedule,
         restore_best: config.keep_best,
         patience: config.patience,
-        evaluate_start: false,
+        // The trained head on the prepared block 5 is epoch 0: with keep-best, what is exported
+        // is never worse on validation than what fine-tuning started from.
+        evaluate_start: true,
     };
     let fit = fit(model, &settings, resumable, |event| match event {
+        Event::Start(stats) => progress(Progress::Initial(&Validation::of(stats))),
         Event::Step { epoch, step, steps } => progress(Progress::Step { epoch, step, steps }),
         Event::Epoch(stats) => progress(Progress::Epoch(stats)),
-        Event::Start(_) | Event::Stopped { .. } => {}
+        Event::Stopped { .. } => {}
     })?;
+    let initial = Validation::of(&fit.start.expect("evaluated before training"));
     Ok(Finetuned { initial, fit, setup_seconds, device })
 }

@@ -130,6 +130,12 @@ pub fn fit<M: Model>(
     for epoch in first_epoch..epochs {
         if patience.is_some_and(|p| history.since_best() >= p) {
             let best = history.state().best.expect("an epoch recorded");
+            tracing::info!(
+                "early stopping after epoch {epoch}: no better validation accuracy than epoch {}'s {:.4} in {} epochs",
+                best.epoch,
+                best.val_acc,
+                epoch - best.epoch
+            );
             on_event(Event::Stopped { epoch, best: &best });
             break;
         }

@@ -147,6 +147,8 @@ pub fn curves_svg(history: &[EpochStats], exported: Option<usize>) -> Result<Str
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let areas = root.split_evenly((1, 3));
         let epochs = history.len().max(2) as f64;
+        // Epoch 0 (the model before training) is exported when no epoch beat it.
+        let first = if exported == Some(0) { 0.0 } else { 1.0 };
         for (area, (title, series)) in areas.iter().zip(panels) {
             let values = history.iter().flat_map(|h| series.iter().map(|(_, pick, _)| pick(h)).collect::<Vec<_>>());
             let (lo, hi) = values
@@ -168,7 +170,7 @@ pub fn curves_svg(history: &[EpochStats], exported: Option<usize>) -> Result<Str
                 .margin(10)
                 .x_label_area_size(35)
                 .y_label_area_size(60)
-                .build_cartesian_2d(1.0..epochs, y0..y1)
+                .build_cartesian_2d(first..epochs, y0..y1)
                 .map_err(|e| e.to_string())?;
             let small = hi.abs().max(lo.abs()) < 0.01;
             let label = |v: &f64| if small { format!("{v:.1e}") } else { format!("{v:.2}") };
@@ -263,6 +265,8 @@ mod tests {
         assert!(!curves_svg(&history(), None).unwrap().contains("exported"));
         // A single epoch still plots.
         assert!(curves_svg(&history()[..1], Some(1)).is_ok());
+        // Epoch 0 (the start, exported when no epoch beat it) is marked too.
+        assert!(curves_svg(&history(), Some(0)).unwrap().contains("exported (epoch 0)"));
     }
 
     fn evaluation(classes: usize, samples: usize) -> Evaluation {
