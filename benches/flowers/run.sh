@@ -7,7 +7,7 @@
 #
 # Steps (each skipped when its output exists): prepare-model with an int8 conv base calibrated on
 # the flowers' training photos at 224; int8 bottleneck features of train, validation and 3
-# augmented rounds (augment --preset finetune); `heads`: train-head for each lever listed below
+# augmented rounds (augment --augment finetune); `heads`: train-head for each lever listed below
 # x the seeds; `finetune`: a --pool avg head per seed, then finetune --precision int8 at 224
 # (FT_EPOCHS, default 10, on FT_ROUNDS = 2 cached rounds), then predict with and without --tta flip.
 # Environment: DATA (default ../shared/data/flowers), SEEDS (default "0 1 2").
@@ -29,7 +29,7 @@ features() { # DATA OUT
 features "$data/train" "$out/features/train"
 features "$data/validation" "$out/features/validation"
 [[ -d $out/augmented ]] || $bin/augment rounds --data "$data/train" --out "$out/augmented" --rounds 3 \
-    --preset finetune --size 224 --seed 0 -q
+    --augment finetune --size 224 --seed 0 -q
 features "$out/augmented" "$out/features/augmented"
 
 # The accuracy in a metrics.json: the trainers' (under "evaluation") or predict's (top level).
@@ -39,14 +39,14 @@ lever() {
     local name=$1 accs=()
     shift
     for seed in $seeds; do
-        $bin/train-head --validation "$out/features/validation" --out "$out/heads/$name-$seed" --seed "$seed" -q "$@"
+        $bin/train-head --validation-features "$out/features/validation" --out "$out/heads/$name-$seed" --seed "$seed" -q "$@"
         accs+=("$(accuracy "$out/heads/$name-$seed/metrics.json")")
     done
     python3 -c 'import sys; a = [float(x) for x in sys.argv[2:]]; print(f"{sys.argv[1]:28} {a} mean {sum(a) / len(a):.4f}")' \
         "$name" "${accs[@]}" | tee -a "$out/heads.txt"
 }
-plain=(--train "$out/features/train")
-augmented=(--train "$out/features/train" "$out/features/augmented")
+plain=(--train-features "$out/features/train")
+augmented=(--train-features "$out/features/train" "$out/features/augmented")
 if [[ $what != finetune ]]; then
     lever flatten "${plain[@]}"
     lever flatten-flip "${plain[@]}" --flip
@@ -62,9 +62,9 @@ fi
 if [[ $what != heads ]]; then
     for seed in $seeds; do
         ft=$out/finetune-$seed
-        $bin/train-head "${plain[@]}" --validation "$out/features/validation" --out "$ft-head" --pool avg \
+        $bin/train-head "${plain[@]}" --validation-features "$out/features/validation" --out "$ft-head" --pool avg \
             --seed "$seed" -q
-        $bin/finetune --train "$data/train" --validation "$data/validation" --model "$out/model" --head "$ft-head" \
+        $bin/finetune --train "$data/train" --validation "$data/validation" --model-dir "$out/model" --head "$ft-head" \
             --out "$ft" --size 224 --epochs "${FT_EPOCHS:-10}" --cache-rounds "${FT_ROUNDS:-2}" --seed $((seed + 1)) \
             --precision int8 -q
         for tta in none flip; do

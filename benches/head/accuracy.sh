@@ -17,7 +17,7 @@ cargo build --release --quiet --bin train-head
 for preset in ${PRESETS:-keras recommended}; do
   for mode in ${MODES:-caffe rescale}; do
     for seed in ${SEEDS:-1 2 3}; do
-      target/release/train-head --train "$root/$mode/train" --validation "$root/$mode/validation" \
+      target/release/train-head --train-features "$root/$mode/train" --validation-features "$root/$mode/validation" \
         --out "$out/$preset-$mode-$seed" --preset "$preset" --seed "$seed" -q "$@"
     done
   done

@@ -33,9 +33,9 @@ for precision in fp32 int8; do
     done
     for seed in $seeds; do
         ft=$out/finetune-$precision-$seed
-        [[ -d $ft-head ]] || $bin/train-head --train "$feats/train" --validation "$feats/validation" --out "$ft-head" \
+        [[ -d $ft-head ]] || $bin/train-head --train-features "$feats/train" --validation-features "$feats/validation" --out "$ft-head" \
             --seed "$seed" -q
-        [[ -d $ft ]] || $bin/finetune --train "$data/train" --validation "$data/validation" --model "$out/model" \
+        [[ -d $ft ]] || $bin/finetune --train "$data/train" --validation "$data/validation" --model-dir "$out/model" \
             --head "$ft-head" --out "$ft" --epochs "${FT_EPOCHS:-5}" --cache-rounds "${FT_ROUNDS:-2}" \
             --seed $((seed + 1)) --precision $precision -q
         [[ -d $ft-predict ]] || $bin/predict --model "$ft/classifier.onnx" --data "$data/validation" --out "$ft-predict" -q

@@ -93,13 +93,13 @@ def finetune_rates(tmp, data, classes, n):
     Keras', and block 5's FLOP rate."""
     val = sorted(f for c in classes for f in sorted((data / "validation" / c).iterdir())[:16])
     link(val, tmp / "val")
-    sh([BIN / "train-head", "--train", tmp / "fp32", "--validation", tmp / "fp32", "--out", tmp / "head", "--epochs", 5,
+    sh([BIN / "train-head", "--train-features", tmp / "fp32", "--validation-features", tmp / "fp32", "--out", tmp / "head", "--epochs", 5,
         "-q"])
     rates = {}
     for precision in ("fp32", "int8"):
         for mode, rounds in (("exact", 0), ("cached", 1)):
             out = tmp / f"finetune-{precision}-{mode}"
-            sh([BIN / "finetune", "--train", tmp / "photos", "--validation", tmp / "val", "--model", MODEL,
+            sh([BIN / "finetune", "--train", tmp / "photos", "--validation", tmp / "val", "--model-dir", MODEL,
                 "--head", tmp / "head", "--out", out, "--epochs", 3, "--cache-rounds", rounds, "--precision", precision,
                 "--device", "cpu", "-q"])
             seconds = [float(row.split(",")[-1]) for row in (out / "history.csv").read_text().splitlines()[2:]]
@@ -175,7 +175,7 @@ if args.accuracy:
         acc[precision] = []
         for seed in range(args.seeds):
             out = ROOT / f"artifacts/bench-int8/head-{precision}-{seed}"
-            sh([BIN / "train-head", "--train", feats / "train", "--validation", feats / "validation", "--out", out,
+            sh([BIN / "train-head", "--train-features", feats / "train", "--validation-features", feats / "validation", "--out", out,
                 "--seed", seed, "-q"])
             acc[precision].append(json.loads((out / "metrics.json").read_text())["last"]["val_acc"])
     r["head_val_accuracy"] = acc

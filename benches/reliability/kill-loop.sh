@@ -98,9 +98,11 @@ pipeline_ms=$(( $(now) - t ))
 cp -r artifacts ref-artifacts
 declare -A cmds=(
     [bottleneck]="bottleneck --data data/tiny/train --model artifacts/model/conv_base.onnx --out OUT --size 32 --batch-size 4 --device cpu"
-    [augment]="augment rounds --data data/tiny/train --out OUT --rounds 2 --size 32 --preset finetune --seed 3"
-    [train-head]="train-head --train artifacts/features/train artifacts/features/augmented --validation artifacts/features/validation --out OUT --epochs 20 --seed 0"
-    [finetune]="finetune --train data/tiny/train --validation data/tiny/validation --model artifacts/model --head artifacts/head --out OUT --size 32 --batch-size 4 --epochs 2 --cache-rounds 1 --seed 1 --device cpu"
+    [augment]="augment rounds --data data/tiny/train --out OUT --rounds 2 --size 32 --augment finetune --seed 3"
+    [train-head]="train-head --train-features artifacts/features/train artifacts/features/augmented --validation-features artifacts/features/validation --out OUT --epochs 20 --seed 0"
+    [split]="split --from data/tiny/train --out OUT --validation 0.25 --test 0.25 --seed 1 --link copy"
+    [audit]="audit --features artifacts/features/train artifacts/features/validation --out OUT --seed 0"
+    [finetune]="finetune --train data/tiny/train --validation data/tiny/validation --model-dir artifacts/model --head artifacts/head --out OUT --size 32 --batch-size 4 --epochs 2 --cache-rounds 1 --seed 1 --device cpu"
 )
 declare -A ms
 mkdir -p ref out

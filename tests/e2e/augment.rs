@@ -72,8 +72,20 @@ fn preview_writes_count_images_reproducibly() {
         let (s, o) = (src.to_str().unwrap(), out.to_str().unwrap());
         ok(augment(
             &[
-                "preview", s, "--count", "12", "--out", o, "--prefix", "cat", "--format", "jpeg", "--seed", seed,
-                "--preset", "tutorial",
+                "preview",
+                s,
+                "--count",
+                "12",
+                "--out",
+                o,
+                "--prefix",
+                "cat",
+                "--format",
+                "jpeg",
+                "--seed",
+                seed,
+                "--augment",
+                "tutorial",
             ],
             2,
         ))
@@ -114,7 +126,7 @@ fn rounds_write_class_folders_and_are_thread_count_independent() {
             "32x40",
             "--seed",
             "5",
-            "--preset",
+            "--augment",
             "tutorial",
             "--fill-mode",
             "reflect",
@@ -178,7 +190,7 @@ fn rounds_as_npy_shards_with_labels() {
     let base = ["rounds", "--data", data.to_str().unwrap(), "--rounds", "3", "--size", "32", "--format", "npy"];
     let run = |out: &Path, extra: &[&str], threads| {
         let mut args = base.to_vec();
-        args.extend(["--out", out.to_str().unwrap(), "--preset", "tutorial"]);
+        args.extend(["--out", out.to_str().unwrap(), "--augment", "tutorial"]);
         args.extend(extra);
         ok(augment(&args, threads))
     };

@@ -109,7 +109,7 @@ fn reads_the_augmented_rounds_that_augment_writes() {
     // features are still the image's own colour.
     ok(run(
         "augment",
-        &["rounds", "--data", "data", "--out", "aug", "--rounds", "2", "--preset", "finetune", "--seed", "5", "-q"],
+        &["rounds", "--data", "data", "--out", "aug", "--rounds", "2", "--augment", "finetune", "--seed", "5", "-q"],
         dir.path(),
     ));
     ok(run(
@@ -249,8 +249,21 @@ fn bad_inputs_are_clear_errors_and_leave_no_output() {
         &[],
         &["head.onnx", "conv_base.onnx"],
     );
-    fails(&["--data", "data", "--model", "nope.onnx", "--out", "out"], &[], &["nope.onnx", "prepare-model"]);
-    fails(&["--data", "nodata", "--model", "pool.onnx", "--out", "out"], &[], &["nodata", "does not exist"]);
+    // Paths that name nothing are usage errors (exit 2) that say what to pass.
+    let d = dir.path();
+    crate::common::usage_error(
+        "bottleneck",
+        &["--data", "data", "--model", "nope.onnx", "--out", "out"],
+        d,
+        "prepare-model",
+    );
+    crate::common::usage_error(
+        "bottleneck",
+        &["--data", "nodata", "--model", "pool.onnx", "--out", "out"],
+        d,
+        "nodata does not exist",
+    );
+    assert!(!d.join("out").exists());
 
     // Runtime problems say how to fix the set-up.
     fails(

@@ -149,9 +149,9 @@ pub fn tiny_recipe(dir: &Path) {
         ok(run("bottleneck", &args, dir));
     }
     let args = [
-        "--train",
+        "--train-features",
         "features/train",
-        "--validation",
+        "--validation-features",
         "features/validation",
         "--out",
         "head",

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::common::*;
 
 fn finetune_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec!["--train", "train", "--validation", "validation", "--model", "model", "--head", "head"];
+    let mut a = vec!["--train", "train", "--validation", "validation", "--model-dir", "model", "--head", "head"];
     a.extend_from_slice(&["--out", out, "--size", "32", "--epochs", "3", "--batch-size", "4", "--lr", "0.01"]);
     a.extend_from_slice(&["--device", "cpu", "--threads", "1", "-q"]);
     a.extend_from_slice(extra);
@@ -169,19 +169,25 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     };
     let base = finetune_args("out", &[]);
 
-    fails(swap(base.clone(), "--head", "nope"), &["head folder nope does not exist", "train-head"]);
+    usage_error(
+        "finetune",
+        &swap(base.clone(), "--head", "nope"),
+        d,
+        "--head nope does not exist; --head takes the folder train-head writes",
+    );
     fails(swap(base.clone(), "--head", "features/train"), &["features/train/head.json"]);
-    fails(swap(base.clone(), "--model", "features"), &["features/frozen_base.onnx is missing", "prepare-model"]);
+    fails(swap(base.clone(), "--model-dir", "features"), &["features/frozen_base.onnx is missing", "prepare-model"]);
     std::fs::create_dir_all(d.join("half-model")).unwrap();
     std::fs::copy(d.join("model/frozen_base.onnx"), d.join("half-model/frozen_base.onnx")).unwrap();
-    fails(swap(base.clone(), "--model", "half-model"), &["half-model/block5", "block5_conv1_kernel.npy"]);
+    fails(swap(base.clone(), "--model-dir", "half-model"), &["half-model/block5", "block5_conv1_kernel.npy"]);
     // A head trained at 32x32 does not fit block 5's output at 64x64.
     fails(swap(base.clone(), "--size", "64"), &["head/head.json", "[1, 1, 6]", "[2, 2, 6]", "--size 64x64"]);
     colour_dataset(&d.join("three"), 1, 3);
     std::fs::create_dir_all(d.join("three/birds")).unwrap();
     std::fs::copy(d.join("three/cats/cats.0.png"), d.join("three/birds/bird.png")).unwrap();
     fails(swap(base.clone(), "--validation", "three"), &["three", "birds", "the training set train"]);
-    fails(swap(base.clone(), "--train", "missing"), &["missing", "does not exist"]);
+    usage_error("finetune", &swap(base.clone(), "--train", "missing"), d, "--train missing does not exist");
+    assert!(!d.join("out").exists());
     for flag in ["--epochs", "--batch-size"] {
         usage_error("finetune", &swap(base.clone(), flag, "0"), d, flag);
         assert!(!d.join("out").exists());

@@ -123,6 +123,9 @@ fn int8_flags_say_what_is_missing() {
     // A model folder without the int8 files: the error names the file and the command that makes it.
     let model = dir.path().join("model");
     std::fs::create_dir(&model).unwrap();
+    // The other inputs are what the stages take, so that the checks reach the model.
+    colour_dataset(&dir.path().join("d"), 1, 1);
+    std::fs::create_dir(dir.path().join("head")).unwrap();
     for f in ["conv_base.onnx", "frozen_base.onnx"] {
         std::fs::write(model.join(f), b"not read").unwrap();
     }
@@ -133,7 +136,20 @@ fn int8_flags_say_what_is_missing() {
     assert!(e.contains(CONV_BASE_INT8) && e.contains("prepare-model --out model --quantize int8 --calibrate"), "{e}");
     let o = run(
         "finetune",
-        &["--train", "d", "--validation", "d", "--model", "model", "--out", "o", "--precision", "int8"],
+        &[
+            "--train",
+            "d",
+            "--validation",
+            "d",
+            "--model-dir",
+            "model",
+            "--head",
+            "head",
+            "--out",
+            "o",
+            "--precision",
+            "int8",
+        ],
         dir.path(),
     );
     let e = stderr(&o);

@@ -34,7 +34,7 @@ fn five_classes_through_every_stage() {
         serde_json::json!({"daisy": 0, "dandelion": 1, "rose": 2, "sunflower": 3, "tulip": 4})
     );
 
-    let head = ["--train", "features/train", "--validation", "features/validation", "--out", "head"];
+    let head = ["--train-features", "features/train", "--validation-features", "features/validation", "--out", "head"];
     ok(run("train-head", &[&head[..], &["--epochs", "30", "--seed", "1", "-q"]].concat(), d));
     let m = json(&d.join("head/metrics.json"));
     let e = &m["evaluation"];
@@ -74,8 +74,18 @@ fn five_classes_through_every_stage() {
     assert_eq!(flip.status.code(), Some(2), "{flip:?}");
     assert!(stderr(&flip).contains("--flip mirrors feature maps"), "{}", stderr(&flip));
 
-    let tune =
-        ["--train", "train", "--validation", "validation", "--model", "model", "--head", "head-avg", "--out", "tuned"];
+    let tune = [
+        "--train",
+        "train",
+        "--validation",
+        "validation",
+        "--model-dir",
+        "model",
+        "--head",
+        "head-avg",
+        "--out",
+        "tuned",
+    ];
     std::os::unix::fs::symlink(prepared_model(), d.join("model")).unwrap();
     for split in ["train", "validation"] {
         std::os::unix::fs::symlink(flowers().join(split), d.join(split)).unwrap();
@@ -126,7 +136,16 @@ fn class_mismatches_are_clear_errors() {
     features(d, "four", &four);
     let o = run(
         "train-head",
-        &["--train", "features/train", "--validation", "features/four", "--out", "head", "--epochs", "1"],
+        &[
+            "--train-features",
+            "features/train",
+            "--validation-features",
+            "features/four",
+            "--out",
+            "head",
+            "--epochs",
+            "1",
+        ],
         d,
     );
     let err = stderr(&o);
@@ -143,18 +162,32 @@ fn class_mismatches_are_clear_errors() {
 
     // Labels out of range in a hand-edited labels.npy.
     sd_data::npy::write(d.join("features/four/labels.npy"), &ndarray::Array1::from(vec![0i64, 1, 2, 7])).unwrap();
-    let o = run("train-head", &["--train", "features/four", "--validation", "features/four", "--out", "head"], d);
+    let o = run(
+        "train-head",
+        &["--train-features", "features/four", "--validation-features", "features/four", "--out", "head"],
+        d,
+    );
     assert!(stderr(&o).contains("features/four/labels.npy") && stderr(&o).contains("label 7"), "{}", stderr(&o));
 
     // A head for five classes, images of two: finetune and predict refuse.
     ok(run(
         "train-head",
-        &["--train", "features/train", "--validation", "features/train", "--out", "head", "--epochs", "1", "-q"],
+        &[
+            "--train-features",
+            "features/train",
+            "--validation-features",
+            "features/train",
+            "--out",
+            "head",
+            "--epochs",
+            "1",
+            "-q",
+        ],
         d,
     ));
     colour_dataset(&d.join("two"), 2, 1);
     let tune =
-        ["--train", "two", "--validation", "two", "--model", prepared_model().to_str().unwrap(), "--head", "head"];
+        ["--train", "two", "--validation", "two", "--model-dir", prepared_model().to_str().unwrap(), "--head", "head"];
     let o = run("finetune", &[&tune[..], &["--out", "tuned", "--epochs", "1", "--device", "cpu"]].concat(), d);
     let err = stderr(&o);
     assert!(err.contains("head/head.json") && err.contains("daisy") && err.contains("cats"), "{err}");

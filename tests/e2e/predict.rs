@@ -11,7 +11,8 @@ fn json(path: &Path) -> serde_json::Value {
 /// The tiny recipe through finetune: `out/classifier.onnx`.
 fn classifier(d: &Path) {
     tiny_recipe(d);
-    let args = ["--train", "train", "--validation", "validation", "--model", "model", "--head", "head", "--out", "out"];
+    let args =
+        ["--train", "train", "--validation", "validation", "--model-dir", "model", "--head", "head", "--out", "out"];
     ok(run(
         "finetune",
         &[&args[..], &["--size", "32", "--epochs", "2", "--batch-size", "4", "--device", "cpu", "-q"]].concat(),

@@ -27,7 +27,7 @@ fn write_split(dir: &Path, n: usize, seed: u64) {
 }
 
 fn train_args<'a>(out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec!["--train", "train", "--validation", "validation", "--out", out, "-q"];
+    let mut a = vec!["--train-features", "train", "--validation-features", "validation", "--out", out, "-q"];
     a.extend_from_slice(&["--epochs", "12", "--hidden", "16", "--seed", "3"]);
     a.extend_from_slice(extra);
     a

@@ -2,6 +2,7 @@
 //! class-folder data set (as class folders of images, or uint8 `.npy` shards) for `bottleneck`.
 
 use anyhow::{Context, Result, bail, ensure};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use image::RgbImage;
 use rayon::prelude::*;
@@ -22,6 +23,9 @@ use crate::{Augmenter, FillMode};
 
 /// Keras ImageDataGenerator-style augmentation: one affine resampling per image, seeded per
 /// image (the same bytes whatever the thread count).
+///
+/// Without --augment or transform flags nothing is transformed; --augment PRESET starts from a
+/// preset and each flag given overrides it.
 #[derive(Debug, Parser)]
 #[command(name = "augment", version)]
 pub struct Cli {
@@ -40,19 +44,22 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(mut_arg("size", |a| a.help("Resize to N (square) or WxH first, e.g. 150 or 224x160 [default: keep the image's size, as the blog's preview]")))]
 pub struct PreviewArgs {
-    /// The image to augment.
+    /// The image file to augment.
     pub image: PathBuf,
+    /// Augmented copies to write.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub count: u32,
     /// Output folder (created); files are PREFIX_<i>.<format>.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// File name prefix of the copies.
     #[arg(long, default_value = "aug")]
     pub prefix: String,
+    /// Image format of the copies.
     #[arg(long, value_enum, default_value_t = ImageFormat::Jpeg)]
     pub format: ImageFormat,
-    /// Resize first (without --size: keep the image's size, as the blog's preview).
     #[command(flatten)]
     pub resize: ResizeArgs,
     #[command(flatten)]
@@ -62,18 +69,19 @@ pub struct PreviewArgs {
 #[derive(Debug, Args)]
 pub struct RoundsArgs {
     /// Class-folder data set: DATA/<class>/<image>.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
     /// Output folder, replaced as a whole once complete. Images: OUT/<class>/<stem>_r<k>.<ext>
     /// (a class-folder set for `bottleneck --data OUT`); npy: OUT/round-<k>/{images,labels}.npy.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Augmented copies of every image (round k draws its own transform per image).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub rounds: u32,
-    /// Images are resized (default 150x150) before augmentation (Keras' target_size).
+    /// Images are resized before augmentation (Keras' target_size).
     #[command(flatten)]
     pub resize: ResizeArgs,
-    /// png (lossless, default), jpeg (re-encoding loses quality) or npy (uint8 [n,H,W,3]).
+    /// png (lossless), jpeg (re-encoding loses quality) or npy (uint8 [n,H,W,3]).
     #[arg(long, value_enum, default_value_t = RoundsFormat::Png)]
     pub format: RoundsFormat,
     /// Multiply pixels by this after the transform (e.g. 1/255) and write float32 images.npy;
@@ -89,7 +97,7 @@ pub struct CommonArgs {
     /// Seed of every random draw (each image's draw is keyed by seed, round and sample).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Worker threads (default: all cores); the output does not depend on it.
+    /// Worker threads [default: all cores]; the output does not depend on it.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
     /// JPEG quality (1-100).
@@ -99,35 +107,49 @@ pub struct CommonArgs {
     pub transform: TransformArgs,
 }
 
-/// ImageDataGenerator's arguments; a preset first, then each flag given overrides it.
+/// ImageDataGenerator's arguments; a preset first, then each flag given overrides it. Flags left
+/// out take the preset's value, or none (no transform) without a preset.
 #[derive(Debug, Clone, Args, Default)]
 pub struct TransformArgs {
-    /// tutorial: rotation 40, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip, fill nearest;
-    /// finetune: shear 0.2, zoom 0.2, horizontal flip.
-    #[arg(long, value_parser = |s: &str| s.parse::<Preset>())]
+    /// Augmentation preset: tutorial (rotation 40, shifts 0.2, shear 0.2, zoom 0.2, horizontal
+    /// flip, fill nearest) or finetune (shear 0.2, zoom 0.2, horizontal flip). Was --preset,
+    /// which now only names train-head's training presets.
+    #[arg(
+        long = "augment",
+        alias = "preset",
+        value_name = "PRESET",
+        value_parser = PossibleValuesParser::new(Preset::NAMES).map(|s| s.parse::<Preset>().expect("a listed name"))
+    )]
     pub preset: Option<Preset>,
-    /// Degrees, uniform in [-r, r].
+    /// Rotation in degrees, uniform in [-r, r] [default: 0].
     #[arg(long)]
     pub rotation_range: Option<f64>,
-    /// Fraction of the width if < 1, else pixels; uniform in [-s, s].
+    /// Horizontal shift: a fraction of the width if < 1, else pixels; uniform in [-s, s]
+    /// [default: 0].
     #[arg(long)]
     pub width_shift_range: Option<f64>,
-    /// Fraction of the height if < 1, else pixels.
+    /// Vertical shift: a fraction of the height if < 1, else pixels [default: 0].
     #[arg(long)]
     pub height_shift_range: Option<f64>,
-    /// Shear angle in DEGREES (Keras >= 2.2; Keras 1 read radians).
+    /// Shear angle in DEGREES (Keras >= 2.2; Keras 1 read radians) [default: 0].
     #[arg(long)]
     pub shear_range: Option<f64>,
-    /// z (meaning [1-z, 1+z]) or lo,hi; > 1 zooms out.
+    /// Zoom: z (meaning [1-z, 1+z]) or lo,hi; > 1 zooms out [default: 0, no zoom].
     #[arg(long, value_parser = |s: &str| parse_zoom(s))]
     pub zoom_range: Option<[f64; 2]>,
+    /// Mirror half of the images left-right (on with either preset).
     #[arg(long)]
     pub horizontal_flip: bool,
+    /// Mirror half of the images upside down.
     #[arg(long)]
     pub vertical_flip: bool,
-    #[arg(long, value_parser = |s: &str| s.parse::<FillMode>())]
+    /// How pixels outside the image are filled [default: nearest].
+    #[arg(
+        long,
+        value_parser = PossibleValuesParser::new(FillMode::NAMES).map(|s| s.parse::<FillMode>().expect("a listed name"))
+    )]
     pub fill_mode: Option<FillMode>,
-    /// Fill value for --fill-mode constant (0-255).
+    /// Fill value for --fill-mode constant (0-255) [default: 0].
     #[arg(long)]
     pub cval: Option<u8>,
 }
@@ -192,6 +214,10 @@ pub fn run(cli: &Cli) -> Result<()> {
     if let Some(n) = common.threads {
         pool = pool.num_threads(n as usize);
     }
+    match &cli.command {
+        Command::Preview(a) => sd_cli::paths::file("the image", &a.image, &[], "an image file to augment")?,
+        Command::Rounds(a) => sd_cli::paths::class_folders("--data", &a.data)?,
+    }
     pool.build().context("cannot start worker threads")?.install(|| match &cli.command {
         Command::Preview(args) => preview(args, &cli.log),
         Command::Rounds(args) => rounds(args, &cli.log),
@@ -232,7 +258,12 @@ fn preview(args: &PreviewArgs, log: &LogArgs) -> Result<()> {
     })?;
     sd_cli::summary(
         log,
-        format!("wrote {} augmented copies of {} to {}", args.count, args.image.display(), args.out.display()),
+        format!(
+            "wrote {} of {} to {}",
+            sd_cli::count(args.count as usize, "augmented copy"),
+            args.image.display(),
+            args.out.display()
+        ),
     );
     Ok(())
 }
@@ -291,7 +322,13 @@ fn rounds(args: &RoundsArgs, log: &LogArgs) -> Result<()> {
     staging.commit()?;
     sd_cli::summary(
         log,
-        format!("wrote {total} images ({} samples x {} rounds) to {}", data.len(), args.rounds, out.display()),
+        format!(
+            "wrote {} ({} x {}) to {}",
+            sd_cli::count(total as usize, "image"),
+            sd_cli::count(data.len(), "sample"),
+            sd_cli::count(args.rounds as usize, "round"),
+            out.display()
+        ),
     );
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use sd_cli::args::{InputArgs, PrecisionArgs};
 use sd_data::layout::features::FEATURES;
+use sd_data::layout::model::CONV_BASE;
 use sd_runtime::SessionConfig;
 
 use crate::{Config, Shard, extract, merge};
@@ -22,16 +23,17 @@ use crate::{Config, Shard, extract, merge};
 #[command(name = "bottleneck", version)]
 pub struct Args {
     /// Class-folder data set: DATA/<class>/<image> (e.g. data/sample/train).
-    #[arg(long, required_unless_present = "merge")]
+    #[arg(long, value_name = "DIR", required_unless_present = "merge")]
     pub data: Option<PathBuf>,
-    /// Conv base from prepare-model (NHWC input).
-    #[arg(long, required_unless_present = "merge")]
+    /// The conv base ONNX file that prepare-model writes (e.g. artifacts/model/conv_base.onnx;
+    /// NHWC input).
+    #[arg(long, value_name = "FILE", required_unless_present = "merge")]
     pub model: Option<PathBuf>,
     /// int8 runs the quantised conv_base.int8.onnx beside --model.
     #[command(flatten)]
     pub precision: PrecisionArgs,
     /// Output folder.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Image input [default: what the model folder's model.json records (EfficientNet-Lite:
     /// 224 or 260, crop, tf), else 150x150, bilinear, squash, caffe].
@@ -52,18 +54,33 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
+/// What `--model` takes.
+const CONV_BASE_WANTED: &str =
+    "the conv base ONNX file that prepare-model writes (e.g. artifacts/model/conv_base.onnx)";
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
     if !args.merge.is_empty() {
+        for dir in &args.merge {
+            sd_cli::paths::folder("--merge", dir, &[FEATURES], "folders written by bottleneck --shard i/n")?;
+        }
         let n = merge(&args.merge, &args.out)?;
         sd_cli::summary(
             &args.log,
-            format_args!("bottleneck: merged {} shards, {n} images -> {}", args.merge.len(), args.out.display()),
+            format_args!(
+                "bottleneck: merged {}, {} -> {}",
+                sd_cli::count(args.merge.len(), "shard"),
+                sd_cli::count(n, "image"),
+                args.out.display()
+            ),
         );
         return Ok(());
     }
+    let (data, model) = (args.data.as_ref().expect("required by clap"), args.model.as_ref().expect("required by clap"));
+    sd_cli::paths::class_folders("--data", data)?;
+    sd_cli::paths::file("--model", model, &[CONV_BASE], CONV_BASE_WANTED)?;
     let config = Config {
-        data: args.data.clone().expect("required by clap"),
-        model: args.precision.precision.pick(args.model.as_ref().expect("required by clap"))?,
+        data: data.clone(),
+        model: args.precision.precision.pick(model)?,
         out: args.out.clone(),
         input: args.input.or(sd_data::layout::model::image_input_of(model)?),
         batch_size: args.batch_size,
@@ -86,10 +103,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     sd_cli::summary(
         &args.log,
         format_args!(
-            "bottleneck: {} images -> {} {:?} in {secs:.1} s ({rate:.1} images/s; inference alone {inference_rate:.1} images/s on {})",
-            r.images,
+            "bottleneck: {} -> {} {:?} in {secs:.1} s ({} images/s; inference alone {} images/s on {})",
+            sd_cli::count(r.images, "image"),
             config.out.join(FEATURES).display(),
             std::iter::once(r.images).chain(r.feature_shape.iter().copied()).collect::<Vec<_>>(),
+            sd_cli::rate(rate),
+            sd_cli::rate(inference_rate),
             r.device
         ),
     );

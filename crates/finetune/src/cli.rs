@@ -31,6 +31,18 @@ use crate::train::{FinetuneConfig, Progress, Trainer, finetune};
 /// curves.svg.
 #[derive(Debug, Parser)]
 #[command(name = "finetune", version)]
+#[command(mut_arg("preset", |a| a.help(
+    "Augmentation preset: tutorial (rotation 40, shifts 0.2, shear 0.2, zoom 0.2, horizontal flip) or finetune \
+     (shear 0.2, zoom 0.2, horizontal flip); the flags below override it [default: finetune, the recipe's]"
+)))]
+#[command(mut_arg("optimizer", |a| a.help(
+    "rmsprop or sgd [default: sgd, lr 1e-4, momentum 0.9: the recipe's; rmsprop: lr 1e-5, as Deep Learning with \
+     Python fine-tunes]"
+)))]
+#[command(mut_arg("schedule", |a| a.help(
+    "Learning-rate schedule: constant, cosine (decay over all steps to lr · --lr-min-factor) or step (times \
+     --step-factor every --step-every epochs) [default: constant]"
+)))]
 pub struct Args {
     /// Training images: a class-folder data set DIR/<class>/<image>.
     #[arg(long, value_name = "DIR")]
@@ -38,10 +50,11 @@ pub struct Args {
     /// Validation images (never augmented), same classes.
     #[arg(long, value_name = "DIR")]
     pub validation: PathBuf,
-    /// The prepare-model output folder (frozen_base.onnx, block5/*.npy, model.json).
-    #[arg(long, value_name = "DIR", default_value = "artifacts/model")]
+    /// The folder prepare-model writes (frozen_base.onnx, block5/*.npy, model.json). Was
+    /// --model, which now always names an ONNX file.
+    #[arg(long = "model-dir", alias = "model", value_name = "DIR", default_value = "artifacts/model")]
     pub model: PathBuf,
-    /// The train-head output folder to start from (head.json + weights).
+    /// The folder train-head writes, to start from (head.json and the weights).
     #[arg(long, value_name = "DIR", default_value = "artifacts/head")]
     pub head: PathBuf,
     /// Output folder.
@@ -63,7 +76,7 @@ pub struct Args {
     /// recipe's fine-tuning preset (shear 0.2, zoom 0.2, horizontal flip).
     #[command(flatten)]
     pub augment: TransformArgs,
-    /// Train on the images as they are.
+    /// Train on the images as they are (no --augment preset, no transform).
     #[arg(long, conflicts_with = "preset")]
     pub no_augment: bool,
     /// Compute the frozen part once for K augmented rounds (streamed to --work-dir) and train
@@ -71,8 +84,8 @@ pub struct Args {
     /// augmentations per image. 0 (default): fresh augmentation every epoch, the recipe.
     #[arg(long, value_name = "K", default_value_t = 0)]
     pub cache_rounds: usize,
-    /// Where cached features go (default: a hidden folder next to --out, removed at the end, on
-    /// Ctrl-C or SIGTERM, and by the next run after a SIGKILL).
+    /// Where cached features go [default: a hidden folder next to --out, removed at the end, on
+    /// Ctrl-C or SIGTERM, and by the next run after a SIGKILL].
     #[arg(long, value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
     /// What classifier.onnx takes: uint8 (RGB images as decoded and resized; the preprocessing
@@ -150,6 +163,18 @@ fn scan(dir: &Path, expected: Option<&Dataset>) -> Result<Dataset> {
     Ok(d)
 }
 
+/// Checks what the path flags name before any work, with advice naming the right path.
+fn check_paths(args: &Args) -> Result<()> {
+    use sd_cli::paths;
+    use sd_data::layout::model::{CONV_BASE, FROZEN_BASE, MODEL_JSON};
+    let model = "the folder prepare-model writes (prepare-model --out DIR; e.g. artifacts/model)";
+    paths::folder("--model-dir", &args.model, &[FROZEN_BASE, CONV_BASE, MODEL_JSON], model)?;
+    let head = "the folder train-head writes (train-head --out DIR; e.g. artifacts/head)";
+    paths::folder("--head", &args.head, &[sd_train::head::export::HEAD_JSON], head)?;
+    paths::class_folders("--train", &args.train)?;
+    paths::class_folders("--validation", &args.validation)
+}
+
 /// Fine-tuning trains VGG16's block 5; other backbones' tails have no backward graphs yet.
 fn check_backbone(dir: &Path) -> Result<()> {
     let folder = sd_data::layout::model::ModelDir::new(dir);
@@ -172,6 +197,7 @@ fn check_backbone(dir: &Path) -> Result<()> {
 }
 
 pub fn run(args: &Args) -> Result<()> {
+    check_paths(args)?;
     let config = args.config();
     config.validate()?;
     check_backbone(&args.model)?;
@@ -291,13 +317,13 @@ pub fn run(args: &Args) -> Result<()> {
     sd_cli::summary(
         &args.log,
         format!(
-            "finetune: val_acc {:.4} (epoch {}; {:.4} before), best {:.4} (epoch {}), {} epochs in {:.1} s ({:.1} s/epoch, +{:.1} s caching) on {} -> {}",
+            "finetune: val_acc {:.4} (epoch {}; {:.4} before), best {:.4} (epoch {}), {} in {:.1} s ({:.1} s/epoch, +{:.1} s caching) on {} -> {}",
             metrics.epochs.exported.val_acc,
             metrics.epochs.exported.epoch,
             metrics.initial.val_acc,
             metrics.epochs.best.val_acc,
             metrics.epochs.best.epoch,
-            metrics.epochs.epochs,
+            sd_cli::count(metrics.epochs.epochs, "epoch"),
             metrics.epochs.seconds,
             metrics.epochs.seconds_per_epoch,
             metrics.setup_seconds,

@@ -30,7 +30,7 @@ use crate::block5::Block5Weights;
 use crate::conv_layout::ConvLayout;
 use crate::graphs::{self, Block5Shape};
 
-pub const CLASSIFIER: &str = "classifier.onnx";
+pub const CLASSIFIER: &str = sd_data::layout::classifier::FILE;
 /// The float input (preprocessed images).
 pub const INPUT: &str = "input";
 /// The uint8 input (RGB images as decoded and resized).

@@ -1,10 +1,11 @@
 //! `train-head`: trains the dense head on bottleneck features.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
 use sd_cli::args::{FitArgs, FitOptions, LossArgs, Optim, OptimArgs, ResumeArgs, count, non_negative, rate};
+use sd_data::layout::features::{FEATURES, LABELS};
 use sd_train::Optimizer;
 use sd_train::summary::Source;
 
@@ -20,13 +21,21 @@ use crate::train::{self, Preset, TrainConfig};
 /// recorded in metrics.json.
 #[derive(Debug, Parser)]
 #[command(name = "train-head", version, args_override_self = true)]
+#[command(mut_arg("optimizer", |a| a.help(
+    "rmsprop or sgd [default: the preset's: rmsprop, lr 1e-3; switching to sgd: lr 1e-2, momentum 0.9]"
+)))]
+#[command(mut_arg("schedule", |a| a.help(
+    "Learning-rate schedule: constant, cosine (decay over all steps to lr · --lr-min-factor) or step (times \
+     --step-factor every --step-every epochs) [default: the preset's: constant for keras, cosine for recommended]"
+)))]
 pub struct Args {
-    /// Training features: a folder with features.npy, labels.npy, classes.json (from
-    /// `bottleneck`); several folders (e.g. the images and augmented rounds of them) are joined.
-    #[arg(long, value_name = "DIR", num_args = 1.., required = true)]
+    /// Training features: a folder bottleneck writes (features.npy, labels.npy, classes.json);
+    /// several folders (e.g. the images and augmented rounds of them) are joined. Was --train,
+    /// which now only names image folders.
+    #[arg(long = "train-features", alias = "train", value_name = "DIR", num_args = 1.., required = true)]
     pub train: Vec<PathBuf>,
-    /// Validation features, same layout.
-    #[arg(long, value_name = "DIR")]
+    /// Validation features, same layout. Was --validation.
+    #[arg(long = "validation-features", alias = "validation", value_name = "DIR")]
     pub validation: PathBuf,
     /// Output folder (created if needed).
     #[arg(long, value_name = "DIR")]
@@ -48,9 +57,9 @@ pub struct Args {
     /// Dropout on the input features while training (feature-level augmentation).
     #[arg(long, value_parser = rate)]
     pub input_dropout: Option<f64>,
-    /// Mirror training feature maps left-right at random (true/false).
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub flip: Option<bool>,
+    /// Mirror training feature maps left-right at random.
+    #[arg(long)]
+    pub flip: bool,
     /// Mixup with λ ~ Beta(α, α) for this α (e.g. 0.4; 0 = off).
     #[arg(long, value_name = "ALPHA", value_parser = non_negative)]
     pub mixup: Option<f64>,
@@ -110,12 +119,42 @@ impl Args {
             restore_best: &mut c.keep_best,
             patience: &mut c.patience,
         });
-        c.flip = self.flip.unwrap_or(c.flip);
+        c.flip |= self.flip;
         c
     }
 }
 
+/// Checks that a features flag names a folder bottleneck wrote, with advice for images.
+fn check_features(flag: &str, dir: &Path) -> anyhow::Result<()> {
+    use sd_cli::paths;
+    let images = if paths::is_split_root(dir) {
+        Some(dir.join("train"))
+    } else {
+        (dir.is_dir() && !paths::is_features(dir) && paths::holds_class_folders(dir)).then(|| dir.to_path_buf())
+    };
+    if let Some(images) = images {
+        let name = images.file_name().map_or("train".into(), |n| n.to_string_lossy());
+        return Err(sd_cli::usage(format!(
+            "{flag} {} holds images, not features: train-head trains on the features bottleneck computes from them; run \
+             `bottleneck --data {} --model artifacts/model/conv_base.onnx --out artifacts/features/{name}`, then pass \
+             {flag} artifacts/features/{name}",
+            dir.display(),
+            images.display()
+        )));
+    }
+    paths::folder(
+        flag,
+        dir,
+        &[FEATURES, LABELS],
+        "a folder bottleneck writes (features.npy, labels.npy, classes.json; e.g. artifacts/features/train)",
+    )
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    for dir in &args.train {
+        check_features("--train-features", dir)?;
+    }
+    check_features("--validation-features", &args.validation)?;
     let config = args.config();
     if let Err(e) = config.validate() {
         // Options that contradict each other are a usage error (exit 2), like a bad value.
@@ -173,12 +212,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     sd_cli::summary(
         &args.log,
         format!(
-            "train-head: val_acc {:.4} (epoch {}), best {:.4} (epoch {}), {} epochs in {:.1} s ({:.2} s/epoch) -> {}",
+            "train-head: val_acc {:.4} (epoch {}), best {:.4} (epoch {}), {} in {:.1} s ({:.2} s/epoch) -> {}",
             metrics.epochs.exported.val_acc,
             metrics.epochs.exported.epoch,
             metrics.epochs.best.val_acc,
             metrics.epochs.best.epoch,
-            metrics.epochs.epochs,
+            sd_cli::count(metrics.epochs.epochs, "epoch"),
             metrics.epochs.seconds,
             metrics.epochs.seconds_per_epoch,
             args.out.display()
@@ -192,7 +231,7 @@ mod tests {
     use super::*;
 
     fn parse(extra: &[&str]) -> TrainConfig {
-        let mut argv = vec!["train-head", "--train", "a", "--validation", "b", "--out", "c"];
+        let mut argv = vec!["train-head", "--train-features", "a", "--validation-features", "b", "--out", "c"];
         argv.extend_from_slice(extra);
         Args::try_parse_from(argv).unwrap().config()
     }

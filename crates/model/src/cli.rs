@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use sd_cli::args::InputArgs;
-use sd_data::layout::model::{Backbone, Precision};
+use sd_data::layout::model::{Backbone, Precision, SETUP_SOURCE};
 use sd_runtime::SessionConfig;
 
 use crate::prepare::{FingerprintCheck, prepare};
@@ -36,16 +36,16 @@ pub struct Args {
     #[arg(long, default_value_t = Backbone::Vgg16)]
     pub backbone: Backbone,
     /// The weights: for vgg16 an ONNX export, for EfficientNet-Lite a PyTorch state dict
-    /// [default: .cache/models/vgg16-keras-imagenet.onnx or .cache/models/<backbone>.pth,
-    /// which scripts/setup.sh fetches].
-    #[arg(long)]
+    /// [default: models/vgg16-keras-imagenet.onnx or models/<backbone>.pth in the set-up's
+    /// .cache, which scripts/setup.sh fills; looked for where the binaries find ONNX Runtime].
+    #[arg(long, value_name = "FILE")]
     pub source: Option<PathBuf>,
     /// Output folder (replaced as a whole when everything is written).
-    #[arg(long, default_value = "artifacts/model")]
+    #[arg(long, value_name = "DIR", default_value = "artifacts/model")]
     pub out: PathBuf,
     /// Verify the conv weights against this fingerprint JSON instead of the built-in Keras
     /// ImageNet one.
-    #[arg(long, conflicts_with = "skip_fingerprint")]
+    #[arg(long, value_name = "FILE", conflicts_with = "skip_fingerprint")]
     pub fingerprint: Option<PathBuf>,
     /// Accept weights that are not the Keras ImageNet ones (e.g. torchvision's VGG16, which
     /// expects other preprocessing).
@@ -72,7 +72,34 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
+/// `--source`, or the set-up's model where the binaries find ONNX Runtime.
+fn source(args: &Args) -> anyhow::Result<PathBuf> {
+    let setup_source = match args.backbone {
+        Backbone::Vgg16 => SETUP_SOURCE.to_string(),
+        lite => crate::lite::setup_source(lite),
+    };
+    let source = match &args.source {
+        Some(s) => s.clone(),
+        None => sd_runtime::find_in_cache(std::path::Path::new(&setup_source)).ok_or_else(|| {
+            sd_cli::usage(format!(
+                "no --source given and the set-up's {setup_source} is not found (run scripts/setup.sh, set \
+                 SMALLDATA_CACHE to its .cache folder, or pass --source FILE)"
+            ))
+        })?,
+    };
+    let what = match args.backbone {
+        Backbone::Vgg16 => "a VGG16 ONNX file (e.g. .cache/models/vgg16-keras-imagenet.onnx)".to_string(),
+        lite => format!("a PyTorch state dict of {lite} (e.g. .cache/{})", crate::lite::setup_source(lite)),
+    };
+    sd_cli::paths::file("--source", &source, &[], &what)?;
+    Ok(source)
+}
+
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    let source = source(args)?;
+    if let Some(dir) = &args.calibrate {
+        sd_cli::paths::class_folders("--calibrate", dir)?;
+    }
     let check = match (&args.fingerprint, args.skip_fingerprint) {
         (_, true) => FingerprintCheck::Skip,
         (Some(p), false) => FingerprintCheck::File(p.clone()),
@@ -88,13 +115,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         }),
         _ => None,
     };
-    let source = args.source.clone().unwrap_or_else(|| {
-        let cache = match args.backbone {
-            Backbone::Vgg16 => "models/vgg16-keras-imagenet.onnx".to_string(),
-            lite => crate::lite::setup_source(lite),
-        };
-        PathBuf::from(".cache").join(cache)
-    });
     if args.backbone != Backbone::Vgg16 {
         let info = crate::lite::prepare(&source, &args.out, args.backbone, &check, input, calibration.as_ref())?;
         sd_cli::summary(

@@ -1,10 +1,13 @@
 //! `predict`: the command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Parser;
 use sd_cli::args::InputArgs;
+use sd_cli::paths;
+use sd_data::layout::classifier;
+use sd_data::layout::model::{CONV_BASE, CONV_BASE_INT8};
 use sd_runtime::SessionConfig;
 
 use crate::classifier::{Classifier, Tta};
@@ -26,9 +29,10 @@ use crate::{evaluate, inputs, summary};
 #[derive(Debug, Parser)]
 #[command(name = "predict", version)]
 pub struct Args {
-    /// The classifier: classifier.onnx from finetune (uint8 or preprocessed float32 images in,
+    /// The classifier ONNX file: classifier.onnx from finetune (e.g.
+    /// artifacts/finetune/classifier.onnx; uint8 or preprocessed float32 images in,
     /// probabilities out).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub model: PathBuf,
     /// Images to classify: files, or folders (searched recursively).
     #[arg(value_name = "IMAGE", conflicts_with = "data")]
@@ -37,7 +41,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE", conflicts_with = "data")]
     pub list: Option<PathBuf>,
     /// A labelled class-folder data set to evaluate on: DATA/<class>/<image>.
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// A split data set (split's --out: DIR/train/, DIR/validation/ [and DIR/test/]) to
     /// evaluate on its held-out split: test/ when it has one (the honest number), else
@@ -45,13 +49,13 @@ pub struct Args {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["data", "images", "list", "skip_invalid"])]
     pub data_root: Option<PathBuf>,
     /// With --data: the output folder for predictions.csv and metrics.json; with images: the
-    /// predictions file (default: standard output).
-    #[arg(long)]
+    /// predictions file [default: standard output].
+    #[arg(long, value_name = "PATH")]
     pub out: Option<PathBuf>,
     /// The format of the predictions of unlabelled images.
     #[arg(long, value_enum, default_value_t = Format::Csv, conflicts_with = "data")]
     pub format: Format,
-    /// Classes listed per image, best first [default: 5, or the number of classes].
+    /// Classes listed per image, best first (at most the number of classes).
     #[arg(long, default_value_t = 5, value_parser = sd_cli::args::count, conflicts_with = "data")]
     pub top_k: usize,
     /// Log an image that cannot be read and list it with its error (a row with the `error`
@@ -65,6 +69,7 @@ pub struct Args {
     /// Image input (default: what the classifier recorded at training time).
     #[command(flatten)]
     pub input: InputArgs,
+    /// Images per inference batch.
     #[arg(long, default_value_t = 16, value_parser = sd_cli::args::count)]
     pub batch_size: usize,
     #[command(flatten)]
@@ -73,14 +78,36 @@ pub struct Args {
     pub log: sd_cli::LogArgs,
 }
 
+/// Checks that `--model` is a classifier file, with advice for prepare-model's conv base and
+/// for the folders that hold a classifier.
+fn check_model(model: &Path) -> Result<()> {
+    let wanted =
+        "the classifier.onnx that finetune writes into its --out folder (e.g. artifacts/finetune/classifier.onnx)";
+    let conv_base = model.is_file()
+        && model.file_name().is_some_and(|n| [CONV_BASE, CONV_BASE_INT8].contains(&n.to_str().unwrap_or_default()));
+    let model_dir = model.is_dir() && paths::is_model(model) && !model.join(classifier::FILE).is_file();
+    if conv_base || model_dir {
+        let what = if model_dir { "folder" } else { "conv base" };
+        return Err(sd_cli::usage(format!(
+            "--model {} is prepare-model's {what}, which gives features, not classes; --model takes {wanted}",
+            model.display()
+        )));
+    }
+    paths::file("--model", model, &[classifier::FILE], wanted)
+}
+
 pub fn run(args: &Args) -> Result<()> {
+    check_model(&args.model)?;
+    if let Some(data) = &args.data {
+        paths::class_folders("--data", data)?;
+    }
     // The labelled set to evaluate on, and which split of a data set it is.
     let labelled = match &args.data_root {
         Some(root) => {
             let what = "the folder holding train/ and validation/ [and test/] class-folder sets (split's --out)";
-            sd_cli::paths::folder("--data-root", root, &[], what)?;
+            paths::folder("--data-root", root, &[], what)?;
             let split = sd_data::layout::split::held_out(root);
-            sd_cli::paths::class_folders(&format!("--data-root's {split}/"), &root.join(split))?;
+            paths::class_folders(&format!("--data-root's {split}/"), &root.join(split))?;
             Some((root.join(split), Some(split)))
         }
         None => args.data.clone().map(|d| (d, None)),
@@ -104,9 +131,9 @@ pub fn run(args: &Args) -> Result<()> {
     let secs = s.elapsed.as_secs_f64();
     let skipped = if s.skipped > 0 { format!(", {} skipped (unreadable)", s.skipped) } else { String::new() };
     let line = format!(
-        "predict: {} images{skipped} in {secs:.1} s ({:.1} images/s on {})",
-        s.images,
-        s.images as f64 / secs.max(1e-9),
+        "predict: {}{skipped} in {secs:.1} s ({} images/s on {})",
+        sd_cli::count(s.images, "image"),
+        sd_cli::rate(s.images as f64 / secs.max(1e-9)),
         s.device
     );
     // The rows may be on standard output: the summary goes to the log then.

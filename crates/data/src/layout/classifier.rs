@@ -9,6 +9,9 @@ use super::model::Backbone;
 use crate::Preprocess;
 use crate::image::{ImageSize, ResizeFilter, ResizeMode};
 
+/// The classifier's file in `finetune`'s output folder.
+pub const FILE: &str = "classifier.onnx";
+
 pub const PREPROCESS: &str = "smalldata.preprocess";
 pub const SIZE: &str = "smalldata.size";
 pub const RESIZE_FILTER: &str = "smalldata.resize_filter";

@@ -23,6 +23,8 @@ use crate::Preprocess;
 pub const CONV_BASE: &str = "conv_base.onnx";
 pub const FROZEN_BASE: &str = "frozen_base.onnx";
 pub const MODEL_JSON: &str = "model.json";
+/// Where `scripts/setup.sh` puts the VGG16 source model, relative to its `.cache` folder.
+pub const SETUP_SOURCE: &str = "models/vgg16-keras-imagenet.onnx";
 pub const CONV_BASE_INT8: &str = "conv_base.int8.onnx";
 pub const FROZEN_BASE_INT8: &str = "frozen_base.int8.onnx";
 /// The prepared models' input tensor.
