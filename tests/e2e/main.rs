@@ -7,6 +7,7 @@ mod augment;
 mod backbone;
 mod bottleneck;
 mod engines;
+mod cli;
 mod experiments;
 mod finetune;
 mod int8;

@@ -110,6 +110,7 @@ pub fn count(n: usize, noun: &str) -> String {
     }
     match noun.strip_suffix('y').filter(|stem| !stem.ends_with(['a', 'e', 'i', 'o', 'u'])) {
         Some(stem) => format!("{n} {stem}ies"),
+        None if noun.ends_with(['s', 'x']) || noun.ends_with("ch") || noun.ends_with("sh") => format!("{n} {noun}es"),
         None => format!("{n} {noun}s"),
     }
 }
@@ -294,6 +295,7 @@ mod tests {
             ("1 epoch".into(), "2 epochs".into(), "0 images".into())
         );
         assert_eq!((count(3, "augmented copy"), count(2, "day")), ("3 augmented copies".into(), "2 days".into()));
+        assert_eq!((count(2, "class"), count(1, "class")), ("2 classes".into(), "1 class".into()));
     }
 
     #[test]

@@ -25,12 +25,15 @@ fn parse_setting(s: &str) -> Result<(String, String), String> {
 }
 use crate::state::{self, Context};
 
+/// The pipeline file looked for in the current folder.
+pub const DEFAULT_FILE: &str = "pipeline.yaml";
+
 /// Run the stages of pipeline.yaml whose command, params, program, deps or outs changed.
 #[derive(Debug, Parser)]
 #[command(name = "pipeline", version)]
 pub struct Args {
     /// The pipeline file; commands run in its folder, the lock is written next to it.
-    #[arg(short, long, default_value = "pipeline.yaml", global = true)]
+    #[arg(short, long, default_value = DEFAULT_FILE, global = true)]
     pub file: PathBuf,
     /// Use the param set NAME from the file's `param_sets` (e.g. the full recipe) over its
     /// `params`.
@@ -47,6 +50,26 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 pub enum Cmd {
+    /// Write a pipeline file (--file) in the current folder for your own data: the recipe's
+    /// stages with `data` set to --data and `weights` to the set-up's, found where the binaries
+    /// find ONNX Runtime; then say what to run next.
+    Init {
+        /// Your images: DIR/<class>/<image> (the split stage holds some out), or already split
+        /// into DIR/train/<class>/ and DIR/validation/<class>/.
+        #[arg(long, value_name = "DIR", default_value = "data")]
+        data: PathBuf,
+        /// The network under the head: vgg16 (the recipe's), efficientnet-lite0 or
+        /// efficientnet-lite2 (with the image input it expects).
+        #[arg(long, default_value_t = sd_data::layout::model::Backbone::Vgg16)]
+        backbone: sd_data::layout::model::Backbone,
+        /// Its weights [default: the set-up's (models/vgg16-keras-imagenet.onnx,
+        /// models/<backbone>.pth), found where the binaries find ONNX Runtime].
+        #[arg(long, value_name = "FILE")]
+        weights: Option<PathBuf>,
+        /// Replace an existing pipeline file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Bring stages up to date (all, or the named ones and what they depend on).
     Run {
         /// Stages to run; their upstream stages are brought up to date first.
@@ -119,6 +142,7 @@ pub enum Cmd {
     },
     /// The stage graph, as text or Graphviz DOT.
     Dag {
+        /// Graphviz DOT instead of text (`pipeline dag --dot | dot -Tsvg > dag.svg`).
         #[arg(long)]
         dot: bool,
     },
@@ -127,6 +151,7 @@ pub enum Cmd {
         /// Compare with the previous run.
         #[arg(long)]
         diff: bool,
+        /// The values as JSON (with the previous run's).
         #[arg(long)]
         json: bool,
     },
@@ -230,7 +255,9 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            if err.downcast_ref::<ConfigError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
+            let usage =
+                err.downcast_ref::<ConfigError>().is_some() || err.chain().any(|c| c.is::<sd_cli::UsageError>());
+            if usage { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     };
     if let Some(signal) = crate::runner::stopped_by() {
@@ -240,6 +267,13 @@ pub fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    if let Cmd::Init { data, backbone, weights, force } = &args.command {
+        let (file, data, weights) = (args.file.clone(), data.clone(), weights.clone());
+        let init = crate::init::Init { file, data, backbone: *backbone, weights, force: *force };
+        let line = crate::init::init(&init)?;
+        sd_cli::summary(&args.log, line);
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Cmd::Sweep { no_cache, wait, table } = &args.command {
         return sweep(args, *no_cache, *wait, table);
     }
@@ -284,7 +318,7 @@ fn run(args: &Args) -> anyhow::Result<ExitCode> {
             table.print(&p, &runs::read_all(&runs::runs_dir(&p.dir)))?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Sweep { .. } => unreachable!("handled above"),
+        Cmd::Sweep { .. } | Cmd::Init { .. } => unreachable!("handled above"),
         Cmd::Checkout { run, wait } => {
             let records = runs::read_all(&runs::runs_dir(&p.dir));
             let Some(record) = records.iter().find(|r| r.id == *run) else {

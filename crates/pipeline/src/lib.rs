@@ -15,6 +15,7 @@ pub mod dag;
 pub mod fanout;
 pub mod guard;
 pub mod hash;
+pub mod init;
 pub mod lock;
 pub mod makefile;
 pub mod metrics;
@@ -25,6 +26,7 @@ pub mod shell;
 pub mod snakefile;
 pub mod spec;
 pub mod state;
+pub mod typed;
 pub mod watchdog;
 
 pub use dag::Dag;

@@ -23,6 +23,7 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::dag::overlaps;
+use crate::typed::{ParamType, TYPES};
 use saphyr::{MarkedYaml, ScalarStyle, YamlData, YamlLoader};
 use saphyr_parser::Marker;
 
@@ -74,6 +75,8 @@ pub struct Pipeline {
 pub struct Param {
     pub value: String,
     pub loc: Loc,
+    /// The values it may take (`type:` or `choices:` in the file; any text otherwise).
+    pub kind: ParamType,
 }
 
 #[derive(Debug, Clone)]
@@ -278,10 +281,50 @@ impl<'a> Parser<'a> {
             if !valid_name(&name) {
                 return Err(self.at(key, format!("invalid param name `{name}` (letters, digits, `_`, `-`, `.`)")));
             }
-            let value = self.scalar(value, &format!("param `{name}`"))?;
-            params.insert(name, Param { value, loc: Loc::of(&key.span.start) });
+            let (value, kind) = self.param_value(&name, value)?;
+            params.insert(name, Param { value, loc: Loc::of(&key.span.start), kind });
         }
         Ok(params)
+    }
+
+    /// A param's value, plain (`size: 150`) or with the values it may take
+    /// (`size: {value: 150, type: int}`, `{value: caffe, choices: [caffe, rescale]}`), checked.
+    fn param_value(&self, name: &str, node: &Node<'a>) -> Result<(String, ParamType), ConfigError> {
+        let what = format!("param `{name}`");
+        if !matches!(node.data, YamlData::Mapping(_)) {
+            return Ok((self.scalar(node, &what)?, ParamType::Any));
+        }
+        let (mut value, mut kind) = (None, None);
+        for (k, v) in self.mapping(node, &what)? {
+            match self.scalar(k, "a key")?.as_str() {
+                "value" => value = Some(v),
+                "type" if kind.is_none() => {
+                    let t = self.scalar(v, &format!("the type of {what}"))?;
+                    let named = ParamType::named(&t)
+                        .ok_or_else(|| self.at(v, format!("unknown type `{t}` for {what} (expected {TYPES})")))?;
+                    kind = Some(named);
+                }
+                "choices" if kind.is_none() => {
+                    let items = self.list(v, &format!("the choices of {what}"))?;
+                    let choices = items.iter().map(|c| self.scalar(c, "a choice")).collect::<Result<Vec<_>, _>>()?;
+                    if choices.is_empty() {
+                        return Err(self.at(v, format!("{what} lists no choices")));
+                    }
+                    kind = Some(ParamType::Choices(choices));
+                }
+                "type" | "choices" => return Err(self.at(k, format!("{what} has both `type` and `choices`: keep one"))),
+                other => {
+                    return Err(
+                        self.at(k, format!("unknown key `{other}` in {what} (expected value, type or choices)"))
+                    );
+                }
+            }
+        }
+        let value = value.ok_or_else(|| self.at(node, format!("{what} has no `value`")))?;
+        let kind = kind.unwrap_or_default();
+        let text = self.scalar(value, &what)?;
+        kind.check(&text).map_err(|e| self.at(value, format!("{what}: {e}")))?;
+        Ok((text, kind))
     }
 
     /// Checks every set in `param_sets` (each names known params only) and applies the chosen
@@ -304,6 +347,10 @@ impl<'a> Parser<'a> {
                     return Err(self.at(k, format!("param set `{name}` sets unknown param `{param}`{}", known(params))));
                 }
                 let value = self.scalar(v, &format!("param `{param}` of set `{name}`"))?;
+                params[&param]
+                    .kind
+                    .check(&value)
+                    .map_err(|e| self.at(v, format!("param `{param}` of set `{name}`: {e}")))?;
                 set.push((param, value, Loc::of(&k.span.start)));
             }
             if self.overrides.set.as_deref() == Some(name.as_str()) {
@@ -321,13 +368,15 @@ impl<'a> Parser<'a> {
                 return Err(self.usage(format!("--params {wanted}: no such param set ({defined})")));
             };
             for (name, value, loc) in set {
-                params.insert(name, Param { value, loc });
+                let p = params.get_mut(&name).expect("checked above");
+                (p.value, p.loc) = (value, loc);
             }
         }
         for (name, value) in &self.overrides.values {
             let Some(p) = params.get_mut(name) else {
                 return Err(self.usage(format!("--set {name}=...: unknown param `{name}`{}", known(params))));
             };
+            p.kind.check(value).map_err(|e| self.err(p.loc, format!("--set {name}={value}: {e}")))?;
             p.value = value.clone();
         }
         Ok(())
@@ -764,6 +813,37 @@ mod tests {
             error("stages:\n  a:\n    cmd: x\n    threads: 0\n")
                 .contains("4:14: `threads` of stage `a` must be a whole number >= 1, not `0`")
         );
+    }
+
+    #[test]
+    fn typed_params_are_checked_in_the_file_in_sets_and_at_set() {
+        let src = "params:\n  size: {value: 150, type: int}\n  pre: {value: caffe, choices: [caffe, rescale]}\n\
+                   param_sets:\n  big: {size: 224}\nstages:\n  s:\n    cmd: x ${size} ${pre}\n    params: [size, pre]\n";
+        let load = |src: &str, values: &[(&str, &str)]| {
+            let o =
+                Overrides { set: None, values: values.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() };
+            Parser { file: Path::new("p.yaml"), src, overrides: &o }.pipeline()
+        };
+        let p = load(src, &[]).unwrap();
+        assert_eq!((p.stages[0].cmd.as_str(), &p.params["size"].kind), ("x 150 caffe", &ParamType::Int));
+        assert_eq!(load(src, &[("size", "96"), ("pre", "rescale")]).unwrap().stages[0].cmd, "x 96 rescale");
+        let e = load(src, &[("size", "abc")]).unwrap_err().to_string();
+        assert_eq!(e, "p.yaml:2:3: --set size=abc: `abc` is not a whole number (type: int)");
+        let e = load(src, &[("pre", "bgr")]).unwrap_err().to_string();
+        assert!(e.contains("--set pre=bgr: `bgr` is not one of caffe, rescale"), "{e}");
+        let e = load(&src.replace("value: 150", "value: 15O"), &[]).unwrap_err().to_string();
+        assert_eq!(e, "p.yaml:2:17: param `size`: `15O` is not a whole number (type: int)");
+        let e = load(&src.replace("{size: 224}", "{size: big}"), &[]).unwrap_err().to_string();
+        assert!(e.starts_with("p.yaml:5:15: param `size` of set `big`: `big` is not a whole number"), "{e}");
+        let e = load(&src.replace("type: int", "type: integer"), &[]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("p.yaml:2:28: unknown type `integer` for param `size` (expected int, float, bool, str)"),
+            "{e}"
+        );
+        let e = load(&src.replace("value: 150, ", ""), &[]).unwrap_err().to_string();
+        assert!(e.starts_with("p.yaml:2:9: param `size` has no `value`"), "{e}");
+        let e = load(&src.replace("type: int", "kind: int"), &[]).unwrap_err().to_string();
+        assert!(e.contains("2:22: unknown key `kind` in param `size`"), "{e}");
     }
 
     #[test]
