@@ -9,6 +9,13 @@
 //! ```
 //!
 //! Each writes a CSV of what it planted into OUT/planted.csv (outside the class folders).
+//!
+//! `sheet` draws the pairs of an audit's duplicates.csv side by side, one PNG per pair, to look
+//! at them:
+//!
+//! ```sh
+//! cargo run --release -p sd-audit --example plant -- sheet --audit artifacts/audit --out /tmp/pairs --count 20
+//! ```
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -46,8 +53,20 @@ enum Plant {
         scale: f64,
         #[arg(long, default_value_t = 70)]
         quality: u8,
+        /// Centre crop kept of each side before resizing (1: none).
+        #[arg(long, default_value_t = 1.0)]
+        crop: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// The first `count` pairs of AUDIT/duplicates.csv side by side, OUT/pair-N.png.
+    Sheet {
+        #[arg(long)]
+        audit: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 20)]
+        count: usize,
     },
 }
 
@@ -62,7 +81,8 @@ fn main() -> Result<()> {
             link_tree(&data.join("validation"), &out.join("validation"))?;
             out
         }
-        Plant::Copies { data, out, count, scale, quality, seed } => {
+        Plant::Sheet { audit, out, count } => return sheet(&audit, &out, count),
+        Plant::Copies { data, out, count, scale, quality, crop, seed } => {
             link_tree(&data.join("train"), &out.join("train"))?;
             link_tree(&data.join("validation"), &out.join("validation"))?;
             let train = sd_data::Dataset::scan(data.join("train"))?;
@@ -76,7 +96,7 @@ fn main() -> Result<()> {
                 let copy = PathBuf::from("validation")
                     .join(rel.parent().expect("in a class folder"))
                     .join(format!("planted-{stem}.jpg"));
-                near_copy(&s.path, &out.join(&copy), scale, quality)?;
+                near_copy(&s.path, &out.join(&copy), crop, scale, quality)?;
                 lines.push(format!(
                     "{},{}",
                     field(&format!("train/{}", rel.display())),
@@ -89,5 +109,27 @@ fn main() -> Result<()> {
     let mut f = std::fs::File::create(out.join("planted.csv"))?;
     writeln!(f, "{}", lines.join("\n"))?;
     println!("planted {} -> {}", lines.len() - 1, out.join("planted.csv").display());
+    Ok(())
+}
+
+/// Each pair's two photos at the same height, side by side, with their similarity in the name.
+fn sheet(audit: &std::path::Path, out: &std::path::Path, count: usize) -> Result<()> {
+    let found = sd_audit::Audit::read(audit)?;
+    std::fs::create_dir_all(out)?;
+    let height = 200;
+    for (i, p) in found.duplicates.iter().take(count).enumerate() {
+        let load = |f: &str| -> Result<image::RgbImage> {
+            let img = sd_data::image::load_rgb(f)?;
+            let w = (img.width() as f64 * height as f64 / img.height() as f64).round().max(1.0) as u32;
+            Ok(sd_data::image::resize(img, w, height, sd_data::image::ResizeFilter::Bilinear)?)
+        };
+        let (a, b) = (load(&p.file_a)?, load(&p.file_b)?);
+        let mut both = image::RgbImage::from_pixel(a.width() + b.width() + 8, height, image::Rgb([255, 255, 255]));
+        image::imageops::replace(&mut both, &a, 0, 0);
+        image::imageops::replace(&mut both, &b, (a.width() + 8) as i64, 0);
+        let name = out.join(format!("pair-{i:02}-{:.4}.png", p.similarity));
+        both.save(&name).with_context(|| format!("cannot write {}", name.display()))?;
+        println!("{} {} {} {:.4} {}", name.display(), p.file_a, p.file_b, p.similarity, p.kind());
+    }
     Ok(())
 }

@@ -101,8 +101,9 @@ pub fn run(args: &Args) -> Result<()> {
             .collect();
         let more = s.leaks.saturating_sub(named.len());
         bail!(
-            "{} photos are in two splits (--fail-on-leak):\n  {}{}\nremove one photo of each pair from one split (all pairs in {})",
+            "{} duplicate pair{} across splits (--fail-on-leak):\n  {}{}\nremove one photo of each pair from one split (all pairs in {})",
             s.leaks,
+            if s.leaks == 1 { "" } else { "s" },
             named.join("\n  "),
             if more > 0 { format!("\n  and {more} more") } else { String::new() },
             args.out.join(output::DUPLICATES).display()

@@ -40,6 +40,17 @@ pub struct Found {
     pub exact: usize,
 }
 
+/// What photos are compared by: the pooled features square-rooted (sign kept; power
+/// normalisation), each row scaled to unit length, so that a dot product is a cosine.
+///
+/// The square root matters. Pooled VGG16 features are non-negative and dominated by a few large
+/// activations that photos of one kind share: distinct daisies reach a plain cosine of 0.98, and
+/// 510 pairs of the shared flowers reach 0.95. Square-rooted, 17 pairs do, while a copy resized to
+/// 90% and re-encoded at JPEG quality 70 keeps a cosine above 0.97 with its original (README).
+pub fn embed(pooled: ArrayView2<f32>) -> Array2<f32> {
+    unit_rows(pooled.mapv(|v| v.signum() * v.abs().sqrt()).view())
+}
+
 /// Rows scaled to unit length (a zero row stays zero: similar to nothing).
 pub fn unit_rows(x: ArrayView2<f32>) -> Array2<f32> {
     let mut x = x.to_owned();

@@ -64,7 +64,7 @@ pub fn audit(config: &Config) -> Result<Outcome> {
     let (extra_unreadable, not_in_features) = unlisted_files(&photos);
     unreadable.extend(extra_unreadable);
 
-    let unit = duplicates::unit_rows(photos.pooled.view());
+    let unit = duplicates::embed(photos.pooled.view());
     let splits: Vec<usize> = photos.photos.iter().map(|p| p.split).collect();
     let found = duplicates::find(unit.view(), &hashes, &splits, config.threshold, config.max_pairs);
     let file = |i: usize| photos.photos[i].path.display().to_string();
@@ -162,13 +162,7 @@ fn check_labels(photos: &Photos, cv: &CrossValidation) -> (Vec<suspects::Suspect
     } else {
         None
     };
-    let mut check = output::LabelCheck {
-        accuracy: None,
-        suspect_share: 0.0,
-        thresholds: vec![],
-        cross_validation: cv.clone(),
-        skipped,
-    };
+    let mut check = output::LabelCheck { accuracy: None, suspect_share: 0.0, cross_validation: cv.clone(), skipped };
     if check.skipped.is_some() {
         tracing::warn!(reason = check.skipped.as_deref(), "label check skipped");
         return (vec![], check);
@@ -183,7 +177,6 @@ fn check_labels(photos: &Photos, cv: &CrossValidation) -> (Vec<suspects::Suspect
     let found = suspects::rank(probs.view(), &labels);
     check.accuracy = Some(correct as f64 / labels.len() as f64);
     check.suspect_share = found.len() as f64 / labels.len() as f64;
-    check.thresholds = suspects::thresholds(probs.view(), &labels);
     (found, check)
 }
 

@@ -89,8 +89,6 @@ pub struct LabelCheck {
     pub accuracy: Option<f64>,
     /// Suspects over photos.
     pub suspect_share: f64,
-    /// Per-class thresholds of confident learning (mean probability of the class over its photos).
-    pub thresholds: Vec<f32>,
     pub cross_validation: CrossValidation,
     /// Why no label check ran (too few photos or classes), if it did not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -221,7 +219,6 @@ mod tests {
             label_check: LabelCheck {
                 accuracy: Some(0.5),
                 suspect_share: 0.5,
-                thresholds: vec![0.5, 0.5],
                 cross_validation: CrossValidation::default(),
                 skipped: None,
             },

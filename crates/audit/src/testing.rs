@@ -9,9 +9,13 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sd_data::image::{ResizeFilter, load_rgb, resize};
 
-/// Writes `src` resized by `scale` (both sides) and encoded as JPEG at `quality` to `dst`.
-pub fn near_copy(src: &Path, dst: &Path, scale: f64, quality: u8) -> Result<()> {
-    let img = load_rgb(src)?;
+/// Writes `src` cut to its centre `crop` of each side (1: all of it), resized by `scale` (both
+/// sides) and encoded as JPEG at `quality` to `dst`.
+pub fn near_copy(src: &Path, dst: &Path, crop: f64, scale: f64, quality: u8) -> Result<()> {
+    let mut img = load_rgb(src)?;
+    let (w, h) = img.dimensions();
+    let (cw, ch) = (((w as f64 * crop).round() as u32).clamp(1, w), ((h as f64 * crop).round() as u32).clamp(1, h));
+    let img = image::imageops::crop(&mut img, (w - cw) / 2, (h - ch) / 2, cw, ch).to_image();
     let (w, h) = img.dimensions();
     let (w, h) = (((w as f64 * scale).round() as u32).max(1), ((h as f64 * scale).round() as u32).max(1));
     let img = resize(img, w, h, ResizeFilter::Bilinear)?;
@@ -123,8 +127,11 @@ mod tests {
         assert_eq!(flips, flip_labels(&src, &t.path().join("dst2"), 0.2, 1).unwrap());
         assert!(flip_labels(&src, &t.path().join("dst"), 0.2, 1).is_err(), "an existing folder is refused");
 
-        near_copy(&src.join("a/a1.png"), &t.path().join("copy/a1.jpg"), 0.9, 70).unwrap();
+        near_copy(&src.join("a/a1.png"), &t.path().join("copy/a1.jpg"), 1.0, 0.9, 70).unwrap();
         let img = image::open(t.path().join("copy/a1.jpg")).unwrap();
         assert_eq!((img.width(), img.height()), (18, 9));
+        near_copy(&src.join("a/a1.png"), &t.path().join("copy/a1c.jpg"), 0.5, 1.0, 90).unwrap();
+        let img = image::open(t.path().join("copy/a1c.jpg")).unwrap();
+        assert_eq!((img.width(), img.height()), (10, 5));
     }
 }
