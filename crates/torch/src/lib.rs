@@ -165,7 +165,7 @@ pub fn parse(bytes: &[u8]) -> Result<StateDict, TorchError> {
             },
             _ => return Err(format_error(at, format!("'{name}' is not a tensor"))),
         };
-        let Object::Storage(storage) = &m.objects[tensor.storage] else { unreachable_storage()? };
+        let storage = &tensor.storage;
         match storage_types.insert(&storage.key, (storage.dtype, storage.numel)) {
             Some(prev) if prev != (storage.dtype, storage.numel) => {
                 return Err(format_error(at, format!("storage '{}' is declared with two types or sizes", storage.key)));
@@ -228,10 +228,6 @@ pub fn parse(bytes: &[u8]) -> Result<StateDict, TorchError> {
         }
     }
     Ok(dict)
-}
-
-fn unreachable_storage<T>() -> Result<T, TorchError> {
-    Err(TorchError::Format("a tensor's storage is not a storage".into()))
 }
 
 /// The storage index of every element of a tensor, row-major; `None` when one falls outside
@@ -306,7 +302,7 @@ enum Object {
     Tensor(TensorRef),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Storage {
     dtype: DType,
     key: String,
@@ -315,7 +311,7 @@ struct Storage {
 
 #[derive(Debug)]
 struct TensorRef {
-    storage: usize,
+    storage: Storage,
     offset: usize,
     shape: Vec<usize>,
     stride: Vec<usize>,
@@ -615,7 +611,10 @@ impl Machine {
         let bad = || "_rebuild_tensor_v2 needs (storage, offset, size, stride, requires_grad, hooks)".to_string();
         let [storage, offset, size, stride, ..] = args else { return Err(bad()) };
         let storage = match *storage {
-            Value::Obj(i) if matches!(self.objects[i], Object::Storage(_)) => i,
+            Value::Obj(i) => match &self.objects[i] {
+                Object::Storage(s) => s.clone(),
+                _ => return Err(bad()),
+            },
             _ => return Err(bad()),
         };
         Ok(Object::Tensor(TensorRef {
