@@ -21,6 +21,53 @@ pub fn python() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// Whether the tests run in CI (`CI=true`), where a missing optional tool is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// The one policy for the optional tools some checks need (the Python venv, Snakemake, Chromium
+/// with Playwright): `found`, or where it is `None`, a failure in CI and elsewhere a skip that
+/// shows: `SKIPPED: <what> — run <setup>` is written straight to the terminal, past the test
+/// harness' capture of a passing test's output.
+pub fn optional<T>(found: Option<T>, what: &str, setup: &str) -> Option<T> {
+    optional_in(in_ci(), found, what, setup)
+}
+
+fn optional_in<T>(ci: bool, found: Option<T>, what: &str, setup: &str) -> Option<T> {
+    if found.is_none() {
+        let message = format!("{what} — run {setup}");
+        assert!(!ci, "{message} (CI=true: a missing tool fails the test)");
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {message}");
+    }
+    found
+}
+
+/// The Python venv of scripts/setup.sh (numpy, onnxruntime) for `check`, under [`optional`]'s
+/// policy.
+pub fn python_for(check: &str) -> Option<PathBuf> {
+    optional(python(), &format!("{check} (needs .cache/python)"), "scripts/setup.sh")
+}
+
+/// Snakemake in the venv, for `check`, under [`optional`]'s policy.
+pub fn snakemake_for(check: &str) -> Option<PathBuf> {
+    let exe = root().join(".cache/python/bin/snakemake");
+    optional(exe.is_file().then_some(exe), &format!("{check} (needs .cache/python/bin/snakemake)"), "scripts/setup.sh")
+}
+
+/// Python with Playwright and Chromium (`(python, chromium)`), for `check`, under [`optional`]'s
+/// policy.
+pub fn browser_for(check: &str) -> Option<(PathBuf, PathBuf)> {
+    let chromium = PathBuf::from("/usr/bin/chromium");
+    let found = python().filter(|py| {
+        let playwright = Command::new(py).args(["-c", "import playwright"]).status();
+        chromium.is_file() && playwright.is_ok_and(|s| s.success())
+    });
+    let what = format!("{check} (needs {} and Playwright in .cache/python)", chromium.display());
+    optional(found.map(|py| (py, chromium)), &what, "scripts/setup.sh --browser")
+}
+
 /// A command for a binary of this package, run in `cwd`.
 pub fn cmd(bin: &str, cwd: &Path) -> Command {
     let exe = match bin {
@@ -180,4 +227,14 @@ pub fn wait_for<T>(limit: std::time::Duration, mut f: impl FnMut() -> Option<T>)
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
+}
+
+#[test]
+fn a_missing_tool_is_a_visible_skip_outside_ci_and_a_failure_in_ci() {
+    assert_eq!(optional_in(false, Some(1), "x", "y"), Some(1));
+    assert_eq!(optional_in(true, Some(1), "x", "y"), Some(1));
+    assert_eq!(optional_in(false, None::<u8>, "a check (needs a tool)", "scripts/setup.sh"), None);
+    let failed = std::panic::catch_unwind(|| optional_in(true, None::<u8>, "the check", "scripts/setup.sh --browser"));
+    let message = *failed.unwrap_err().downcast::<String>().unwrap();
+    assert!(message.starts_with("the check — run scripts/setup.sh --browser (CI=true"), "{message}");
 }

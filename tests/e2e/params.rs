@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::common::root;
+use crate::common::{root, snakemake_for};
 
 const PIPELINE: &str = env!("CARGO_BIN_EXE_pipeline");
 
@@ -99,8 +99,7 @@ fn a_folder_name_reaches_the_program_as_its_text_through_make() {
 
 #[test]
 fn a_folder_name_reaches_the_program_as_its_text_through_snakemake() {
-    let snakemake = root().join(".cache/python/bin/snakemake");
-    assert!(snakemake.is_file(), "{} is missing: run scripts/setup.sh", snakemake.display());
+    let Some(snakemake) = snakemake_for("folder names through Snakemake") else { return };
     let dir = project();
     let d = dir.path();
     let snakefile = run(&mut pipeline(d, &["export", "snakemake"])).stdout;

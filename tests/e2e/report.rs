@@ -2,14 +2,14 @@
 //! data/sample, VGG16 at 32x32, a few epochs, one augmented round): `pipeline run` writes
 //! artifacts/report, a second run does nothing, and a changed param re-runs the report with the
 //! stages that use it. The page is then opened in headless Chromium (tests/e2e/browser.py,
-//! Playwright from scripts/setup.sh --browser; skipped with a message where either is missing):
+//! Playwright from scripts/setup.sh --browser; `common::optional`'s policy where either is missing):
 //! no console error, no network request, every image loads, a sensibly sized screenshot, and
 //! the accuracy on the page is predict's.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::common::{python, root};
+use crate::common::{browser_for, root};
 
 const PIPELINE: &str = env!("CARGO_BIN_EXE_pipeline");
 
@@ -197,20 +197,7 @@ fn mistakes_in(csv: &Path) -> usize {
 }
 
 fn browser_check(report: &Path, accuracy: f64) {
-    let Some(python) = python() else {
-        eprintln!("SKIPPED the browser check: no .cache/python (run scripts/setup.sh --browser)");
-        return;
-    };
-    let chromium = Path::new("/usr/bin/chromium");
-    let has_playwright = Command::new(&python).args(["-c", "import playwright"]).status().is_ok_and(|s| s.success());
-    if !chromium.is_file() || !has_playwright {
-        eprintln!(
-            "SKIPPED the browser check: needs {} and Playwright in {} (run scripts/setup.sh --browser)",
-            chromium.display(),
-            python.display()
-        );
-        return;
-    }
+    let Some((python, _chromium)) = browser_for("the report's browser check") else { return };
     let shot = report.parent().unwrap().join("report.png");
     let out = Command::new(&python)
         .arg(root().join("tests/e2e/browser.py"))

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::common::{ok, python, rel_max_diff, run, stderr, usage_error};
+use crate::common::{ok, python_for, rel_max_diff, run, stderr, usage_error};
 use ndarray::{Array1, Array4, ArrayD, Axis};
 use sd_runtime::{Device, Model, SessionConfig};
 
@@ -103,10 +103,7 @@ fn onnx_head_matches_the_rust_forward_pass() {
     assert!(diff < 1e-5, "ONNX Runtime and the Rust forward pass differ by {diff}");
 
     // And from Python, the way a user would load it.
-    let Some(py) = python() else {
-        eprintln!("skipping the Python onnxruntime check: .cache/python is missing (run scripts/setup.sh)");
-        return;
-    };
+    let Some(py) = python_for("the Python onnxruntime check of head.onnx") else { return };
     sd_data::npy::write(dir.path().join("rust.npy"), &rust).unwrap();
     let script = "import numpy as np, onnxruntime as ort\n\
         s = ort.InferenceSession('out/head.onnx', providers=['CPUExecutionProvider'])\n\
