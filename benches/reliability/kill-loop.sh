@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# The kill loop: SIGKILL at random moments of bottleneck, augment, train-head, finetune and
-# `pipeline run` on a tiny pipeline, and after every kill check that
+# The kill loop: SIGKILL at random moments of bottleneck, augment, train-head, finetune, split
+# (class folders), audit, `pipeline run` (with its run cache) and `pipeline sweep` on a tiny
+# pipeline, and after every kill check that
 #   * no artifact looks complete unless it is: an output folder that exists equals the clean
 #     run's, byte for byte (the killed run left the old output, or nothing);
 #   * pipeline.lock parses (after a killed `pipeline run`);
-#   * the next run completes, equals the clean run byte for byte, and leaves no scratch.
+#   * the next run completes, equals the clean run byte for byte, and leaves no scratch;
+#   * after a killed `pipeline run`, every other round with the artifacts deleted first, so the
+#     next run restores what it can from the run cache: no entry the kill left half-written is
+#     restored (what is restored equals the clean run);
+#   * after a killed sweep, the sweep completes and the base params restore the clean artifacts.
 # See README.md next to this script.
 #
-#   benches/reliability/kill-loop.sh [KILLS_PER_TARGET]   (default 20: 100 kills over 5 targets)
+#   benches/reliability/kill-loop.sh [ROUNDS]   (default 13: 104 kills over 8 targets)
 #
 # Environment: BIN (a folder of built binaries; default: `cargo build`, target/debug), SEED (of
 # the random kill moments; default 1). Needs scripts/setup.sh's .cache (VGG16, ONNX Runtime).
 set -euo pipefail
 
-per=${1:-20}
+per=${1:-13}
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [[ -z ${BIN:-} ]]; then
     cargo build --quiet --manifest-path "$root/Cargo.toml" --bins
@@ -114,12 +119,22 @@ for s in "${!cmds[@]}"; do
     ms[$s]=$(( $(now) - t ))
     cp -r "out/$s" "ref/$s"
 done
-echo "clean runs (ms): pipeline $pipeline_ms, $(for s in "${!ms[@]}"; do printf '%s %s, ' "$s" "${ms[$s]}"; done)"
+# A clean sweep (timed; it also fills the cache with both variants).
+sweep_sets=()
+# The last variant differs from the base params, so the run after a sweep restores from the cache.
+for x in "${sets[@]}"; do [[ $x == epochs=* ]] && x=epochs=3,2; sweep_sets+=("$x"); done
+t=$(now)
+"$BIN/pipeline" -q sweep "${sweep_sets[@]}" >sweep.log 2>&1 || fail "the clean sweep failed: $(cat sweep.log)"
+sweep_ms=$(( $(now) - t ))
+pipeline run "${sets[@]}" >/dev/null 2>&1 || fail "the run after the clean sweep failed"
+r=$(same ref-artifacts artifacts) || fail "the base params after a sweep: $r from the clean run"
+restored=0
+echo "clean runs (ms): pipeline $pipeline_ms, sweep $sweep_ms, $(for s in "${!ms[@]}"; do printf '%s %s, ' "$s" "${ms[$s]}"; done)"
 
 kills=0 late=0
 declare -A seen
 for ((i = 0; i < per; i++)); do
-    for s in bottleneck augment train-head finetune; do
+    for s in bottleneck augment train-head finetune split audit; do
         # Every other round starts without an old output: both a fresh write and a replacement die.
         (( i % 2 )) && rm -rf "out/$s"
         delay=$(( RANDOM % ms[$s] ))
@@ -153,11 +168,35 @@ for ((i = 0; i < per; i++)); do
             fail "pipeline killed after $delay ms: artifacts/$a looks complete but $r"
         seen[pipeline:$r]=$(( ${seen[pipeline:$r]:-0} + 1 ))
     done
-    pipeline run --wait "${sets[@]}" >rerun.log 2>&1 || fail "pipeline: the run after a kill failed: $(cat rerun.log)"
-    r=$(same ref-artifacts artifacts) || fail "pipeline: the run after a kill $r from the clean run"
+    # Every other round, nothing left in place: the next run restores every stage the cache has
+    # a complete entry for (the kill may have left one half-stored), and runs the others.
+    (( i % 2 )) && rm -rf artifacts
+    "$BIN/pipeline" run --wait "${sets[@]}" >rerun.log 2>&1 || fail "pipeline: the run after a kill failed: $(cat rerun.log)"
+    n=$(grep -o 'restored [0-9]* from cache' rerun.log | grep -o '[0-9]*' || true)
+    restored=$(( restored + ${n:-0} ))
+    r=$(same ref-artifacts artifacts) || fail "pipeline: the run after a kill $r from the clean run ($(grep -o 'restored.*' rerun.log))"
     python3 -c 'import json, sys; json.load(open(sys.argv[1]))' pipeline.lock || fail "pipeline.lock does not parse"
     no_scratch artifacts
-    echo "round $((i + 1))/$per: $kills kills so far ($late runs ended before their kill moment)"
+
+    # `pipeline sweep` over two epoch counts killed at a random moment (the cache serves the
+    # feature stages, the head and what follows run or restore); then the sweep completes, and
+    # the base params bring back the clean artifacts from the cache.
+    delay=$(( RANDOM % sweep_ms ))
+    "$BIN/pipeline" -q sweep "${sweep_sets[@]}" >/dev/null 2>&1 &
+    pid=$!
+    sleep "$(awk "BEGIN {print $delay / 1000}")"
+    kill -KILL "$pid" 2>/dev/null && kills=$((kills + 1)) || late=$((late + 1))
+    wait "$pid" 2>/dev/null || true
+    flock .pipeline/run.lock true
+    python3 -c 'import json, sys; json.load(open(sys.argv[1]))' pipeline.lock ||
+        fail "pipeline.lock does not parse after a sweep killed at $delay ms"
+    "$BIN/pipeline" -q sweep --wait "${sweep_sets[@]}" >sweep.log 2>&1 || fail "the sweep after a kill failed: $(cat sweep.log)"
+    "$BIN/pipeline" run --wait "${sets[@]}" >rerun.log 2>&1 || fail "pipeline: the run after a sweep failed: $(cat rerun.log)"
+    n=$(grep -o 'restored [0-9]* from cache' rerun.log | grep -o '[0-9]*' || true)
+    restored=$(( restored + ${n:-0} ))
+    r=$(same ref-artifacts artifacts) || fail "pipeline: the run after a killed sweep $r from the clean run"
+    no_scratch artifacts .pipeline
+    echo "round $((i + 1))/$per: $kills kills so far ($late runs ended before their kill moment; $restored stages restored from the cache)"
 done
 echo "outputs found right after a kill: $(for k in "${!seen[@]}"; do printf '%s %s; ' "$k" "${seen[$k]}"; done)"
-echo "PASS: $kills SIGKILLs; every output was the clean run's or absent; every next run equalled the clean run byte for byte"
+echo "PASS: $kills SIGKILLs ($restored stage restores from the run cache after kills); every output was the clean run's or absent; every next run equalled the clean run byte for byte"
