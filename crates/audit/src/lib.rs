@@ -29,10 +29,11 @@ pub use output::{Audit, Duplicate, Summary, Suspect};
 pub use photos::Photos;
 pub use suspects::CrossValidation;
 
-/// Cosine similarity of pooled features at or above which two photos are called near
-/// duplicates. Calibrated on VGG16 features at 150x150 of the shared flowers and Dogs vs Cats
-/// photos (crates/audit/README.md): a copy resized to 90% and re-encoded at JPEG quality 70 scores
-/// at least 0.97 with its original; distinct photos rarely reach 0.9.
+/// Cosine similarity of the embeddings ([`duplicates::embed`]) at or above which two photos are
+/// called near duplicates. Calibrated on VGG16 features at 150x150 of the shared flowers and Dogs
+/// vs Cats photos (README): copies resized to 90% and re-encoded at JPEG quality 70 score at least
+/// 0.985 with their originals; of the 17 flowers pairs it flags, one looked at is two distinct
+/// photos (0.9505); a copy cut to its centre 90% first reaches it 18 times in 30.
 pub const DEFAULT_THRESHOLD: f32 = 0.95;
 
 /// What `audit` does, all of it.
