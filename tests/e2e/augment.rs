@@ -258,9 +258,9 @@ fn bad_inputs_fail_with_messages_naming_the_file() {
     let err = failed(rounds(&data, &data.join("cats/out"), &[]));
     assert!(err.contains("overlap"), "{err}");
 
-    let err = failed(augment(
-        &["preview", dir.path().join("absent.jpg").to_str().unwrap(), "--out", out.to_str().unwrap()],
-        1,
-    ));
-    assert!(err.contains("absent.jpg"), "{err}");
+    // A path that names nothing is a usage error (exit 2) naming it.
+    let o = augment(&["preview", dir.path().join("absent.jpg").to_str().unwrap(), "--out", out.to_str().unwrap()], 1);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("absent.jpg does not exist; the image takes an image file to augment"), "{err}");
 }

@@ -88,8 +88,11 @@ fn source(args: &Args) -> anyhow::Result<PathBuf> {
         })?,
     };
     let what = match args.backbone {
-        Backbone::Vgg16 => "a VGG16 ONNX file (e.g. .cache/models/vgg16-keras-imagenet.onnx)".to_string(),
-        lite => format!("a PyTorch state dict of {lite} (e.g. .cache/{})", crate::lite::setup_source(lite)),
+        Backbone::Vgg16 => format!("a VGG16 ONNX file (scripts/setup.sh fetches .cache/{SETUP_SOURCE})"),
+        lite => format!(
+            "a PyTorch state dict of {lite} (scripts/setup.sh fetches .cache/{})",
+            crate::lite::setup_source(lite)
+        ),
     };
     sd_cli::paths::file("--source", &source, &[], &what)?;
     Ok(source)
