@@ -117,7 +117,8 @@ fn the_default_pipeline_writes_a_report_that_a_browser_shows() {
         .chain(&["features-augmented", "train-head", "finetune", "predict"])
         .map(|s| lock["stages"][s]["seconds"].as_f64().unwrap_or_else(|| panic!("{s} has no seconds")))
         .sum();
-    assert!(html.contains(&format!("<b>{seconds:.1} s</b>")), "total {seconds:.1} s");
+    let shown = html.split("<b>total</b>").nth(1).map(|t| &t[..t.len().min(40)]);
+    assert!(html.contains(&format!("<b>{seconds:.1} s</b>")), "total {seconds:.1} s, the page: {shown:?}");
     // The files the page links exist, thumbnails are small JPEGs.
     let mut thumbs = 0;
     for src in html.split(r#"<img src=""#).skip(1).map(|s| s.split('"').next().unwrap()) {
