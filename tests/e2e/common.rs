@@ -72,6 +72,7 @@ pub fn browser_for(check: &str) -> Option<(PathBuf, PathBuf)> {
 pub fn cmd(bin: &str, cwd: &Path) -> Command {
     let exe = match bin {
         "prepare-model" => env!("CARGO_BIN_EXE_prepare-model"),
+        "audit" => env!("CARGO_BIN_EXE_audit"),
         "augment" => env!("CARGO_BIN_EXE_augment"),
         "bottleneck" => env!("CARGO_BIN_EXE_bottleneck"),
         "train-head" => env!("CARGO_BIN_EXE_train-head"),

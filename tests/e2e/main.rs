@@ -3,6 +3,7 @@
 
 mod common;
 
+mod audit;
 mod augment;
 mod backbone;
 mod bottleneck;

@@ -13,6 +13,7 @@
 //! It reads what the stages wrote ([`read`]); the lock and the runs through their one
 //! description in `sd_data::layout`.
 
+pub mod audit;
 pub mod cli;
 pub mod confusion;
 pub mod html;
@@ -49,6 +50,8 @@ pub struct Inputs {
     pub predict: PathBuf,
     /// The pipeline file whose lock records the run (none: the page says so).
     pub pipeline: Option<PathBuf>,
+    /// `audit`'s folder (none: the page leaves its section out).
+    pub audit: Option<PathBuf>,
 }
 
 /// What the page shows of the data, and how the augmented copies are made.
@@ -80,6 +83,7 @@ pub fn write(inputs: &Inputs, options: &Options, out: &Path) -> Result<Summary> 
     let finetune = read::Training::read(&inputs.finetune, "finetune")?;
     let predicted = read::Prediction::read(&inputs.predict)?;
     let run = inputs.pipeline.as_deref().map(read::Run::read).transpose()?;
+    let audit = inputs.audit.as_deref().map(sd_audit::Audit::read).transpose()?;
     let train = sd_data::Dataset::scan(inputs.data.join("train"))?;
     let validation = sd_data::Dataset::scan(inputs.data.join("validation"))?;
     let test_dir = inputs.data.join(sd_data::layout::split::TEST);
@@ -113,6 +117,7 @@ pub fn write(inputs: &Inputs, options: &Options, out: &Path) -> Result<Summary> 
         finetune: &finetune,
         predicted: &predicted,
         run: run.as_ref(),
+        audit: audit.as_ref(),
         train: &train,
         validation: &validation,
         test: test.as_ref(),

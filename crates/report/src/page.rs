@@ -43,6 +43,8 @@ pub struct Page<'a> {
     pub finetune: &'a Training,
     pub predicted: &'a Prediction,
     pub run: Option<&'a Run>,
+    /// What `audit` found (its section is left out without it).
+    pub audit: Option<&'a sd_audit::Audit>,
     pub train: &'a Dataset,
     pub validation: &'a Dataset,
     /// The held-out test split, when the data set has one.
@@ -64,10 +66,15 @@ impl Page<'_> {
             escape(&self.inputs.data.display().to_string())
         );
         let _ = write!(s, "<h1>Run report</h1>{}", self.headline());
-        s.push_str(
-            r##"<nav><a href="#data">Data</a><a href="#stages">Stages</a><a href="#training">Training</a><a href="#evaluation">Evaluation</a><a href="#mistakes">Mistakes</a><a href="#runs">Runs</a></nav>"##,
+        let _ = write!(
+            s,
+            r##"<nav><a href="#data">Data</a>{}<a href="#stages">Stages</a><a href="#training">Training</a><a href="#evaluation">Evaluation</a><a href="#mistakes">Mistakes</a><a href="#runs">Runs</a></nav>"##,
+            if self.audit.is_some() { r##"<a href="#audit">Data audit</a>"## } else { "" }
         );
         s.push_str(&self.data(dir, &mut thumbnails)?);
+        if let Some(audit) = self.audit {
+            s.push_str(&crate::audit::section(audit, dir, self.options.mistakes, &mut thumbnails));
+        }
         s.push_str(&self.stages());
         s.push_str(&self.training());
         s.push_str(&evaluation(e, self.predicted.split(), self.heat_map));
