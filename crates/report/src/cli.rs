@@ -39,10 +39,6 @@ pub struct Args {
     /// (without it, the page leaves the data audit out).
     #[arg(long, value_name = "DIR")]
     pub audit: Option<PathBuf>,
-    /// audit's folder (duplicates.csv, suspects.csv, summary.json): the page shows what it found
-    /// (without it, the page leaves the data audit out).
-    #[arg(long, value_name = "DIR")]
-    pub audit: Option<PathBuf>,
     /// The report folder (replaced as a whole when complete).
     #[arg(long, value_name = "DIR", default_value = "artifacts/report")]
     pub out: PathBuf,
@@ -105,7 +101,6 @@ pub fn run(args: &Args) -> Result<()> {
         finetune: args.finetune.clone(),
         predict: args.predict.clone(),
         pipeline: args.pipeline.clone(),
-        audit: args.audit.clone(),
         audit: args.audit.clone(),
     };
     let options = Options {
