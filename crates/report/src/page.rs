@@ -79,7 +79,7 @@ impl Page<'_> {
         s.push_str(&self.training());
         s.push_str(&evaluation(e, self.predicted.split(), self.heat_map));
         s.push_str(&self.mistakes(dir, &mut thumbnails)?);
-        s.push_str(&self.runs());
+        s.push_str(&runs_section(self.run));
         let _ = write!(
             s,
             r#"<footer class="muted"><p>Also in this folder: <a href="{c1}">{c1}</a>, <a href="{c2}">{c2}</a>, <a href="{m}">{m}</a>, <a href="{h1}">{h1}</a>, <a href="{h2}">{h2}</a>. Written by <code>report</code>.</p></footer></body></html>"#,
@@ -304,48 +304,48 @@ impl Page<'_> {
         s.push_str("</div></section>");
         Ok(s)
     }
+}
 
-    fn runs(&self) -> String {
-        let mut s = String::from(r#"<section id="runs"><h2>Runs</h2>"#);
-        let Some(run) = self.run.filter(|r| !r.runs.is_empty()) else {
-            s.push_str(
-                "<p>No runs recorded: run the pipeline with <code>pipeline run</code> to compare runs here.</p></section>",
-            );
-            return s;
-        };
-        // Best first by predict's accuracy, with the trainers' validation accuracy beside it.
-        let opts = TableOptions {
-            sort: Some("accuracy".into()),
-            metrics: vec!["evaluation.accuracy".into()],
-            current: run.current,
-            ..TableOptions::default()
-        };
-        let table =
-            runs::table(&run.runs, &opts).or_else(|_| runs::table(&run.runs, &TableOptions { sort: None, ..opts }));
-        let Ok(t) = table else { return s + "</section>" };
-        let mut html = String::from(r#"<table class="runs"><thead><tr>"#);
-        for h in &t.header {
-            let _ = write!(html, "<th>{}</th>", escape(h));
-        }
-        html.push_str("</tr></thead><tbody>");
-        for (id, row) in t.ids.iter().zip(&t.rows) {
-            html.push_str(if Some(*id) == run.current { r#"<tr class="current">"# } else { "<tr>" });
-            for cell in row {
-                let _ = write!(html, "<td>{}</td>", escape(cell));
-            }
-            html.push_str("</tr>");
-        }
-        html.push_str("</tbody></table>");
-        let _ = write!(
-            s,
-            "<p>Every run of this pipeline recorded in <code>.pipeline/runs</code>, the best validation accuracy first{}, \
-             with the params that differ between them (<em>restored</em>: stages whose outputs came from the run cache). \
-             The same table as <code>pipeline runs --sort accuracy</code>; <code>pipeline checkout RUN</code> brings a \
-             run's outputs back.</p>{html}</section>",
-            if run.current.is_some() { " (this run highlighted, marked *)" } else { "" }
+/// The runs table: every recorded run, best first, the current one marked.
+fn runs_section(run: Option<&Run>) -> String {
+    let mut s = String::from(r#"<section id="runs"><h2>Runs</h2>"#);
+    let Some(run) = run.filter(|r| !r.runs.is_empty()) else {
+        s.push_str(
+            "<p>No runs recorded: run the pipeline with <code>pipeline run</code> to compare runs here.</p></section>",
         );
-        s
+        return s;
+    };
+    // Best first by predict's accuracy, with the trainers' validation accuracy beside it.
+    let opts = TableOptions {
+        sort: Some("accuracy".into()),
+        metrics: vec!["evaluation.accuracy".into()],
+        current: run.current,
+        ..TableOptions::default()
+    };
+    let table = runs::table(&run.runs, &opts).or_else(|_| runs::table(&run.runs, &TableOptions { sort: None, ..opts }));
+    let Ok(t) = table else { return s + "</section>" };
+    let mut html = String::from(r#"<table class="runs"><thead><tr>"#);
+    for h in &t.header {
+        let _ = write!(html, "<th>{}</th>", escape(h));
     }
+    html.push_str("</tr></thead><tbody>");
+    for (id, row) in t.ids.iter().zip(&t.rows) {
+        html.push_str(if Some(*id) == run.current { r#"<tr class="current">"# } else { "<tr>" });
+        for cell in row {
+            let _ = write!(html, "<td>{}</td>", escape(cell));
+        }
+        html.push_str("</tr>");
+    }
+    html.push_str("</tbody></table>");
+    let _ = write!(
+        s,
+        "<p>Every run of this pipeline recorded in <code>.pipeline/runs</code>, the best validation accuracy first{}, \
+         with the params that differ between them (<em>restored</em>: stages whose outputs came from the run cache). \
+         The same table as <code>pipeline runs --sort accuracy</code>; <code>pipeline checkout RUN</code> brings a \
+         run's outputs back.</p>{html}</section>",
+        if run.current.is_some() { " (this run highlighted, marked *)" } else { "" }
+    );
+    s
 }
 
 fn evaluation(e: &Evaluation, split: &str, heat_map: &str) -> String {
@@ -377,4 +377,63 @@ fn evaluation(e: &Evaluation, split: &str, heat_map: &str) -> String {
 
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sd_data::layout::pipeline::{Lock, StageLock};
+    use sd_data::layout::runs::{RunRecord, RunStatus, StageRun, StageState};
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn the_runs_table_puts_the_best_first_and_marks_the_run_in_progress() {
+        let t = tempfile::tempdir().unwrap();
+        let file = t.path().join("pipeline.yaml");
+        let metrics = |acc: f64| {
+            BTreeMap::from([(
+                "artifacts/predict/metrics.json".to_string(),
+                BTreeMap::from([("accuracy".to_string(), acc)]),
+            )])
+        };
+        let mut lock = Lock::default();
+        lock.stages.insert("predict".into(), StageLock { metrics: metrics(0.85), ..Default::default() });
+        lock.save(&sd_data::layout::pipeline::lock_path(&file)).unwrap();
+        let dir = runs::runs_dir(t.path());
+        for (id, acc, size) in [(1, Some(0.8), "150"), (2, Some(0.9), "224"), (3, None, "299")] {
+            RunRecord {
+                id,
+                pid: std::process::id(),
+                started: 0,
+                seconds: 1.0,
+                status: if acc.is_some() { RunStatus::Ok } else { RunStatus::Running },
+                param_set: None,
+                params: BTreeMap::from([("size".to_string(), size.to_string())]),
+                stages: vec![StageRun {
+                    stage: "predict".into(),
+                    state: StageState::Ran,
+                    seconds: None,
+                    signature: None,
+                }],
+                metrics: acc
+                    .map(|a| BTreeMap::from([("predict".to_string(), BTreeMap::from([("accuracy".to_string(), a)]))]))
+                    .unwrap_or_default(),
+            }
+            .write(&dir)
+            .unwrap();
+        }
+        let run = Run::read(&file).unwrap();
+        assert_eq!(run.current, Some(3));
+        assert_eq!(run.stages.len(), 1);
+        let html = runs_section(Some(&run));
+        let at = |cell: &str| html.find(cell).unwrap_or_else(|| panic!("{cell} in {html}"));
+        assert!(at("<th>size</th>") < at("<th>predict:accuracy</th>"));
+        // 0.9, then this run's 0.85 (from the lock: it is running), then 0.8.
+        assert!(
+            at("<tr><td>2</td>") < at(r#"<tr class="current"><td>3 *</td>"#)
+                && at("<td>0.8500</td>") < at("<tr><td>1</td>"),
+            "{html}"
+        );
+        assert!(runs_section(None).contains("No runs recorded"));
+    }
 }

@@ -186,7 +186,7 @@ mod tests {
                     b/3.jpg,b,a,0.7,0.7,0.3\n";
         let rows = parse_predictions(text).unwrap();
         assert_eq!(rows.len(), 4);
-        let p = Prediction { evaluation: sample_evaluation(), device: "cpu".into(), rows };
+        let p = Prediction { evaluation: sample_evaluation(), device: "cpu".into(), split: None, rows };
         let files: Vec<&str> = p.mistakes(10).iter().map(|r| r.file.as_str()).collect();
         assert_eq!(files, ["b/2.jpg", "a/x,y.jpg", "b/3.jpg"]);
         assert_eq!(p.mistakes(1).len(), 1);
