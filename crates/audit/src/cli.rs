@@ -26,8 +26,9 @@ pub struct Args {
     /// Output folder.
     #[arg(long, default_value = "artifacts/audit")]
     pub out: PathBuf,
-    /// Near duplicates: cosine similarity of the pooled features at or above this.
-    #[arg(long, default_value_t = DEFAULT_THRESHOLD as f64, value_parser = fraction)]
+    /// Near duplicates: cosine similarity of the square-rooted pooled features at or above this
+    /// (README: 0.95 finds resized and re-encoded copies; lower it for cropped ones).
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD, value_parser = fraction)]
     pub threshold: f64,
     /// Duplicate pairs listed at most (the most similar; all are counted).
     #[arg(long, default_value_t = 10_000, value_parser = count)]
@@ -65,7 +66,7 @@ pub fn run(args: &Args) -> Result<()> {
     let config = Config {
         features: args.features.clone(),
         out: args.out.clone(),
-        threshold: args.threshold as f32,
+        threshold: args.threshold,
         max_pairs: args.max_pairs,
         cross_validation: CrossValidation {
             folds: args.folds,

@@ -34,7 +34,7 @@ pub use suspects::CrossValidation;
 /// vs Cats photos (README): copies resized to 90% and re-encoded at JPEG quality 70 score at least
 /// 0.985 with their originals; of the 17 flowers pairs it flags, one looked at is two distinct
 /// photos (0.9505); a copy cut to its centre 90% first reaches it 18 times in 30.
-pub const DEFAULT_THRESHOLD: f32 = 0.95;
+pub const DEFAULT_THRESHOLD: f64 = 0.95;
 
 /// What `audit` does, all of it.
 #[derive(Debug, Clone)]
@@ -42,8 +42,8 @@ pub struct Config {
     /// bottleneck's output folders, one per split, named by split.
     pub features: Vec<PathBuf>,
     pub out: PathBuf,
-    /// Near-duplicate threshold on the cosine of pooled features.
-    pub threshold: f32,
+    /// Near-duplicate threshold on the cosine of the embeddings.
+    pub threshold: f64,
     /// Duplicate pairs listed at most (the most similar; leaks are always counted).
     pub max_pairs: usize,
     pub cross_validation: CrossValidation,
@@ -67,7 +67,7 @@ pub fn audit(config: &Config) -> Result<Outcome> {
 
     let unit = duplicates::embed(photos.pooled.view());
     let splits: Vec<usize> = photos.photos.iter().map(|p| p.split).collect();
-    let found = duplicates::find(unit.view(), &hashes, &splits, config.threshold, config.max_pairs);
+    let found = duplicates::find(unit.view(), &hashes, &splits, config.threshold as f32, config.max_pairs);
     let file = |i: usize| photos.photos[i].path.display().to_string();
     let pairs: Vec<Duplicate> = found
         .pairs
@@ -87,7 +87,7 @@ pub fn audit(config: &Config) -> Result<Outcome> {
         near: found.total - found.exact,
         cross_split: found.cross,
         listed: pairs.len(),
-        threshold: config.threshold,
+        threshold: config.threshold as f32,
     };
     if found.total > pairs.len() {
         tracing::warn!(
