@@ -83,8 +83,19 @@ fn bad_inputs_are_clear_errors() {
         assert!(!err.contains("panicked"), "{err}");
         assert!(!d.join("pred").exists(), "{args:?} left output behind");
     };
-    fails(&["--model", "nope.onnx", "--data", "validation"], &["nope.onnx"]);
-    fails(&["--model", "model/conv_base.onnx", "--data", "validation"], &["conv_base.onnx", "[N, 1]"]);
+    // Paths that name nothing or the wrong artifact: usage errors (exit 2) naming the right one.
+    for (args, says) in [
+        (&["--model", "nope.onnx", "--data", "validation"][..], "nope.onnx does not exist"),
+        (&["--model", "model/conv_base.onnx", "--data", "validation"], "is prepare-model's conv base"),
+        (&["--model", "out", "--data", "validation"], "pass the file in it: --model out/classifier.onnx"),
+        (&["--model", "out/classifier.onnx", "--data", "nowhere"], "--data nowhere does not exist"),
+    ] {
+        usage_error("predict", &[args, &["--out", "pred"]].concat(), d, says);
+        assert!(!d.join("pred").exists(), "{args:?} left output behind");
+    }
+    // A model that is not a classifier.
+    std::fs::copy(d.join("model/conv_base.onnx"), d.join("renamed.onnx")).unwrap();
+    fails(&["--model", "renamed.onnx", "--data", "validation"], &["renamed.onnx", "[N, 1]"]);
     fails(&["--model", "out/classifier.onnx", "--data", "validation", "--size", "64"], &["--size 64x64", "32x32"]);
     fails(&["--model", "out/classifier.onnx", "--data", "nowhere"], &["nowhere"]);
     std::fs::create_dir_all(d.join("birds/birds")).unwrap();
