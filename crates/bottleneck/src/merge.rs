@@ -114,7 +114,8 @@ fn copy_features(path: &Path, meta: &Meta, out: &mut FeatureWriter) -> Result<()
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     f.seek(SeekFrom::Start(header.data_offset))?;
     let row = meta.feature_shape.iter().product::<usize>() * 4;
-    let mut buf = vec![0u8; row * ((1 << 20) / row).max(1)];
+    // Whole rows per read; a shape with a zero in it has no data (and no row to divide by).
+    let mut buf = vec![0u8; row * ((1 << 20) / row.max(1)).max(1)];
     let mut values = Vec::new();
     let mut left = meta.count * row;
     while left > 0 {
@@ -126,4 +127,34 @@ fn copy_features(path: &Path, meta: &Meta, out: &mut FeatureWriter) -> Result<()
         left -= n;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sd_data::image::{ImageSize, ResizeFilter};
+
+    #[test]
+    fn a_feature_shape_with_a_zero_is_no_division_by_zero() {
+        // A shard's bottleneck.json and features.npy agreeing on rows of zero values: nothing to
+        // copy, and no panic sizing the copy buffer from the row length.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("features.npy");
+        npy::write(&path, &ndarray::Array2::<f32>::zeros((2, 0))).unwrap();
+        let meta = Meta {
+            data: "d".into(),
+            model: "m".into(),
+            size: ImageSize::square(32),
+            resize_filter: ResizeFilter::Bilinear,
+            preprocess: sd_data::Preprocess::Caffe,
+            batch_size: 2,
+            classes: vec!["a".into(), "b".into()],
+            count: 2,
+            feature_shape: vec![0],
+            shard: None,
+        };
+        let mut out = FeatureWriter::create(&dir.path().join("out"), 2).unwrap();
+        out.set_shape(&[0]).unwrap();
+        copy_features(&path, &meta, &mut out).unwrap();
+    }
 }

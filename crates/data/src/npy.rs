@@ -141,13 +141,15 @@ pub fn write<T: NpyElement, S: Data<Elem = T>, D: Dimension>(
         None => (1, vec![]),
     };
     let mut w = NpyWriter::<T>::create(path, rows, &row_shape)?;
-    // A zero-dim row shape has one element per row; standard (C) order is what .npy stores.
     if w.row_len == 0 {
-        w.row_len = 1;
-    }
-    let values: Vec<T> = array.iter().copied().collect();
-    if !values.is_empty() {
-        w.write_rows(&values)?;
+        // Rows of no values (a zero in the row shape): all of them written by writing nothing.
+        w.written = rows;
+    } else {
+        // Standard (C) order is what .npy stores.
+        let values: Vec<T> = array.iter().copied().collect();
+        if !values.is_empty() {
+            w.write_rows(&values)?;
+        }
     }
     w.finish()
 }
@@ -452,6 +454,56 @@ mod tests {
         let bytes = Array2::<u8>::from_shape_fn((2, 3), |(i, j)| (i * 3 + j) as u8);
         write(dir.path().join("u.npy"), &bytes).unwrap();
         assert_eq!(read::<u8>(dir.path().join("u.npy")).unwrap(), bytes.into_dyn());
+    }
+
+    #[test]
+    fn arrays_without_values_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        for shape in [vec![2, 0], vec![0, 3], vec![0]] {
+            let p = dir.path().join("e.npy");
+            write(&p, &ArrayD::<f32>::zeros(IxDyn(&shape))).unwrap();
+            assert_eq!(read::<f32>(&p).unwrap().shape(), shape);
+            assert_eq!(read_header(&p).unwrap().shape, shape);
+        }
+    }
+
+    #[test]
+    fn a_header_claiming_more_than_the_file_holds_is_refused_before_allocating() {
+        // Issue 34: (100000000000, 4, 4, 512) floats in a file of 1 KB of data aborted with
+        // "memory allocation of 3276800000000000 bytes failed".
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("features.npy");
+        let mut bytes = header("<f4", &[100_000_000_000, 4, 4, 512]);
+        bytes.extend([0u8; 1024]);
+        std::fs::write(&p, &bytes).unwrap();
+        for err in [read::<f32>(&p).unwrap_err().to_string(), read_header(&p).unwrap_err().to_string()] {
+            assert!(err.contains("features.npy") && err.contains("3276800000000000 bytes of data"), "{err}");
+            assert!(err.contains("the file holds 1024 bytes after its header"), "{err}");
+        }
+        // More than can exist, a header longer than the file, a dictionary that is not one.
+        let mut huge = header("<f4", &[1 << 40, 1 << 40]);
+        huge.extend([0u8; 8]);
+        std::fs::write(&p, &huge).unwrap();
+        assert!(read::<f32>(&p).unwrap_err().to_string().contains("more bytes than can exist"));
+        let mut long = b"\x93NUMPY\x02\x00".to_vec();
+        long.extend(u32::MAX.to_le_bytes());
+        std::fs::write(&p, &long).unwrap();
+        assert!(read::<f32>(&p).unwrap_err().to_string().contains("4294967295 bytes of header"));
+        for dict in [
+            "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (1,), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'extra': 1}",
+            "{'descr': '<f4', 'fortran_order': False}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,), }",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), } trailing",
+        ] {
+            let mut b = b"\x93NUMPY\x01\x00".to_vec();
+            b.extend((dict.len() as u16).to_le_bytes());
+            b.extend(dict.as_bytes());
+            b.extend([0u8; 4]);
+            std::fs::write(&p, &b).unwrap();
+            let err = read::<f32>(&p).unwrap_err().to_string();
+            assert!(err.contains("not a valid .npy file"), "{dict}: {err}");
+        }
     }
 
     #[test]
