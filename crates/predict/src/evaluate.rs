@@ -20,8 +20,7 @@ use serde::Serialize;
 use crate::classifier::{Classifier, Tta, distribution};
 use crate::csv_field;
 
-pub const PREDICTIONS: &str = "predictions.csv";
-pub const METRICS: &str = "metrics.json";
+pub use sd_data::layout::predict::{METRICS, PREDICTION_FIELDS, PREDICTIONS};
 
 /// `metrics.json`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,7 +69,7 @@ pub fn evaluate(
     let mut csv = staging.as_ref().map(|s| AtomicFile::create(s.path().join(PREDICTIONS))).transpose()?;
     if let Some(f) = &mut csv {
         let columns: Vec<String> = classes.iter().map(|c| csv_field(&format!("p_{c}"))).collect();
-        writeln!(f, "file,label,predicted,confidence,{}", columns.join(",")).context("writing predictions.csv")?;
+        writeln!(f, "{},{}", PREDICTION_FIELDS.join(","), columns.join(",")).context("writing predictions.csv")?;
     }
     let bar = sd_cli::progress_bar(samples.len() as u64, "predict", show_progress);
     let mut tally = Tally::new(Loss::for_classes(classes.len()));

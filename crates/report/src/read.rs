@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use sd_data::layout::pipeline::{Lock, StageLock, lock_path};
+use sd_data::layout::predict;
 use sd_data::layout::runs::{self, RunRecord, RunStatus};
 use sd_train::EpochStats;
 use sd_train::metrics::Evaluation;
@@ -81,8 +82,8 @@ struct PredictMetrics {
 impl Prediction {
     pub fn read(dir: &Path) -> Result<Prediction> {
         let hint = format!("run predict --data DIR --out {} first", dir.display());
-        let m: PredictMetrics = sd_data::layout::read_json(&dir.join(sd_predict::evaluate::METRICS), &hint)?;
-        let path = dir.join(sd_predict::evaluate::PREDICTIONS);
+        let m: PredictMetrics = sd_data::layout::read_json(&dir.join(predict::METRICS), &hint)?;
+        let path = dir.join(predict::PREDICTIONS);
         let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}; {hint}", path.display()))?;
         let rows =
             parse_predictions(&text).with_context(|| format!("{} is not predict's predictions", path.display()))?;
@@ -110,9 +111,9 @@ impl Prediction {
 
 /// `file,label,predicted,confidence,p_<class>...` (header first).
 fn parse_predictions(text: &str) -> Result<Vec<Row>> {
-    let records = sd_predict::csv_records(text).context("a quoted field is not closed")?;
+    let records = sd_data::csv::records(text).context("a quoted field is not closed")?;
     let Some((header, rows)) = records.split_first() else { bail!("it is empty") };
-    if header.get(..4) != Some(&["file", "label", "predicted", "confidence"].map(String::from)[..]) {
+    if header.get(..4) != Some(&predict::PREDICTION_FIELDS.map(String::from)[..]) {
         bail!("its header is not `file,label,predicted,confidence,...`");
     }
     rows.iter()

@@ -8,6 +8,7 @@
 //! * [`classifier`]: what a classifier ONNX records about itself in its metadata.
 //! * [`Classes`]: the class map (`{"cats": 0, "dogs": 1}`) all of them carry.
 //! * [`split`]: `split`'s folder (`train/`, `validation/`, `test/` class-folder sets, `split.json`).
+//! * [`predict`]: `predict`'s folder (`metrics.json`, `predictions.csv`).
 //! * [`pipeline`]: `pipeline.lock` and the metrics files' numbers; [`runs`]: the runs `pipeline`
 //!   records (`.pipeline/runs/`), and their table.
 //!
@@ -19,6 +20,7 @@ pub mod classifier;
 pub mod features;
 pub mod model;
 pub mod pipeline;
+pub mod predict;
 pub mod runs;
 pub mod split;
 
