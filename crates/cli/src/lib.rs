@@ -110,7 +110,8 @@ pub fn count(n: usize, noun: &str) -> String {
     }
     match noun.strip_suffix('y').filter(|stem| !stem.ends_with(['a', 'e', 'i', 'o', 'u'])) {
         Some(stem) => format!("{n} {stem}ies"),
-        None if noun.ends_with(['s', 'x']) || noun.ends_with("ch") || noun.ends_with("sh") => format!("{n} {noun}es"),
+        // Not `ch`: "epochs".
+        None if noun.ends_with(['s', 'x']) || noun.ends_with("sh") => format!("{n} {noun}es"),
         None => format!("{n} {noun}s"),
     }
 }
