@@ -43,7 +43,7 @@ fn five_classes_through_every_stage() {
     let matrix = e["confusion_matrix"].as_array().unwrap();
     assert_eq!(matrix.len(), 5);
     assert!(matrix.iter().all(|r| r.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>() == 4));
-    assert_eq!(e["accuracy"], m["last"]["val_acc"], "the evaluation is the exported (last) epoch's");
+    assert_eq!(e["accuracy"], m["exported"]["val_acc"], "the evaluation is the exported epoch's");
     // Real VGG16 features tell flowers apart far above chance (0.2), even from 12 photos a class.
     assert!(e["accuracy"].as_f64().unwrap() >= 0.6, "{e}");
     assert!(e["macro_f1"].as_f64().unwrap() > 0.5 && e["top_k"]["accuracy"].as_f64().unwrap() >= 0.9, "{e}");
@@ -101,7 +101,7 @@ fn five_classes_through_every_stage() {
     let p = json(&d.join("pred/metrics.json"));
     // The same images through the exported classifier: what finetune measured, image for image.
     assert_eq!(p["confusion_matrix"], t["evaluation"]["confusion_matrix"], "{out}");
-    assert_eq!(p["accuracy"], t["last"]["val_acc"]);
+    assert_eq!(p["accuracy"], t["exported"]["val_acc"], "predict scores the exported epoch");
     for c in CLASSES {
         assert!(out.contains(&format!("  {c}")), "the console names every class: {out}");
     }
