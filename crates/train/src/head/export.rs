@@ -129,19 +129,30 @@ pub fn load(dir: &Path) -> Result<(Head<f32>, HeadSpec), ExportError> {
     spec.pool.check(&spec.input_shape).map_err(|reason| invalid(&path, reason))?;
     let mut inputs = spec.pool.width(&spec.input_shape);
     let mut layers = Vec::new();
+    // The weight files head.json names: plain names in its folder, errors naming both.
+    let weights = |name: &str| -> Result<(PathBuf, ndarray::ArrayD<f32>), ExportError> {
+        let mut parts = Path::new(name).components();
+        if !matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None)) {
+            return Err(invalid(&path, format!("weight file {name:?} is not a file name in the head's folder")));
+        }
+        let file = dir.join(name);
+        let array =
+            sd_data::npy::read::<f32>(&file).map_err(|e| invalid(&path, format!("a weight file it names: {e}")))?;
+        Ok((file, array))
+    };
     for s in &spec.layers {
-        let (kp, bp) = (dir.join(&s.kernel), dir.join(&s.bias));
-        let kernel = sd_data::npy::read::<f32>(&kp)?;
+        let (kp, kernel) = weights(&s.kernel)?;
         let kernel: Array2<f32> = kernel
             .into_dimensionality()
             .ok()
             .filter(|k: &Array2<f32>| k.dim() == (inputs, s.units))
-            .ok_or_else(|| invalid(&kp, format!("expected shape [{inputs}, {}]", s.units)))?;
-        let bias: Array1<f32> = sd_data::npy::read::<f32>(&bp)?
+            .ok_or_else(|| invalid(&kp, format!("expected shape [{inputs}, {}] as {HEAD_JSON} says", s.units)))?;
+        let (bp, bias) = weights(&s.bias)?;
+        let bias: Array1<f32> = bias
             .into_dimensionality()
             .ok()
             .filter(|b: &Array1<f32>| b.len() == s.units)
-            .ok_or_else(|| invalid(&bp, format!("expected shape [{}]", s.units)))?;
+            .ok_or_else(|| invalid(&bp, format!("expected shape [{}] as {HEAD_JSON} says", s.units)))?;
         layers.push(Dense { kernel, bias });
         inputs = s.units;
     }
@@ -226,7 +237,16 @@ mod tests {
         save(&head, &[6], &Classes::new(vec!["a".into(), "b".into()]), dir.path()).unwrap();
         sd_data::npy::write(dir.path().join("dense2_kernel.npy"), &Array2::<f32>::zeros((4, 1))).unwrap();
         let e = load(dir.path()).unwrap_err().to_string();
-        assert!(e.contains("dense2_kernel.npy") && e.contains("[5, 1]"), "{e}");
+        assert!(e.contains("dense2_kernel.npy") && e.contains("[5, 1] as head.json says"), "{e}");
+        // head.json naming a weight file that is missing, or outside its folder (found by the
+        // head-json fuzz target: the error named only the weight file).
+        let mut spec: HeadSpec = serde_json::from_slice(&std::fs::read(dir.path().join(HEAD_JSON)).unwrap()).unwrap();
+        for (name, says) in [("dense9_kernel.npy", "a weight file it names"), ("../x.npy", "not a file name")] {
+            spec.layers[0].kernel = name.into();
+            sd_data::artifact::write_json(dir.path().join(HEAD_JSON), &spec).unwrap();
+            let e = load(dir.path()).unwrap_err().to_string();
+            assert!(e.contains("head.json") && e.contains(name) && e.contains(says), "{e}");
+        }
     }
 
     #[test]
