@@ -6,6 +6,8 @@
 #
 #   benches/fuzz/run.sh [SECONDS] [PARALLEL] [TARGET...]
 #
+# Environment: BIN, a folder holding a built sd-fuzz (default: `cargo build -p sd-fuzz`).
+#
 # The dev profile is used on purpose: integer overflow panics there (a finding) instead of
 # wrapping. See crates/fuzz/README.md.
 set -euo pipefail
@@ -13,11 +15,14 @@ secs=${1:-600}
 par=${2:-1}
 shift $(( $# < 2 ? $# : 2 ))
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-cargo build --quiet --manifest-path "$root/Cargo.toml" -p sd-fuzz
+if [[ -z ${BIN:-} ]]; then
+    cargo build --quiet --manifest-path "$root/Cargo.toml" -p sd-fuzz
+    BIN=$root/target/debug
+fi
 # A copy, so that builds during the run do not replace the binary under test.
 bin=$(mktemp /tmp/sd-fuzz.XXXXXX)
 trap 'rm -f "$bin"' EXIT
-cp "$root/target/debug/sd-fuzz" "$bin"
+cp "$BIN/sd-fuzz" "$bin" && chmod +x "$bin"
 out=$root/benches/fuzz/$(date -u +%F)
 mkdir -p "$out"
 targets=("$@")
