@@ -187,7 +187,7 @@ fn the_default_pipeline_writes_a_report_that_a_browser_shows() {
         }
     }
     let tested = pipeline(dir, &["epochs=3"], &["run"]);
-    assert_eq!(ran(&tested), ["split", "predict", "report"], "{}", text(&tested));
+    assert_eq!(ran(&tested), ["split", "audit", "predict", "report"], "{}", text(&tested));
     let predicted = json(&dir.join("artifacts/predict/metrics.json"));
     assert_eq!((predicted["split"].as_str(), predicted["samples"].as_u64()), (Some("test"), Some(4)));
     let test = predicted["accuracy"].as_f64().unwrap();
