@@ -22,6 +22,8 @@ h3 { margin: 16px 0 6px; font-size: 1.05em; }
 .summary { font-size: 1.15em; } .summary strong { font-size: 1.4em; }
 nav a { margin-right: 14px; } .muted { color: #666; font-size: 0.9em; }
 table { border-collapse: collapse; margin: 8px 0 16px; }
+/* A wide table (the runs table holds every metric) scrolls inside its section, never the page. */
+section { overflow-x: auto; }
 th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; vertical-align: top; }
 th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
 tr.current td { background: #fff6d5; font-weight: 600; }
