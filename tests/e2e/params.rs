@@ -111,7 +111,8 @@ fn a_folder_name_reaches_the_program_as_its_text_through_snakemake() {
 #[test]
 fn a_value_no_quoting_can_pass_is_a_configuration_error_naming_the_param() {
     let dir = project();
-    let out = Command::new(PIPELINE).args(["--set", "data=two\nlines", "run"]).current_dir(dir.path()).output().unwrap();
+    let out =
+        Command::new(PIPELINE).args(["--set", "data=two\nlines", "run"]).current_dir(dir.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let err = text(&out);
     assert!(err.contains("param `data`") && err.contains("a newline"), "{err}");

@@ -92,10 +92,11 @@ fn splits_class_folders_with_spaces_stably_into_train_validation_and_test() {
     let out = split(t.path(), &args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.starts_with("split: 2 classes, train ") && stdout.contains("(by content hash, seed 3) -> split data"));
+    assert!(
+        stdout.starts_with("split: 2 classes, train ") && stdout.contains("(by content hash, seed 3) -> split data")
+    );
     let data = t.path().join("split data");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join("split.json")).unwrap()).unwrap();
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(data.join("split.json")).unwrap()).unwrap();
     let mut placed = std::collections::BTreeMap::new();
     for part in ["train", "validation", "test"] {
         for (class, _) in classes {
