@@ -8,7 +8,10 @@
 //! ```
 //!
 //! * weights: int8, symmetric, one scale per output channel (axis 0 of the ONNX Conv weight,
-//!   which is always `[M, C/group, kH, kW]`), range [-127, 127];
+//!   which is always `[M, C/group, kH, kW]`), range [-64, 64] (7 bits, ONNX Runtime's
+//!   `reduce_range`): x86 CPUs without VNNI multiply uint8 by int8 with `vpmaddubsw`, whose pair
+//!   sums saturate at 16 bits past 255·64·2; full-range weights there gave features at cosine 0.52
+//!   from the float ones, and one model file must run right on every CPU;
 //! * biases: int32 with scale `x_scale · w_scale[c]` and zero point 0 (what `QLinearConv` adds);
 //! * activations: uint8, one scale and zero point per tensor, from a calibrated min-max range
 //!   (always widened to hold 0, so that 0 is exact, e.g. for zero padding);
@@ -69,8 +72,11 @@ pub fn uint8_params(range: Range) -> Affine {
     Affine { scale, zero_point: (-lo / scale).round().clamp(0.0, 255.0) as u8 }
 }
 
+/// The largest int8 weight magnitude (see the module doc: 7 bits, so that no CPU saturates).
+pub const WEIGHT_MAX: f32 = 64.0;
+
 /// Symmetric int8 quantisation of `weights` with one scale per index of axis 0:
-/// `scale[c] = max |w[c, ..]| / 127`, values rounded and clamped to [-127, 127].
+/// `scale[c] = max |w[c, ..]| / WEIGHT_MAX`, values rounded and clamped to ±[`WEIGHT_MAX`].
 pub fn per_channel_int8(weights: &ArrayD<f32>) -> (Vec<i8>, Vec<f32>) {
     let channels = weights.shape().first().copied().unwrap_or(1);
     let per = weights.len() / channels.max(1);
@@ -79,8 +85,8 @@ pub fn per_channel_int8(weights: &ArrayD<f32>) -> (Vec<i8>, Vec<f32>) {
     let mut values = Vec::with_capacity(flat.len());
     for chunk in flat.chunks(per.max(1)) {
         let max = chunk.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-        values.extend(chunk.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8));
+        let scale = if max > 0.0 { max / WEIGHT_MAX } else { 1.0 };
+        values.extend(chunk.iter().map(|v| (v / scale).round().clamp(-WEIGHT_MAX, WEIGHT_MAX) as i8));
         scales.push(scale);
     }
     (values, scales)
@@ -441,12 +447,13 @@ mod tests {
 
     #[test]
     fn weights_are_symmetric_int8_per_output_channel() {
-        // Two output channels of [1, 1, 2] (OIHW): each gets its own scale max|w| / 127.
-        let w = array![[[[1.0f32, -2.0]]], [[[0.5, 0.25]]]].into_dyn();
+        // Two output channels of [1, 1, 2] (OIHW): each gets its own scale max|w| / 64.
+        let w = array![[[[1.0f32, -2.0]]], [[[0.5, 0.375]]]].into_dyn();
         let (q, scales) = per_channel_int8(&w);
-        assert_eq!(scales, [2.0 / 127.0, 0.5 / 127.0]);
-        // 1 / (2/127) = 63.5 rounds away from zero to 64; 0.25 / (0.5/127) = 63.5 -> 64.
-        assert_eq!(q, [64, -127, 127, 64]);
+        assert_eq!(scales, [2.0 / 64.0, 0.5 / 64.0]);
+        // 1 / (2/64) = 32; 0.375 / (0.5/64) = 48; the largest magnitude is 64, never 127, so that
+        // uint8 x int8 pair sums fit 16 bits on CPUs without VNNI (255 * 64 * 2 <= 32767).
+        assert_eq!(q, [32, -64, 64, 48]);
         // A channel of zeros keeps scale 1 (no division by zero) and zero values.
         let (q, scales) = per_channel_int8(&ArrayD::zeros(IxDyn(&[1, 1, 1, 3])));
         assert_eq!((q, scales), (vec![0, 0, 0], vec![1.0]));
@@ -584,7 +591,7 @@ mod tests {
         let b = init("c1_b/int32").unwrap();
         assert_eq!(b.data_type, Some(dtype::INT32));
         let x = uint8_params(Range { min: -100.0, max: 150.0 });
-        let want_b = bias_int32(&[0.5, -0.5], x.scale, &[0.1 / 127.0; 2]);
+        let want_b = bias_int32(&[0.5, -0.5], x.scale, &[0.1 / WEIGHT_MAX; 2]);
         let got_b: Vec<i32> =
             b.raw_data.as_ref().unwrap().chunks(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         assert_eq!(got_b, want_b);
