@@ -6,7 +6,9 @@ use anyhow::{Result, bail};
 use clap::Parser;
 use sd_cli::args::{count, fraction, non_negative, positive};
 
-use crate::{Config, CrossValidation, DEFAULT_THRESHOLD, output};
+use sd_data::layout::audit as output;
+
+use crate::{Config, CrossValidation, DEFAULT_THRESHOLD};
 
 /// Check a data set before training on it: duplicate photos (and leaks, the same photo in two
 /// splits), photos whose label is likely wrong, unreadable files, class balance.

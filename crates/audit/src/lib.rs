@@ -7,13 +7,12 @@
 //!   of a cross-validated logistic regression (confident learning);
 //! * unreadable image files, and the class balance.
 //!
-//! It writes `duplicates.csv`, `suspects.csv` and `summary.json` ([`output`]) into its folder
+//! It writes `duplicates.csv`, `suspects.csv` and `summary.json` ([`sd_data::layout::audit`]) into its folder
 //! (replaced as a whole when complete) and never moves or deletes a photo: what to do is the
 //! user's call (the report shows the pairs and suspects side by side).
 
 pub mod cli;
 pub mod duplicates;
-pub mod output;
 pub mod photos;
 pub mod suspects;
 pub mod testing;
@@ -24,10 +23,10 @@ use anyhow::Result;
 use ndarray::Array2;
 use rayon::prelude::*;
 use sd_data::artifact::StagingDir;
+use sd_data::layout::audit as output;
 
-pub use output::{Audit, Duplicate, Summary, Suspect};
 pub use photos::Photos;
-pub use suspects::CrossValidation;
+pub use sd_data::layout::audit::{Audit, CrossValidation, Duplicate, Summary, Suspect};
 
 /// Cosine similarity of the embeddings ([`duplicates::embed`]) at or above which two photos are
 /// called near duplicates. Calibrated on VGG16 features at 150x150 of the shared flowers and Dogs

@@ -23,27 +23,9 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use sd_data::layout::audit::CrossValidation;
 use sd_train::optim::Param;
 use sd_train::{Loss, Optimizer, OptimizerState, Regularization, Schedule};
-use serde::{Deserialize, Serialize};
-
-/// How the out-of-fold probabilities are made.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CrossValidation {
-    pub folds: usize,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub learning_rate: f64,
-    /// L2 penalty on the weights.
-    pub l2: f64,
-    pub seed: u64,
-}
-
-impl Default for CrossValidation {
-    fn default() -> Self {
-        CrossValidation { folds: 5, epochs: 30, batch_size: 32, learning_rate: 1e-3, l2: 0.1, seed: 0 }
-    }
-}
 
 /// The features the classifier sees: the [`crate::duplicates::embed`]ding (square roots, unit
 /// rows), then each column scaled to mean 0 and standard deviation 1 over all photos (no labels

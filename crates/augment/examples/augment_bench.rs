@@ -9,9 +9,9 @@
 use std::time::{Duration, Instant};
 
 use image::RgbImage;
-use sd_augment::{Augmenter, FillMode, Preset, TransformParams};
 use sd_data::Dataset;
 use sd_data::image::{ResizeFilter, load_resized};
+use sd_transform::{Augmenter, FillMode, Preset, TransformParams};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -2,12 +2,11 @@
 //! class-folder data set (as class folders of images, or uint8 `.npy` shards) for `bottleneck`.
 
 use anyhow::{Context, Result, bail, ensure};
-use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use image::RgbImage;
 use rayon::prelude::*;
 use sd_cli::LogArgs;
-use sd_cli::args::ResizeArgs;
+use sd_cli::args::{ResizeArgs, TransformArgs};
 use sd_data::artifact::{StagingDir, write_bytes, write_json, write_lines};
 use sd_data::image::{ImageSize, load_resized, load_rgb, resize};
 use sd_data::layout::features::{FILES, LABELS, write_classes};
@@ -18,8 +17,7 @@ use std::fs;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use crate::params::{AugmentConfig, Preset, parse_zoom};
-use crate::{Augmenter, FillMode};
+use sd_transform::Augmenter;
 
 /// Keras ImageDataGenerator-style augmentation: one affine resampling per image, seeded per
 /// image (the same bytes whatever the thread count).
@@ -105,70 +103,6 @@ pub struct CommonArgs {
     pub jpeg_quality: u8,
     #[command(flatten)]
     pub transform: TransformArgs,
-}
-
-/// ImageDataGenerator's arguments; a preset first, then each flag given overrides it. Flags left
-/// out take the preset's value, or none (no transform) without a preset.
-#[derive(Debug, Clone, Args, Default)]
-pub struct TransformArgs {
-    /// Augmentation preset: tutorial (rotation 40, shifts 0.2, shear 0.2, zoom 0.2, horizontal
-    /// flip, fill nearest) or finetune (shear 0.2, zoom 0.2, horizontal flip). Was --preset,
-    /// which now only names train-head's training presets.
-    #[arg(
-        long = "augment",
-        alias = "preset",
-        value_name = "PRESET",
-        value_parser = PossibleValuesParser::new(Preset::NAMES).map(|s| s.parse::<Preset>().expect("a listed name"))
-    )]
-    pub preset: Option<Preset>,
-    /// Rotation in degrees, uniform in [-r, r] [default: 0].
-    #[arg(long)]
-    pub rotation_range: Option<f64>,
-    /// Horizontal shift: a fraction of the width if < 1, else pixels; uniform in [-s, s]
-    /// [default: 0].
-    #[arg(long)]
-    pub width_shift_range: Option<f64>,
-    /// Vertical shift: a fraction of the height if < 1, else pixels [default: 0].
-    #[arg(long)]
-    pub height_shift_range: Option<f64>,
-    /// Shear angle in DEGREES (Keras >= 2.2; Keras 1 read radians) [default: 0].
-    #[arg(long)]
-    pub shear_range: Option<f64>,
-    /// Zoom: z (meaning [1-z, 1+z]) or lo,hi; > 1 zooms out [default: 0, no zoom].
-    #[arg(long, value_parser = |s: &str| parse_zoom(s))]
-    pub zoom_range: Option<[f64; 2]>,
-    /// Mirror half of the images left-right (on with either preset).
-    #[arg(long)]
-    pub horizontal_flip: bool,
-    /// Mirror half of the images upside down.
-    #[arg(long)]
-    pub vertical_flip: bool,
-    /// How pixels outside the image are filled [default: nearest].
-    #[arg(
-        long,
-        value_parser = PossibleValuesParser::new(FillMode::NAMES).map(|s| s.parse::<FillMode>().expect("a listed name"))
-    )]
-    pub fill_mode: Option<FillMode>,
-    /// Fill value for --fill-mode constant (0-255) [default: 0].
-    #[arg(long)]
-    pub cval: Option<u8>,
-}
-
-impl TransformArgs {
-    pub fn config(&self) -> AugmentConfig {
-        let mut c = self.preset.map(Preset::config).unwrap_or_default();
-        let set = |field: &mut f64, v: Option<f64>| *field = v.unwrap_or(*field);
-        set(&mut c.rotation_range, self.rotation_range);
-        set(&mut c.width_shift_range, self.width_shift_range);
-        set(&mut c.height_shift_range, self.height_shift_range);
-        set(&mut c.shear_range, self.shear_range);
-        c.zoom_range = self.zoom_range.unwrap_or(c.zoom_range);
-        c.horizontal_flip |= self.horizontal_flip;
-        c.vertical_flip |= self.vertical_flip;
-        c.fill_mode = self.fill_mode.unwrap_or(c.fill_mode);
-        c.cval = self.cval.unwrap_or(c.cval);
-        c
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -3,11 +3,14 @@
 //! (`--device` / `--threads` are `sd_runtime::SessionConfig`'s), and value parsers for numeric
 //! flags: a value out of range is a usage error (exit 2) that names the flag, before any work.
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, ValueEnum};
 use sd_data::image::{ImageSize, ResizeFilter, ResizeMode};
 use sd_data::layout::model::Precision;
 use sd_data::{ModelInput, Preprocess};
 use sd_train::{ClassWeight, Optimizer, Schedule};
+use sd_transform::params::parse_zoom;
+use sd_transform::{AugmentConfig, FillMode, Preset};
 
 /// A count of at least 1 (epochs, batch size, rounds).
 pub fn count(s: &str) -> Result<usize, String> {
@@ -309,6 +312,70 @@ impl OptimArgs {
             Some(ScheduleName::Step) => Schedule::Step { every: self.step_every, factor: self.step_factor },
         };
         Optim { optimizer, learning_rate, schedule }
+    }
+}
+
+/// ImageDataGenerator's arguments; a preset first, then each flag given overrides it. Flags left
+/// out take the preset's value, or none (no transform) without a preset.
+#[derive(Debug, Clone, Args, Default)]
+pub struct TransformArgs {
+    /// Augmentation preset: tutorial (rotation 40, shifts 0.2, shear 0.2, zoom 0.2, horizontal
+    /// flip, fill nearest) or finetune (shear 0.2, zoom 0.2, horizontal flip). Was --preset,
+    /// which now only names train-head's training presets.
+    #[arg(
+        long = "augment",
+        alias = "preset",
+        value_name = "PRESET",
+        value_parser = PossibleValuesParser::new(Preset::NAMES).map(|s| s.parse::<Preset>().expect("a listed name"))
+    )]
+    pub preset: Option<Preset>,
+    /// Rotation in degrees, uniform in [-r, r] [default: 0].
+    #[arg(long)]
+    pub rotation_range: Option<f64>,
+    /// Horizontal shift: a fraction of the width if < 1, else pixels; uniform in [-s, s]
+    /// [default: 0].
+    #[arg(long)]
+    pub width_shift_range: Option<f64>,
+    /// Vertical shift: a fraction of the height if < 1, else pixels [default: 0].
+    #[arg(long)]
+    pub height_shift_range: Option<f64>,
+    /// Shear angle in DEGREES (Keras >= 2.2; Keras 1 read radians) [default: 0].
+    #[arg(long)]
+    pub shear_range: Option<f64>,
+    /// Zoom: z (meaning [1-z, 1+z]) or lo,hi; > 1 zooms out [default: 0, no zoom].
+    #[arg(long, value_parser = |s: &str| parse_zoom(s))]
+    pub zoom_range: Option<[f64; 2]>,
+    /// Mirror half of the images left-right (on with either preset).
+    #[arg(long)]
+    pub horizontal_flip: bool,
+    /// Mirror half of the images upside down.
+    #[arg(long)]
+    pub vertical_flip: bool,
+    /// How pixels outside the image are filled [default: nearest].
+    #[arg(
+        long,
+        value_parser = PossibleValuesParser::new(FillMode::NAMES).map(|s| s.parse::<FillMode>().expect("a listed name"))
+    )]
+    pub fill_mode: Option<FillMode>,
+    /// Fill value for --fill-mode constant (0-255) [default: 0].
+    #[arg(long)]
+    pub cval: Option<u8>,
+}
+
+impl TransformArgs {
+    pub fn config(&self) -> AugmentConfig {
+        let mut c = self.preset.map(Preset::config).unwrap_or_default();
+        let set = |field: &mut f64, v: Option<f64>| *field = v.unwrap_or(*field);
+        set(&mut c.rotation_range, self.rotation_range);
+        set(&mut c.width_shift_range, self.width_shift_range);
+        set(&mut c.height_shift_range, self.height_shift_range);
+        set(&mut c.shear_range, self.shear_range);
+        c.zoom_range = self.zoom_range.unwrap_or(c.zoom_range);
+        c.horizontal_flip |= self.horizontal_flip;
+        c.vertical_flip |= self.vertical_flip;
+        c.fill_mode = self.fill_mode.unwrap_or(c.fill_mode);
+        c.cval = self.cval.unwrap_or(c.cval);
+        c
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use sd_augment::cli::TransformArgs;
+use sd_cli::args::TransformArgs;
 use sd_cli::args::{FitArgs, FitOptions, InputArgs, LossArgs, Optim, OptimArgs, PrecisionArgs, ResumeArgs};
 use sd_data::layout::model::{DEFAULT_CALIBRATION_IMAGES, Precision};
 use sd_data::scratch::ScratchDir;
@@ -117,7 +117,7 @@ impl Args {
         } else {
             let mut t = self.augment.clone();
             if t.preset.is_none() {
-                t.preset = Some(sd_augment::Preset::Finetune);
+                t.preset = Some(sd_transform::Preset::Finetune);
             }
             Some(t.config())
         };

@@ -24,7 +24,6 @@ use anyhow::{Result, bail};
 use ndarray::{Array2, Array4};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sd_augment::{AugmentConfig, Augmenter};
 use sd_data::{ModelInput, Sample};
 use sd_train::checkpoint::{Resumable, Snapshot, Tensors};
 use sd_train::epochs::{EpochTransform, Epochs, epoch_order};
@@ -35,6 +34,7 @@ use sd_train::head::optim::HeadOptimizer;
 use sd_train::history::Fit;
 use sd_train::metrics::Tally;
 use sd_train::{ClassWeight, EpochStats, Loss, Objective, Optimizer, OptimizerState, Regularization, Schedule};
+use sd_transform::{AugmentConfig, Augmenter};
 use serde::{Deserialize, Serialize};
 
 use crate::block5::{Block5, Block5Weights};
@@ -76,7 +76,7 @@ impl FinetuneConfig {
     pub fn keras() -> FinetuneConfig {
         FinetuneConfig {
             input: ModelInput::RECIPE,
-            augment: Some(sd_augment::Preset::Finetune.config()),
+            augment: Some(sd_transform::Preset::Finetune.config()),
             optimizer: Optimizer::Sgd { momentum: 0.9, nesterov: false },
             learning_rate: 1e-4,
             schedule: Schedule::Constant,

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use sd_audit::Audit;
+use sd_data::layout::audit::{Audit, Duplicate};
 
 use crate::html::{escape, table};
 use crate::thumbs;
@@ -60,8 +60,8 @@ pub fn section(audit: &Audit, dir: &Path, shown: usize, thumbnails: &mut usize) 
         table("audit-balance", &header, &rows)
     );
 
-    let leaks: Vec<&sd_audit::Duplicate> = audit.duplicates.iter().filter(|p| p.cross_split).collect();
-    let others: Vec<&sd_audit::Duplicate> = audit.duplicates.iter().filter(|p| !p.cross_split).collect();
+    let leaks: Vec<&Duplicate> = audit.duplicates.iter().filter(|p| p.cross_split).collect();
+    let others: Vec<&Duplicate> = audit.duplicates.iter().filter(|p| !p.cross_split).collect();
     let _ = write!(
         html,
         r#"<h3>Leaks: the same photo in two splits</h3><p>{}</p>"#,
@@ -160,7 +160,7 @@ fn listed(total: usize, listed: usize, shown: usize) -> String {
     if n < total { format!(" Showing the first {n} of {total}.") } else { String::new() }
 }
 
-fn pairs(pairs: &[&sd_audit::Duplicate], shown: usize, dir: &Path, prefix: &str, thumbnails: &mut usize) -> String {
+fn pairs(pairs: &[&Duplicate], shown: usize, dir: &Path, prefix: &str, thumbnails: &mut usize) -> String {
     let mut html = String::from(r#"<div class="grid">"#);
     for (i, p) in pairs.iter().take(shown).enumerate() {
         let _ = write!(
@@ -194,7 +194,7 @@ fn thumbnail(dir: &Path, name: &str, file: &str, thumbnails: &mut usize) -> Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sd_audit::output::{self, DuplicateSummary, LabelCheck, SplitSummary, Summary};
+    use sd_data::layout::audit::{self as output, DuplicateSummary, LabelCheck, SplitSummary, Summary};
 
     #[test]
     fn the_section_shows_leaks_suspects_and_unreadable_files_and_survives_a_missing_photo() {
@@ -224,7 +224,7 @@ mod tests {
             label_check: LabelCheck {
                 accuracy: Some(0.5),
                 suspect_share: 2.0 / 3.0,
-                cross_validation: sd_audit::CrossValidation::default(),
+                cross_validation: output::CrossValidation::default(),
                 skipped: None,
             },
             not_in_features: vec![],
@@ -233,11 +233,11 @@ mod tests {
         output::write_summary(&dir, &summary).unwrap();
         output::write_duplicates(
             &dir,
-            &[sd_audit::Duplicate { file_a: a, file_b: b, similarity: 0.987, exact: false, cross_split: true }],
+            &[Duplicate { file_a: a, file_b: b, similarity: 0.987, exact: false, cross_split: true }],
         )
         .unwrap();
         let suspect =
-            |file: String| sd_audit::Suspect { file, label: "dogs".into(), suggested: "cats".into(), score: 0.9 };
+            |file: String| output::Suspect { file, label: "dogs".into(), suggested: "cats".into(), score: 0.9 };
         output::write_suspects(&dir, &[suspect(c), suspect("gone/missing.jpg".into())]).unwrap();
         let audit = Audit::read(&dir).unwrap();
         let out = t.path().join("report");

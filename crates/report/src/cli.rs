@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use sd_augment::Augmenter;
-use sd_augment::cli::TransformArgs;
+use sd_cli::args::TransformArgs;
 use sd_cli::args::{ResizeArgs, count};
 use sd_data::image::ImageSize;
+use sd_transform::Augmenter;
 
 use crate::{Inputs, Options};
 

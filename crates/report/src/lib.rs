@@ -24,8 +24,8 @@ pub mod thumbs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use sd_augment::Augmenter;
 use sd_data::image::{ImageSize, ResizeFilter};
+use sd_transform::Augmenter;
 
 pub const INDEX: &str = "index.html";
 pub const CONFUSION: &str = "confusion.svg";
@@ -83,7 +83,7 @@ pub fn write(inputs: &Inputs, options: &Options, out: &Path) -> Result<Summary> 
     let finetune = read::Training::read(&inputs.finetune, "finetune")?;
     let predicted = read::Prediction::read(&inputs.predict)?;
     let run = inputs.pipeline.as_deref().map(read::Run::read).transpose()?;
-    let audit = inputs.audit.as_deref().map(sd_audit::Audit::read).transpose()?;
+    let audit = inputs.audit.as_deref().map(sd_data::layout::audit::Audit::read).transpose()?;
     let train = sd_data::Dataset::scan(inputs.data.join("train"))?;
     let validation = sd_data::Dataset::scan(inputs.data.join("validation"))?;
     let test_dir = inputs.data.join(sd_data::layout::split::TEST);

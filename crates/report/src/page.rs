@@ -46,7 +46,7 @@ pub struct Page<'a> {
     pub predicted: &'a Prediction,
     pub run: Option<&'a Run>,
     /// What `audit` found (its section is left out without it).
-    pub audit: Option<&'a sd_audit::Audit>,
+    pub audit: Option<&'a sd_data::layout::audit::Audit>,
     pub train: &'a Dataset,
     pub validation: &'a Dataset,
     /// The held-out test split, when the data set has one.

@@ -29,7 +29,7 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
-/// The image transform of an epoch (e.g. `sd_augment::Augmenter::transform`).
+/// The image transform of an epoch (e.g. `sd_transform::Augmenter::transform`).
 pub type EpochTransform = Arc<dyn Fn(u64) -> Transform + Send + Sync>;
 
 /// Epochs of training batches: each epoch reshuffled (unless `shuffle` is off) and transformed,

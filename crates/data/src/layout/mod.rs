@@ -7,6 +7,7 @@
 //!   `classes.json`, `bottleneck.json`); augment's `.npy` rounds share its label files.
 //! * [`classifier`]: what a classifier ONNX records about itself in its metadata.
 //! * [`Classes`]: the class map (`{"cats": 0, "dogs": 1}`) all of them carry.
+//! * [`audit`]: `audit`'s folder (`duplicates.csv`, `suspects.csv`, `summary.json`).
 //! * [`split`]: `split`'s folder (`train/`, `validation/`, `test/` class-folder sets, `split.json`).
 //! * [`predict`]: `predict`'s folder (`metrics.json`, `predictions.csv`).
 //! * [`pipeline`]: `pipeline.lock` and the metrics files' numbers; [`runs`]: the runs `pipeline`
@@ -15,6 +16,7 @@
 //! The head's folder (`train-head`'s weights and `head.json`) is described by `sd-head`, the
 //! only crate that builds heads.
 
+pub mod audit;
 pub mod classes;
 pub mod classifier;
 pub mod features;

@@ -1,4 +1,4 @@
-//! `audit`'s output folder, written and read by this module alone (the report reads it too):
+//! `audit`'s output folder (`audit` writes it, `report` reads it):
 //!
 //! | file | contents |
 //! |---|---|
@@ -11,11 +11,11 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result, bail};
-use sd_data::csv::{field, records};
 use serde::{Deserialize, Serialize};
 
-use crate::suspects::CrossValidation;
+use super::LayoutError;
+use crate::artifact::WriteError;
+use crate::csv::{field, records};
 
 pub const DUPLICATES: &str = "duplicates.csv";
 pub const SUSPECTS: &str = "suspects.csv";
@@ -95,6 +95,24 @@ pub struct LabelCheck {
     pub skipped: Option<String>,
 }
 
+/// How the out-of-fold probabilities of the label check are made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrossValidation {
+    pub folds: usize,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    /// L2 penalty on the weights.
+    pub l2: f64,
+    pub seed: u64,
+}
+
+impl Default for CrossValidation {
+    fn default() -> Self {
+        CrossValidation { folds: 5, epochs: 30, batch_size: 32, learning_rate: 1e-3, l2: 0.1, seed: 0 }
+    }
+}
+
 /// A row of `duplicates.csv`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Duplicate {
@@ -124,27 +142,27 @@ pub struct Suspect {
     pub score: f32,
 }
 
-pub fn write_duplicates(dir: &Path, rows: &[Duplicate]) -> Result<()> {
+pub fn write_duplicates(dir: &Path, rows: &[Duplicate]) -> Result<(), WriteError> {
     let lines: Vec<String> = std::iter::once(DUPLICATES_HEADER.to_string())
         .chain(
             rows.iter().map(|d| format!("{},{},{:.4},{}", field(&d.file_a), field(&d.file_b), d.similarity, d.kind())),
         )
         .collect();
-    Ok(sd_data::artifact::write_lines(dir.join(DUPLICATES), &lines)?)
+    crate::artifact::write_lines(dir.join(DUPLICATES), &lines)
 }
 
-pub fn write_suspects(dir: &Path, rows: &[Suspect]) -> Result<()> {
+pub fn write_suspects(dir: &Path, rows: &[Suspect]) -> Result<(), WriteError> {
     let lines: Vec<String> = std::iter::once(SUSPECTS_HEADER.to_string())
         .chain(
             rows.iter()
                 .map(|s| format!("{},{},{},{:.4}", field(&s.file), field(&s.label), field(&s.suggested), s.score)),
         )
         .collect();
-    Ok(sd_data::artifact::write_lines(dir.join(SUSPECTS), &lines)?)
+    crate::artifact::write_lines(dir.join(SUSPECTS), &lines)
 }
 
-pub fn write_summary(dir: &Path, summary: &Summary) -> Result<()> {
-    Ok(sd_data::artifact::write_json(dir.join(SUMMARY), summary)?)
+pub fn write_summary(dir: &Path, summary: &Summary) -> Result<(), WriteError> {
+    crate::artifact::write_json(dir.join(SUMMARY), summary)
 }
 
 /// An audit folder read back.
@@ -158,16 +176,19 @@ pub struct Audit {
 
 impl Audit {
     /// Reads `dir`; errors name the file and say which stage writes it.
-    pub fn read(dir: &Path) -> Result<Audit> {
-        let summary: Summary =
-            sd_data::layout::read_json(&dir.join(SUMMARY), "audit writes it (is this an audit folder?)")?;
+    pub fn read(dir: &Path) -> Result<Audit, LayoutError> {
+        let summary: Summary = super::read_json(&dir.join(SUMMARY), "audit writes it (is this an audit folder?)")?;
         let duplicates = read_csv(&dir.join(DUPLICATES), DUPLICATES_HEADER, |r| {
             let kind = r[3].as_str();
             let (base, cross_split) = kind.strip_suffix(" cross-split").map_or((kind, false), |b| (b, true));
             let exact = match base {
                 "exact" => true,
                 "near" => false,
-                _ => bail!("kind {kind:?}, expected exact or near, optionally followed by \" cross-split\""),
+                _ => {
+                    return Err(format!(
+                        "kind {kind:?}, expected exact or near, optionally followed by \" cross-split\""
+                    ));
+                }
             };
             Ok(Duplicate { file_a: r[0].clone(), file_b: r[1].clone(), similarity: number(&r[2])?, exact, cross_split })
         })?;
@@ -178,26 +199,30 @@ impl Audit {
     }
 }
 
-fn number(s: &str) -> Result<f32> {
-    s.parse().with_context(|| format!("{s:?} is not a number"))
+fn number(s: &str) -> Result<f32, String> {
+    s.parse().map_err(|e| format!("{s:?} is not a number: {e}"))
 }
 
-fn read_csv<T>(path: &Path, header: &str, row: impl Fn(&[String]) -> Result<T>) -> Result<Vec<T>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read {}; audit writes it (run audit again)", path.display()))?;
-    let records = records(&text).with_context(|| format!("{}: an unterminated quote", path.display()))?;
+/// Reads a CSV file with `header`, each record through `row` (whose error is the reason).
+fn read_csv<T>(path: &Path, header: &str, row: impl Fn(&[String]) -> Result<T, String>) -> Result<Vec<T>, LayoutError> {
+    let invalid = |reason: String| LayoutError::Invalid { path: path.into(), reason };
+    let text = std::fs::read_to_string(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => invalid("missing; audit writes it (run audit again)".into()),
+        _ => LayoutError::Read { path: path.into(), source },
+    })?;
+    let records = records(&text).ok_or_else(|| invalid("an unterminated quote".into()))?;
     let columns = header.split(',').count();
     let mut records = records.into_iter();
     if records.next().map(|h| h.join(",")) != Some(header.to_string()) {
-        bail!("{}: the first line is not {header:?}; run audit again", path.display());
+        return Err(invalid(format!("the first line is not {header:?}; run audit again")));
     }
     records
         .enumerate()
         .map(|(i, r)| {
             if r.len() != columns {
-                bail!("{} line {}: {} fields, expected {columns}", path.display(), i + 2, r.len());
+                return Err(invalid(format!("line {}: {} fields, expected {columns}", i + 2, r.len())));
             }
-            row(&r).with_context(|| format!("{} line {}", path.display(), i + 2))
+            row(&r).map_err(|reason| invalid(format!("line {}: {reason}", i + 2)))
         })
         .collect()
 }
@@ -268,7 +293,7 @@ mod tests {
         assert!(Audit::read(t.path()).is_ok());
         std::fs::write(t.path().join(DUPLICATES), "file_a,file_b,similarity,kind\na,b,0.5,odd\n").unwrap();
         let e = format!("{:#}", Audit::read(t.path()).unwrap_err());
-        assert!(e.contains("duplicates.csv line 2") && e.contains("\"odd\""), "{e}");
+        assert!(e.contains("duplicates.csv: line 2") && e.contains("\"odd\""), "{e}");
         write_duplicates(t.path(), &[]).unwrap();
         std::fs::write(t.path().join(SUSPECTS), "file,label\n").unwrap();
         let e = format!("{:#}", Audit::read(t.path()).unwrap_err());
