@@ -11,6 +11,7 @@ pub mod loader;
 pub mod npy;
 pub mod preprocess;
 pub mod scratch;
+pub mod testing;
 pub mod tree;
 
 pub use dataset::{Dataset, Sample};

@@ -76,7 +76,7 @@ impl Epochs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{Rgb, RgbImage};
+    use image::RgbImage;
 
     #[test]
     fn epoch_orders_are_seeded_permutations() {
@@ -93,13 +93,7 @@ mod tests {
     #[test]
     fn epochs_shuffle_transform_and_keep_every_sample_with_its_label() {
         let dir = tempfile::tempdir().unwrap();
-        let samples: Arc<[Sample]> = (0..7)
-            .map(|i| {
-                let path = dir.path().join(format!("{i}.png"));
-                RgbImage::from_fn(8, 8, |c, r| Rgb([i as u8, (c * 30) as u8, (r * 30) as u8])).save(&path).unwrap();
-                Sample { path, label: (i % 2) as u32 }
-            })
-            .collect();
+        let samples = sd_data::testing::png_samples(dir.path(), 7);
         // Epoch e sets the third channel of every pixel of sample s to 10·e + s.
         let shift: EpochTransform = Arc::new(|epoch| {
             Arc::new(move |mut img: RgbImage, at: sd_data::loader::SampleRef| {

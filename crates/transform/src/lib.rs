@@ -106,7 +106,6 @@ pub fn apply(img: &RgbImage, params: &TransformParams, mode: FillMode, cval: u8)
 mod tests {
     use super::*;
     use image::Rgb;
-    use sd_data::Sample;
     use sd_data::loader::{Loader, LoaderConfig};
 
     /// A 3 x 3 image with distinct pixels; value = 10 * (row * 3 + col + 1) on every channel.
@@ -236,13 +235,7 @@ mod tests {
     #[test]
     fn the_loader_transform_augments_each_sample_by_its_index() {
         let dir = tempfile::tempdir().unwrap();
-        let samples: Arc<[Sample]> = (0..7)
-            .map(|i| {
-                let path = dir.path().join(format!("{i}.png"));
-                RgbImage::from_fn(8, 8, |c, r| Rgb([i as u8, (c * 30) as u8, (r * 30) as u8])).save(&path).unwrap();
-                Sample { path, label: (i % 2) as u32 }
-            })
-            .collect();
+        let samples = sd_data::testing::png_samples(dir.path(), 7);
         let aug = Arc::new(Augmenter::new(Preset::Tutorial.config(), 1).unwrap());
         let mut config = LoaderConfig::new(8, 8, 3);
         config.transform = Some(aug.transform(2));
